@@ -1,0 +1,134 @@
+"""Every error combe raises, in one tree, so callers catch one root.
+
+::
+
+    CombeError
+    ├── ConfigError (ValueError)            a bad option, URL or argument
+    ├── StoreError                          the store failed or refused
+    │   ├── ObjectNotFound (LookupError)    a path that is not in the store
+    │   ├── StoreUnavailable                unreachable or failing after retries
+    │   └── UnsupportedStore                the protocol lacks an atomic operation
+    ├── ConflictError                       another producer won the race
+    ├── DatasetNotFound (LookupError)       no announced version yet
+    ├── FormatError (ValueError)            a manifest or blob we cannot read
+    │   └── IntegrityError                  checksum or sha256 mismatch
+    ├── SourceError                         a source we cannot read from
+    ├── BadRecordError (ValueError)         one input record we cannot fold
+    ├── ValidationError                     a validator refused to announce
+    └── KeyTypeError (TypeError)            a lookup key of the wrong type
+
+Errors carry the context a user needs to act (dataset, version, path,
+topic/partition/offset) as attributes as well as in the message; the HTTP
+endpoint reads ``status`` to choose a response code.
+"""
+
+from __future__ import annotations
+
+
+class CombeError(Exception):
+    """Root of every combe error."""
+
+    status = 500
+
+
+class ConfigError(CombeError, ValueError):
+    """An option, URL or argument that cannot work as given."""
+
+    status = 400
+
+
+class StoreError(CombeError):
+    """The store failed or refused an operation."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ObjectNotFound(StoreError, LookupError):
+    """A path that is not in the store."""
+
+    status = 404
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached, or kept failing, within the retry budget."""
+
+    status = 503
+
+
+class UnsupportedStore(StoreError):
+    """The store's protocol lacks an operation safe publishing relies on."""
+
+
+class ConflictError(CombeError):
+    """Another producer announced first; this cycle announced nothing."""
+
+    status = 409
+
+    def __init__(self, message: str, *, dataset: str, version: int) -> None:
+        super().__init__(message)
+        self.dataset = dataset
+        self.version = version
+
+
+class DatasetNotFound(CombeError, LookupError):
+    """The dataset has no announced version (or the pinned one is gone)."""
+
+    status = 404
+
+    def __init__(self, message: str, *, dataset: str) -> None:
+        super().__init__(message)
+        self.dataset = dataset
+
+
+class FormatError(CombeError, ValueError):
+    """A manifest, announcement or blob that does not follow docs/FORMAT.md."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class IntegrityError(FormatError):
+    """Bytes or state that do not match the checksum recorded for them."""
+
+
+class SourceError(CombeError):
+    """A source that cannot be opened or read."""
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+
+
+class BadRecordError(CombeError, ValueError):
+    """One input record that cannot be folded, and where it is."""
+
+    status = 400
+
+    def __init__(self, reason: str, *, stream: str, partition: int, offset: int,
+                 where: str | None = None) -> None:
+        self.reason = reason
+        self.stream = stream
+        self.partition = partition
+        self.offset = offset
+        self.where = where or f"{stream} partition {partition} offset {offset}"
+        super().__init__(f"bad record at {self.where}: {reason}")
+
+
+class ValidationError(CombeError):
+    """A validator refused the new version; nothing was announced."""
+
+    def __init__(self, message: str, *, dataset: str, version: int,
+                 validator: str) -> None:
+        super().__init__(message)
+        self.dataset = dataset
+        self.version = version
+        self.validator = validator
+
+
+class KeyTypeError(CombeError, TypeError):
+    """A lookup key that does not match the dataset's key type."""
+
+    status = 400

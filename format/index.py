@@ -1,0 +1,103 @@
+"""The primary-key hash index a snapshot carries, so consumers map it instead of building it.
+
+Hashing a key must give the same bucket in every process and language, so it
+is CRC-32 (the zlib/ISO-HDLC polynomial) of the key's canonical bytes: UTF-8
+for string keys, 8-byte little-endian two's complement for int64 keys.
+``bucket = (crc * n) >> 32`` spreads n rows over n buckets without a modulo.
+The index is two int32 columns of n entries, stored in the snapshot beside the
+data columns: ``rows`` lists row numbers grouped by bucket, ``ends[b]`` is where
+bucket b's group ends in ``rows`` (it starts at ``ends[b-1]``, or 0).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import FormatError
+
+INDEX_ROWS = "__combe_index_rows"
+INDEX_ENDS = "__combe_index_ends"
+INDEX_SCHEME = b"crc32-fastrange-v1"
+INDEX_METADATA = b"combe.index"
+MAX_ROWS = 2**31 - 1
+
+_CRC_TABLE = np.zeros(256, dtype=np.uint32)
+for _byte in range(256):
+    _crc = _byte
+    for _ in range(8):
+        _crc = (_crc >> 1) ^ (0xEDB88320 if _crc & 1 else 0)
+    _CRC_TABLE[_byte] = _crc
+
+
+def key_bytes(key: str | int, key_type: str) -> bytes:
+    """The canonical bytes a key is hashed over."""
+    if key_type == "int64":
+        return int(key).to_bytes(8, "little", signed=True)
+    return str(key).encode()
+
+
+def key_hash(canonical: bytes) -> int:
+    return zlib.crc32(canonical)
+
+
+def _crc32_many(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """CRC-32 of every ``data[offsets[i]:offsets[i+1]]`` at once, one byte position per step."""
+    starts = offsets[:-1].astype(np.int64)
+    lengths = (offsets[1:] - offsets[:-1]).astype(np.int64)
+    crc = np.full(len(starts), 0xFFFFFFFF, dtype=np.uint32)
+    active = np.arange(len(starts))
+    position = 0
+    while len(active):
+        active = active[lengths[active] > position]
+        if not len(active):
+            break
+        byte = data[starts[active] + position]
+        current = crc[active]
+        crc[active] = _CRC_TABLE[(current ^ byte) & 0xFF] ^ (current >> 8)
+        position += 1
+    return crc ^ np.uint32(0xFFFFFFFF)
+
+
+def hash_keys(keys: pa.Array, key_type: str) -> np.ndarray:
+    """CRC-32 of every key's canonical bytes, vectorised (the same values ``key_hash`` gives)."""
+    if key_type == "int64":
+        raw = np.ascontiguousarray(keys.to_numpy(zero_copy_only=False).astype("<i8")).view(np.uint8)
+        offsets = np.arange(0, 8 * (len(keys) + 1), 8, dtype=np.int64)
+        return _crc32_many(raw, offsets)
+    binary = keys.cast(pa.large_binary())
+    offsets = np.frombuffer(binary.buffers()[1], dtype="<i8")[binary.offset:binary.offset + len(binary) + 1]
+    data_buffer = binary.buffers()[2]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+    return _crc32_many(data, offsets)
+
+
+def build_index(keys: pa.Array, key_type: str) -> tuple[pa.Array, pa.Array]:
+    """The ``rows`` and ``ends`` columns for keys in row order."""
+    count = len(keys)
+    if count > MAX_ROWS:
+        raise FormatError(f"a snapshot holds at most {MAX_ROWS} records; this one has {count}")
+    buckets = (hash_keys(keys, key_type).astype(np.uint64) * np.uint64(count)) >> np.uint64(32)
+    rows = np.argsort(buckets, kind="stable").astype(np.int32)
+    ends = np.cumsum(np.bincount(buckets.astype(np.int64), minlength=count)).astype(np.int32)
+    return pa.array(rows, pa.int32()), pa.array(ends, pa.int32())
+
+
+def with_index(table: pa.Table, key_field: str, key_type: str) -> pa.Table:
+    """The snapshot table: data columns, then the two index columns, and the scheme in metadata."""
+    rows, ends = build_index(table.column(key_field).combine_chunks(), key_type)
+    indexed = table.append_column(pa.field(INDEX_ROWS, pa.int32(), nullable=False), rows)
+    indexed = indexed.append_column(pa.field(INDEX_ENDS, pa.int32(), nullable=False), ends)
+    return indexed.replace_schema_metadata({**(table.schema.metadata or {}), INDEX_METADATA: INDEX_SCHEME})
+
+
+def split_index(table: pa.Table) -> tuple[pa.Table, np.ndarray | None, np.ndarray | None]:
+    """Data columns, and the index arrays if the snapshot carries a scheme this reader knows."""
+    metadata = table.schema.metadata or {}
+    if INDEX_ROWS not in table.column_names or metadata.get(INDEX_METADATA) != INDEX_SCHEME:
+        return table.drop_columns([c for c in (INDEX_ROWS, INDEX_ENDS) if c in table.column_names]), None, None
+    rows = table.column(INDEX_ROWS).combine_chunks().to_numpy()
+    ends = table.column(INDEX_ENDS).combine_chunks().to_numpy()
+    return table.drop_columns([INDEX_ROWS, INDEX_ENDS]), rows, ends

@@ -1,0 +1,214 @@
+"""Manifests, the announcement and the pin: the JSON documents of a dataset.
+
+Every field is checked on read, so a malformed, truncated or foreign document
+is one clear FormatError naming the path and the field, never a KeyError
+from deep inside a reader.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import FormatError
+from .layout import FORMAT_VERSION, check_blob_path, check_dataset_name
+from .schema import KEY_TYPES, VALUE_FORMATS, Schema
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Fields:
+    """Typed field access on a parsed JSON object, with errors that name document and field."""
+
+    def __init__(self, obj: Any, path: str, where: str = "") -> None:
+        if not isinstance(obj, dict):
+            raise FormatError(f"{path}: {where or 'document'} must be a JSON object", path=path)
+        self.obj, self.path, self.where = obj, path, where
+
+    def get(self, name: str, kind: type | tuple[type, ...], *, optional: bool = False) -> Any:
+        label = f"{self.where}.{name}" if self.where else name
+        if name not in self.obj or self.obj[name] is None:
+            if optional:
+                return None
+            raise FormatError(f"{self.path}: field {label!r} is missing", path=self.path)
+        value = self.obj[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise FormatError(f"{self.path}: field {label!r} has the wrong type ({type(value).__name__})", path=self.path)
+        return value
+
+    def nested(self, name: str, *, optional: bool = False) -> _Fields | None:
+        value = self.get(name, dict, optional=optional)
+        return None if value is None else _Fields(value, self.path, f"{self.where}.{name}" if self.where else name)
+
+
+def _parse(data: bytes, path: str) -> _Fields:
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path} is not valid JSON (truncated or corrupted?): {exc}", path=path) from exc
+    fields = _Fields(obj, path)
+    found = fields.get("format_version", int)
+    if found != FORMAT_VERSION:
+        raise FormatError(f"{path} has format_version {found}; this combe reads version {FORMAT_VERSION}. "
+                          "Upgrade combe to read it.", path=path)
+    return fields
+
+
+def _dump(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, indent=1, sort_keys=False).encode() + b"\n"
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """A blob a manifest references: where it is, how big, its sha256, how many rows."""
+
+    path: str
+    bytes: int
+    sha256: str
+    rows: int
+
+    @classmethod
+    def parse(cls, fields: _Fields) -> BlobRef:
+        ref = cls(
+            path=check_blob_path(fields.get("path", str)),
+            bytes=fields.get("bytes", int),
+            sha256=fields.get("sha256", str),
+            rows=fields.get("rows", int),
+        )
+        if len(ref.sha256) != 64 or any(c not in "0123456789abcdef" for c in ref.sha256):
+            raise FormatError(f"{fields.path}: {fields.where}.sha256 is not a sha256 hex digest", path=fields.path)
+        return ref
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One immutable version of a dataset (docs/FORMAT.md, "Manifest")."""
+
+    dataset: str
+    version: int
+    parent: int | None
+    created_at: str
+    producer: str
+    schema: Schema
+    value_format: str
+    record_count: int
+    state_checksum: str
+    snapshot_version: int
+    snapshot: BlobRef | None
+    delta: BlobRef | None
+    reverse: BlobRef | None
+    source_uri: str
+    positions: dict[str, dict[str, int]]
+    changes: dict[str, int] = field(default_factory=dict)
+    schema_change: bool = False
+
+    def to_json(self) -> bytes:
+        return _dump({
+            "format_version": FORMAT_VERSION,
+            "dataset": self.dataset,
+            "version": self.version,
+            "parent": self.parent,
+            "created_at": self.created_at,
+            "producer": self.producer,
+            "key": {"field": self.schema.key_field, "type": self.schema.key_type},
+            "schema": self.schema.to_json(),
+            "value_format": self.value_format,
+            "record_count": self.record_count,
+            "state_checksum": self.state_checksum,
+            "snapshot_version": self.snapshot_version,
+            "blobs": {name: (asdict(ref) if ref else None)
+                      for name, ref in (("snapshot", self.snapshot), ("delta", self.delta), ("reverse", self.reverse))},
+            "source": {"uri": self.source_uri, "positions": self.positions},
+            "changes": self.changes,
+            "schema_change": self.schema_change,
+        })
+
+    @classmethod
+    def from_json(cls, data: bytes, path: str) -> Manifest:
+        fields = _parse(data, path)
+        key = fields.nested("key")
+        assert key is not None
+        key_type = key.get("type", str)
+        if key_type not in KEY_TYPES:
+            raise FormatError(f"{path}: key.type {key_type!r} is not one of {KEY_TYPES}", path=path)
+        schema_list = fields.get("schema", list)
+        schema = Schema.from_json(key.get("field", str), key_type, schema_list)
+        blobs = fields.nested("blobs")
+        assert blobs is not None
+        refs = {name: (BlobRef.parse(nested) if (nested := blobs.nested(name, optional=True)) else None)
+                for name in ("snapshot", "delta", "reverse")}
+        source = fields.nested("source")
+        assert source is not None
+        positions = source.get("positions", dict)
+        if not all(isinstance(parts, dict) and all(isinstance(o, int) for o in parts.values())
+                   for parts in positions.values()):
+            raise FormatError(f"{path}: source.positions must map streams to {{partition: offset}}", path=path)
+        value_format = fields.get("value_format", str)
+        if value_format not in VALUE_FORMATS:
+            raise FormatError(f"{path}: value_format {value_format!r} is not one of {VALUE_FORMATS}", path=path)
+        manifest = cls(
+            dataset=check_dataset_name(fields.get("dataset", str)),
+            version=fields.get("version", int),
+            parent=fields.get("parent", int, optional=True),
+            created_at=fields.get("created_at", str),
+            producer=fields.get("producer", str),
+            schema=schema,
+            value_format=value_format,
+            record_count=fields.get("record_count", int),
+            state_checksum=fields.get("state_checksum", str),
+            snapshot_version=fields.get("snapshot_version", int),
+            snapshot=refs["snapshot"],
+            delta=refs["delta"],
+            reverse=refs["reverse"],
+            source_uri=source.get("uri", str),
+            positions={stream: dict(parts) for stream, parts in positions.items()},
+            changes={k: v for k, v in fields.get("changes", dict).items() if isinstance(v, int)},
+            schema_change=bool(fields.get("schema_change", bool, optional=True)),
+        )
+        manifest._check(path)
+        return manifest
+
+    def _check(self, path: str) -> None:
+        """Cross-field rules: what a reader relies on to plan a load."""
+        problems = []
+        if self.version < 1:
+            problems.append("version must be 1 or more")
+        if self.parent is not None and not 1 <= self.parent < self.version:
+            problems.append("parent must be an earlier version")
+        if not 1 <= self.snapshot_version <= self.version:
+            problems.append("snapshot_version must be at or before version")
+        if (self.snapshot is not None) != (self.snapshot_version == self.version):
+            problems.append("a snapshot blob is present exactly when snapshot_version == version")
+        if self.parent is not None and self.delta is None and self.snapshot is None:
+            problems.append("a version with a parent needs a delta or a snapshot")
+        if self.record_count < 0:
+            problems.append("record_count must not be negative")
+        if problems:
+            raise FormatError(f"{path}: " + "; ".join(problems), path=path)
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """``announced.json`` or ``pin.json``: which version readers should use."""
+
+    dataset: str
+    version: int
+    at: str
+    by: str
+
+    def to_json(self) -> bytes:
+        return _dump({"format_version": FORMAT_VERSION, "dataset": self.dataset,
+                      "version": self.version, "at": self.at, "by": self.by})
+
+    @classmethod
+    def from_json(cls, data: bytes, path: str) -> Pointer:
+        fields = _parse(data, path)
+        pointer = cls(check_dataset_name(fields.get("dataset", str)), fields.get("version", int),
+                      fields.get("at", str), fields.get("by", str))
+        if pointer.version < 1:
+            raise FormatError(f"{path}: version must be 1 or more", path=path)
+        return pointer

@@ -12,7 +12,7 @@ from typing import Any
 
 from .codec import verify
 from .errors import DatasetNotFound, FormatError, ObjectNotFound
-from .layout import ANNOUNCED, PIN, VERSIONS_DIR, check_dataset_name, manifest_path, manifest_version
+from .layout import ANNOUNCED, VERSIONS_DIR, check_dataset_name, manifest_path, manifest_version
 from .manifest import BlobRef, Manifest, Pointer
 from .store import Store, open_store
 
@@ -80,18 +80,6 @@ class Dataset:
     def announce(self, pointer: Pointer, expected_tag: str | None) -> str | None:
         """Compare-and-swap the announcement; the new tag, or None if another producer moved it."""
         return self.store.compare_and_swap(ANNOUNCED, pointer.to_json(), expected_tag)
-
-    def pin(self) -> Pointer | None:
-        try:
-            return self._pointer(self.store.read(PIN), PIN)
-        except ObjectNotFound:
-            return None
-
-    def set_pin(self, pointer: Pointer) -> None:
-        self.store.write(PIN, pointer.to_json())
-
-    def clear_pin(self) -> None:
-        self.store.delete(PIN)
 
     def manifest(self, version: int) -> Manifest:
         path = manifest_path(version)

@@ -1,6 +1,6 @@
 """Where each object of a dataset lives, relative to ``<store>/<dataset>/``.
 
-Only ``announced.json`` and ``pin.json`` ever change; manifests and blobs are
+Only ``announced.json`` ever changes; manifests and blobs are
 written once under names that are never reused, so a retried or racing cycle
 cannot overwrite anything a reader may be using.
 """
@@ -14,7 +14,6 @@ from .errors import ConfigError, FormatError
 
 FORMAT_VERSION = 1
 ANNOUNCED = "announced.json"
-PIN = "pin.json"
 VERSIONS_DIR = "versions"
 BLOBS_DIR = "blobs"
 

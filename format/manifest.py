@@ -193,22 +193,32 @@ class Manifest:
 
 @dataclass(frozen=True)
 class Pointer:
-    """``announced.json`` or ``pin.json``: which version readers should use."""
+    """``announced.json``: the version readers should use, and the store-wide pin if one is set.
+
+    The pin lives in the same object so that a consumer's poll stays one
+    conditional request; producers carry it over when they announce.
+    """
 
     dataset: str
     version: int
     at: str
     by: str
+    pin: int | None = None
 
     def to_json(self) -> bytes:
         return _dump({"format_version": FORMAT_VERSION, "dataset": self.dataset,
-                      "version": self.version, "at": self.at, "by": self.by})
+                      "version": self.version, "at": self.at, "by": self.by, "pin": self.pin})
+
+    @property
+    def serving(self) -> int:
+        """The version consumers without a pin of their own should serve."""
+        return self.pin if self.pin is not None else self.version
 
     @classmethod
     def from_json(cls, data: bytes, path: str) -> Pointer:
         fields = _parse(data, path)
         pointer = cls(check_dataset_name(fields.get("dataset", str)), fields.get("version", int),
-                      fields.get("at", str), fields.get("by", str))
-        if pointer.version < 1:
-            raise FormatError(f"{path}: version must be 1 or more", path=path)
+                      fields.get("at", str), fields.get("by", str), fields.get("pin", int, optional=True))
+        if pointer.version < 1 or (pointer.pin is not None and not 1 <= pointer.pin <= pointer.version):
+            raise FormatError(f"{path}: version must be 1 or more and pin between 1 and version", path=path)
         return pointer

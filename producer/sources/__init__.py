@@ -1,1 +1,35 @@
-"""placeholder"""
+"""Sources by URL scheme, imported only when used (Kafka needs the ``kafka`` extra)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from combe.format.errors import ConfigError
+
+from .base import Batch, Positions, Record, Source
+
+# scheme -> (module, factory, extra to install)
+_REGISTRY: dict[str, tuple[str, str, str | None]] = {
+    "file": ("combe.producer.sources.file", "FileSource", None),
+    "kafka": ("combe.producer.sources.kafka", "KafkaSource", "kafka"),
+}
+
+
+def open_source(uri: str, **options: Any) -> Source:
+    """The Source for ``uri``: ``kafka://host:port/topic``, ``file://path``, a path, or ``-``."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else "file"
+    if scheme not in _REGISTRY:
+        raise ConfigError(f"source {uri!r}: unknown scheme {scheme!r}; use kafka://host:port/topic, "
+                          "file://path.jsonl, a path, or - for stdin")
+    module_name, factory, extra = _REGISTRY[scheme]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = f"; install it with: pip install 'combe[{extra}]'" if extra else ""
+        raise ConfigError(f"{scheme} sources need a package that is missing ({exc.name}){hint}") from exc
+    source: Source = getattr(module, factory)(uri, **options)
+    return source
+
+
+__all__ = ["Batch", "Positions", "Record", "Source", "open_source"]

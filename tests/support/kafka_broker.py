@@ -41,7 +41,7 @@ SERVER_CLASS = "kafka.Kafka"
 
 # Small heap and C1-only JIT: the test machines have 2 cores and the broker's load is tiny,
 # so start-up time matters more than peak throughput.
-JVM_OPTS = ("-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
+JVM_OPTS = ("-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 
 # Topic settings that make the log cleaner act within a second or two instead of hours:
 # segments roll after 100 ms (the active segment is never compacted), any dirty data is worth
@@ -165,6 +165,7 @@ class KafkaBroker:
         self.startup_timeout = startup_timeout
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._libs: Path | None = None
         self._port = 0
 
     @property
@@ -185,12 +186,12 @@ class KafkaBroker:
         """Format fresh storage, launch the broker and wait until it serves metadata."""
         if self._dir is not None:
             raise KafkaBrokerError("broker already started")
-        libs = ensure_jars()
+        self._libs = ensure_jars()
         self._dir = Path(tempfile.mkdtemp(prefix="combe-kafka-"))
         try:
             self._port, controller_port = _free_ports(2)
             self._write_config(controller_port)
-            self._format_storage(libs)
+            self._format_storage()
             self._launch()
             self._wait_ready()
         except BaseException:
@@ -284,6 +285,10 @@ class KafkaBroker:
             "transaction.state.log.min.isr": "1",
             "transaction.state.log.num.partitions": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # After kill() the controller refuses the restarted broker's registration until the
+            # dead incarnation's session expires: 3 s instead of 9 s.
+            "broker.session.timeout.ms": "3000",
+            "broker.heartbeat.interval.ms": "500",
             # Let the cleaner look for work every 100 ms rather than every 15 s, and keep its
             # default 128 MB dedupe buffer from eating a quarter of the heap.
             "log.cleaner.backoff.ms": "100",
@@ -293,24 +298,23 @@ class KafkaBroker:
         (self._dir / "server.properties").write_text(config)
         (self._dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
 
-    def _java_command(self, libs: Path, main_class: str, *args: str) -> list[str]:
-        assert self._dir is not None
+    def _java_command(self, main_class: str, *args: str) -> list[str]:
+        assert self._dir is not None and self._libs is not None
         return [
             _java(),
             *JVM_OPTS,
             f"-Dlog4j2.configurationFile={self._dir / 'log4j2.properties'}",
             "-cp",
-            f"{libs}/*",
+            f"{self._libs}/*",
             main_class,
             *args,
         ]
 
-    def _format_storage(self, libs: Path) -> None:
+    def _format_storage(self) -> None:
         """Write meta.properties and the bootstrap metadata; --standalone makes this node the
         sole voter of a dynamic (KIP-853) quorum, matching controller.quorum.bootstrap.servers."""
         assert self._dir is not None
         command = self._java_command(
-            libs,
             STORAGE_TOOL_CLASS,
             "format",
             "--config", str(self._dir / "server.properties"),
@@ -325,7 +329,8 @@ class KafkaBroker:
 
     def _launch(self) -> None:
         # Same process group as the test run on purpose: Ctrl-C in a terminal stops the broker too.
-        command = self._java_command(ensure_jars(), SERVER_CLASS, str(self.log_path.parent / "server.properties"))
+        assert self._dir is not None
+        command = self._java_command(SERVER_CLASS, str(self._dir / "server.properties"))
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 

@@ -1,0 +1,279 @@
+"""One publish cycle: read changes, fold, write blobs, check, validate, write manifest, announce.
+
+A failure at any step leaves the announced version untouched: blobs have
+names no one else uses, the manifest is create-only, and only the final
+compare-and-swap makes a version visible. Blobs of a cycle that failed are
+garbage for retention to collect.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from combe.format.checksum import state_checksum
+from combe.format.codec import decode_blob, encode_table, sha256_hex
+from combe.format.dataset import Announced, Dataset
+from combe.format.delta import apply_delta
+from combe.format.errors import BadRecordError, ConfigError, ConflictError, FormatError, IntegrityError
+from combe.format.index import split_index, with_index
+from combe.format.layout import delta_blob, new_uid, reverse_blob, snapshot_blob
+from combe.format.manifest import BlobRef, Manifest, Pointer, utc_now
+from combe.format.schema import Schema, conform
+
+from .fold import Changes, FoldResult, fold
+from .records import Decoder, RecordFormat
+from .sources.base import Positions, Source
+from .state import load_state
+from .validators import ValidationContext, Validator
+
+log = logging.getLogger(__name__)
+
+ON_BAD_RECORD = ("fail", "skip")
+
+
+def default_producer_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{new_uid()[:8]}"
+
+
+@dataclass
+class PublishOptions:
+    """How a producer publishes; the CLI's publish flags map onto these one to one."""
+
+    fmt: RecordFormat = field(default_factory=RecordFormat)
+    on_bad_record: str = "fail"
+    snapshot_every: int = 20
+    snapshot_ratio: float = 0.5
+    validators: list[Validator] = field(default_factory=list)
+    producer_id: str = field(default_factory=default_producer_id)
+
+    def __post_init__(self) -> None:
+        if self.on_bad_record not in ON_BAD_RECORD:
+            raise ConfigError(f"--on-bad-record {self.on_bad_record!r}: use fail or skip")
+        if self.snapshot_every < 1 or self.snapshot_ratio <= 0:
+            raise ConfigError("--snapshot-every must be 1 or more and --snapshot-ratio above 0")
+
+
+@dataclass
+class CycleResult:
+    """What one cycle did, for the CLI's summary and the metrics."""
+
+    outcome: str  # "published", "noop", or "adopted" (finished a stopped producer's version)
+    version: int | None
+    messages: int = 0
+    bad_records: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    bytes_written: int = 0
+    snapshot: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class _Base:
+    """The announced version a cycle builds on."""
+
+    announced: Announced
+    manifest: Manifest | None
+    state: pa.Table
+    schema: Schema
+
+
+class Publisher:
+    """Publishes one source into one dataset, cycle by cycle, keeping the state between cycles."""
+
+    def __init__(self, dataset: Dataset, source: Source, options: PublishOptions | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> None:
+        self.dataset = dataset
+        self.source = source
+        self.options = options or PublishOptions()
+        self.decoder = Decoder(self.options.fmt, no_key_hint=source.no_key_hint)
+        self.on_progress = on_progress
+        self._cached: tuple[int, pa.Table] | None = None
+
+    # -- loading -----------------------------------------------------------------
+
+    def _base(self) -> _Base:
+        announced = self.dataset.announced()
+        if announced.pointer is None:
+            fmt = self.options.fmt
+            schema = Schema(fmt.key_field, fmt.key_type, {"value": "string" if fmt.value_format == "string"
+                                                          else "binary"} if fmt.value_format != "json" else {})
+            return _Base(announced, None, schema.empty_table(), schema)
+        manifest = self.dataset.manifest(announced.pointer.version)
+        self._check_format(manifest)
+        if self._cached and self._cached[0] == manifest.version:
+            state = self._cached[1]
+        else:
+            state = load_state(self.dataset, manifest)
+        return _Base(announced, manifest, state, manifest.schema.copy())
+
+    def _check_format(self, manifest: Manifest) -> None:
+        fmt = self.options.fmt
+        stored = (manifest.schema.key_field, manifest.schema.key_type, manifest.value_format)
+        if stored != (fmt.key_field, fmt.key_type, fmt.value_format):
+            raise ConfigError(
+                f"dataset {self.dataset.name!r} was published with --key-field {stored[0]} --key-type {stored[1]} "
+                f"--value-format {stored[2]}; this run asks for {fmt.key_field}/{fmt.key_type}/{fmt.value_format}"
+            )
+
+    def _adopt_stopped_version(self, announced: Announced) -> CycleResult | None:
+        """Announce a manifest a stopped producer wrote but never announced.
+
+        That manifest passed every check before it was written, and its
+        version number cannot be reused (manifests are create-only), so rolling
+        it forward is the only way not to skip a version.
+        """
+        following = (announced.version or 0) + 1
+        try:
+            manifest = self.dataset.manifest(following)
+        except LookupError:
+            return None
+        if manifest.parent != announced.version:
+            raise FormatError(f"{self.dataset.url}: version {following} names parent {manifest.parent}, "
+                              f"but version {announced.version} is announced")
+        log.warning("%s: version %d was written by %s but never announced; announcing it now",
+                    self.dataset.name, following, manifest.producer)
+        self._announce(manifest, announced)
+        return CycleResult("adopted", following)
+
+    # -- the cycle ---------------------------------------------------------------
+
+    def run_cycle(self) -> CycleResult:
+        """Publish at most one version from the changes the source has now."""
+        started = time.monotonic()
+        announced = self.dataset.announced()
+        adopted = self._adopt_stopped_version(announced)
+        if adopted:
+            return adopted
+        base = self._base()
+        positions: Positions = {s: dict(p) for s, p in (base.manifest.positions if base.manifest else {}).items()}
+        changes = Changes(base.schema, held=set(base.schema.columns) if base.manifest else set())
+        messages, bad = self._collect(changes, positions)
+        result = fold(base.state, changes)
+        if not result.changed:
+            log.info("%s: %d messages, no change; nothing to publish", self.dataset.name, messages)
+            return CycleResult("noop", base.announced.version, messages, bad, seconds=time.monotonic() - started)
+        manifest, written = self._write_version(base, result, positions, messages, bad)
+        self._announce(manifest, base.announced)
+        self._cached = (manifest.version, result.state)
+        self.source.commit(positions)
+        log.info("%s: published version %d (+%d ~%d -%d)", self.dataset.name, manifest.version,
+                 result.added, result.updated, result.removed)
+        return CycleResult("published", manifest.version, messages, bad, result.added, result.updated,
+                           result.removed, written, manifest.snapshot is not None, time.monotonic() - started)
+
+    def _collect(self, changes: Changes, positions: Positions) -> tuple[int, int]:
+        """Read every record the source has after ``positions``; advance them. Returns (messages, bad)."""
+        messages = bad = 0
+        jsonl = self.source.jsonl
+        decode = self.decoder.decode_jsonl if jsonl else self.decoder.decode
+        skip = self.options.on_bad_record == "skip"
+        for batch in self.source.read(positions):
+            stream = positions.setdefault(batch.stream, {})
+            for record in batch.records:
+                try:
+                    key, row = decode(record.value) if jsonl else decode(record.key, record.value)  # type: ignore[call-arg]
+                    changes.add(key, row)
+                except ValueError as exc:
+                    error = BadRecordError(str(exc), stream=batch.stream, partition=record.partition,
+                                           offset=record.offset,
+                                           where=self.source.describe(batch.stream, record.partition, record.offset))
+                    if not skip:
+                        raise error from None
+                    bad += 1
+                    log.warning("skipped %s", error)
+                stream[str(record.partition)] = record.next_offset
+            messages += len(batch.records)
+            if self.on_progress:
+                self.on_progress(messages)
+        return messages, bad
+
+    def _needs_snapshot(self, base: _Base, version: int, delta_bytes: int) -> bool:
+        if base.manifest is None:
+            return True
+        since = version - base.manifest.snapshot_version
+        if since >= self.options.snapshot_every:
+            return True
+        chain, total = base.manifest, delta_bytes
+        while chain.version != chain.snapshot_version and chain.delta is not None:
+            total += chain.delta.bytes
+            assert chain.parent is not None
+            chain = self.dataset.manifest(chain.parent)
+        assert chain.snapshot is not None
+        return total >= self.options.snapshot_ratio * chain.snapshot.bytes
+
+    def _write_version(self, base: _Base, result: FoldResult, positions: Positions,
+                       messages: int, bad: int) -> tuple[Manifest, int]:
+        version = (base.announced.version or 0) + 1
+        uid = new_uid()
+        schema = result.schema
+        checksum = state_checksum(result.state)
+        blobs: dict[str, tuple[str, bytes, int]] = {}
+        if base.manifest is not None:
+            blobs["delta"] = (delta_blob(version, uid), encode_table(result.delta), result.delta.num_rows)
+            blobs["reverse"] = (reverse_blob(version, uid), encode_table(result.reverse), result.reverse.num_rows)
+        if self._needs_snapshot(base, version, len(blobs["delta"][1]) if blobs else 0):
+            snapshot = with_index(result.state, schema.key_field, schema.key_type)
+            blobs["snapshot"] = (snapshot_blob(version, uid), encode_table(snapshot), result.state.num_rows)
+        for path, data, _ in blobs.values():
+            self.dataset.write_blob(path, data)
+        self._check_integrity(base, result, checksum, blobs)
+        self._validate(base, result, version)
+        refs = {name: BlobRef(path, len(data), sha256_hex(data), rows) for name, (path, data, rows) in blobs.items()}
+        manifest = Manifest(
+            dataset=self.dataset.name, version=version, parent=base.announced.version,
+            created_at=utc_now(), producer=self.options.producer_id, schema=schema,
+            value_format=self.options.fmt.value_format, record_count=result.state.num_rows,
+            state_checksum=checksum,
+            snapshot_version=version if "snapshot" in refs else base.manifest.snapshot_version,  # type: ignore[union-attr]
+            snapshot=refs.get("snapshot"), delta=refs.get("delta"), reverse=refs.get("reverse"),
+            source_uri=self.source.uri, positions=positions,
+            changes={"messages": messages, "added": result.added, "updated": result.updated,
+                     "removed": result.removed, "unchanged": result.unchanged, "bad_records": bad},
+        )
+        if not self.dataset.create_manifest(manifest):
+            raise ConflictError(f"{self.dataset.name}: version {version} was written by another producer first; "
+                                "nothing was announced by this one", dataset=self.dataset.name, version=version)
+        return manifest, sum(len(data) for _, data, _ in blobs.values()) + len(manifest.to_json())
+
+    def _check_integrity(self, base: _Base, result: FoldResult, checksum: str,
+                         blobs: dict[str, tuple[str, bytes, int]]) -> None:
+        """Decode the bytes about to be referenced and check they reach exactly the states they claim."""
+        def table(name: str) -> pa.Table:
+            path, data, _ = blobs[name]
+            return split_index(decode_blob(data, sha256_hex(data), path=path))[0]
+
+        schema = result.schema
+        if "snapshot" in blobs and state_checksum(table("snapshot")) != checksum:
+            raise IntegrityError(f"{self.dataset.name}: the encoded snapshot does not hold the folded state")
+        if "delta" in blobs:
+            if state_checksum(apply_delta(conform(base.state, schema), table("delta"), schema)) != checksum:
+                raise IntegrityError(f"{self.dataset.name}: previous state + delta != new state")
+            undone = apply_delta(result.state, table("reverse"), schema, what="reverse delta")
+            if state_checksum(undone) != state_checksum(conform(base.state, schema)):
+                raise IntegrityError(f"{self.dataset.name}: new state + reverse delta != previous state")
+
+    def _validate(self, base: _Base, result: FoldResult, version: int) -> None:
+        context = ValidationContext(self.dataset.name, version, base.state.num_rows, result)
+        for validator in self.options.validators:
+            validator(context)
+
+    def _announce(self, manifest: Manifest, announced: Announced) -> None:
+        pin = announced.pointer.pin if announced.pointer else None
+        pointer = Pointer(self.dataset.name, manifest.version, utc_now(), self.options.producer_id, pin)
+        if self.dataset.announce(pointer, announced.tag) is not None:
+            return
+        # Lost the swap. If the winner announced this very manifest (it adopted it), we are done.
+        if self.dataset.announced().version == manifest.version:
+            return
+        raise ConflictError(f"{self.dataset.name}: another producer announced a version while this one "
+                            f"was publishing version {manifest.version}; nothing was announced by this one",
+                            dataset=self.dataset.name, version=manifest.version)

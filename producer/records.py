@@ -1,0 +1,131 @@
+"""Turning raw records into (key, row) pairs: key types, value formats, the key field rule.
+
+Every way a record can be unusable raises ValueError with a reason a user can
+act on; the caller adds where the record is and applies --on-bad-record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from combe.format.schema import INT64_MAX, INT64_MIN, KEY_TYPES, RESERVED_PREFIX, VALUE_FORMATS
+
+from combe.format.errors import ConfigError
+
+MISSING = object()
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """How keys and values are read: the options of ``combe publish`` that shape records."""
+
+    key_field: str = "key"
+    key_type: str = "string"
+    value_format: str = "json"
+
+    def __post_init__(self) -> None:
+        if self.key_type not in KEY_TYPES:
+            raise ConfigError(f"--key-type {self.key_type!r}: use one of {', '.join(KEY_TYPES)}")
+        if self.value_format not in VALUE_FORMATS:
+            raise ConfigError(f"--value-format {self.value_format!r}: use one of {', '.join(VALUE_FORMATS)}")
+
+
+class Decoder:
+    """Decodes records of one RecordFormat; ``decode`` is the per-record hot path."""
+
+    def __init__(self, fmt: RecordFormat, *, no_key_hint: str = "") -> None:
+        self.fmt = fmt
+        self.no_key = "the record has no key" + (f" ({no_key_hint})" if no_key_hint else "")
+        self.value_column = fmt.value_format != "json"
+
+    def key(self, raw: Any) -> str | int:
+        if raw is None:
+            raise ValueError(self.no_key)
+        if self.fmt.key_type == "string":
+            if isinstance(raw, bytes):
+                try:
+                    return raw.decode()
+                except UnicodeDecodeError:
+                    raise ValueError(f"key {raw[:40]!r} is not UTF-8 text") from None
+            if isinstance(raw, (str, int)) and not isinstance(raw, bool):
+                return str(raw)
+            raise ValueError(f"key {raw!r} is a {type(raw).__name__}, not a string")
+        if isinstance(raw, bytes):
+            raw = raw.decode("ascii", "replace")
+        if isinstance(raw, str):
+            text = raw.strip()
+            if not text.lstrip("-").isdigit():
+                raise ValueError(f"key {raw[:40]!r} is not a decimal integer (--key-type int64)")
+            raw = int(text)
+        if not isinstance(raw, int) or isinstance(raw, bool):
+            raise ValueError(f"key {raw!r} is not an integer (--key-type int64)")
+        if not INT64_MIN <= raw <= INT64_MAX:
+            raise ValueError(f"key {raw} does not fit in int64")
+        return raw
+
+    def value(self, key: str | int, raw: Any) -> dict[str, Any] | None:
+        """The row's value columns, or None for a tombstone."""
+        if raw is None:
+            return None
+        if self.value_column:
+            if self.fmt.value_format == "string":
+                if isinstance(raw, bytes):
+                    try:
+                        raw = raw.decode()
+                    except UnicodeDecodeError:
+                        raise ValueError("value is not UTF-8 text (--value-format string)") from None
+                elif not isinstance(raw, str):
+                    raise ValueError(f"value is a {type(raw).__name__}, not a string (--value-format string)")
+            elif isinstance(raw, str):
+                raw = raw.encode()
+            elif not isinstance(raw, bytes):
+                raise ValueError(f"value is a {type(raw).__name__}, not bytes (--value-format bytes)")
+            return {"value": raw}
+        if isinstance(raw, (bytes, str)):
+            try:
+                raw = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ValueError(f"value is not valid JSON: {exc}") from None
+            if raw is None:
+                return None
+        if not isinstance(raw, dict):
+            raise ValueError(f"value is a JSON {type(raw).__name__}, not an object (use --value-format string "
+                             "or bytes to keep raw values)")
+        field = self.fmt.key_field
+        if field in raw:
+            inner = raw.pop(field)
+            try:
+                agrees = self.key(inner) == key
+            except ValueError:
+                agrees = False
+            if not agrees:
+                raise ValueError(f"the value's {field!r} field is {inner!r} but the record's key is {key!r}")
+        for name in raw:
+            if name.startswith(RESERVED_PREFIX):
+                raise ValueError(f"field {name!r} uses the reserved prefix {RESERVED_PREFIX}")
+        return raw
+
+    def decode(self, raw_key: Any, raw_value: Any) -> tuple[str | int, dict[str, Any] | None]:
+        key = self.key(raw_key)
+        return key, self.value(key, raw_value)
+
+    def decode_jsonl(self, line: bytes) -> tuple[str | int, dict[str, Any] | None]:
+        """A ``{"key": ..., "value": ...}`` line."""
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"malformed JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise ValueError('the line is not a JSON object like {"key": ..., "value": ...}')
+        if "key" not in obj:
+            raise ValueError('the line has no "key" field')
+        value = obj.get("value", MISSING)
+        if value is MISSING:
+            raise ValueError('the line has no "value" field (use "value": null to delete the key)')
+        key = self.key(obj["key"])
+        if self.value_column and value is not None and not isinstance(value, str):
+            raise ValueError(f"value is a JSON {type(value).__name__}, not a string (--value-format "
+                             f"{self.fmt.value_format})")
+        return key, self.value(key, value)

@@ -1,0 +1,93 @@
+"""Changelog files: JSONL ``{"key": ..., "value": ...}`` lines or kcat-style ``key<delim>value`` lines.
+
+The position is the byte offset after the last line folded, so publishing an
+appended file again continues exactly where the announced version stopped.
+A file that has become shorter than that offset was truncated or replaced:
+continuing would skip or refold records, so it is an error. Standard input
+(``-``) cannot be resumed and is read whole every time.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from combe.format.errors import SourceError
+
+from .base import Batch, Positions, Record, Source
+
+BATCH_LINES = 8192
+STDIN = "-"
+
+
+class FileSource(Source):
+    def __init__(self, uri: str, *, key_delimiter: str | None = None, **_: object) -> None:
+        self.uri = uri
+        path = uri[len("file://"):] if uri.startswith("file://") else uri
+        self.path = None if path == STDIN else Path(path).expanduser().absolute()
+        self.stream = "stdin" if self.path is None else str(self.path)
+        self.delimiter = key_delimiter.encode() if key_delimiter else None
+        self.jsonl = self.delimiter is None
+        if self.delimiter is not None:
+            self.no_key_hint = f"the line has no key delimiter {key_delimiter!r}"
+        if self.path is not None and not self.path.is_file():
+            raise SourceError(f"source file {self.path} does not exist or is not a file", source=uri)
+
+    def describe(self, stream: str, partition: int, offset: int) -> str:
+        return f"{stream} line {offset}"
+
+    def read(self, positions: Positions) -> Iterator[Batch]:
+        if self.path is None:
+            yield from self._lines(sys.stdin.buffer, start=0, line=1)
+            return
+        start = positions.get(self.stream, {}).get("0", 0)
+        size = self.path.stat().st_size
+        if size < start:
+            raise SourceError(
+                f"{self.path} is {size} bytes, shorter than the {start} bytes already published from it: "
+                "it was truncated or replaced. Publish it to a new dataset, or restore the file.",
+                source=self.uri,
+            )
+        with open(self.path, "rb") as handle:
+            line = 1 + sum(block.count(b"\n") for block in _blocks(handle, start))
+            handle.seek(start)
+            # Read only what was there when the read began, even if a writer is appending.
+            yield from self._lines(handle, start=start, line=line, end=size)
+
+    def _lines(self, handle: BinaryIO, *, start: int, line: int, end: int | None = None) -> Iterator[Batch]:
+        records: list[Record] = []
+        offset = start
+        for raw in handle:
+            if end is not None and offset >= end:
+                break
+            offset += len(raw)
+            text = raw.rstrip(b"\r\n")
+            if text:
+                records.append(self._record(text, line, offset))
+            line += 1
+            if len(records) >= BATCH_LINES:
+                yield Batch(self.stream, records)
+                records = []
+        if records:
+            yield Batch(self.stream, records)
+
+    def _record(self, text: bytes, line: int, next_offset: int) -> Record:
+        if self.jsonl:
+            return Record(None, text, 0, line, next_offset)
+        key, found, value = text.partition(self.delimiter)  # type: ignore[arg-type]
+        if not found:
+            return Record(None, text, 0, line, next_offset)
+        return Record(key, value or None, 0, line, next_offset)
+
+
+def _blocks(handle: BinaryIO, limit: int, size: int = 1 << 20) -> Iterator[bytes]:
+    """The first ``limit`` bytes in blocks, to count lines before a resume point."""
+    remaining = limit
+    while remaining > 0:
+        block = handle.read(min(size, remaining))
+        if not block:
+            return
+        remaining -= len(block)
+        yield block

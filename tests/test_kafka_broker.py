@@ -26,6 +26,10 @@ def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def _text(data: str | bytes | None) -> str | None:
+    return data.decode() if isinstance(data, bytes) else data
+
+
 def _produce(producer: Producer, topic: str, records: list[tuple[str, str | None]]) -> None:
     """Produce and wait for every delivery, failing on the first delivery error."""
     errors: list[KafkaError] = []
@@ -61,16 +65,17 @@ def _read_all(
     try:
         consumer.subscribe([topic])
         while len(at_end) < partitions:
-            assert time.monotonic() < deadline, f"only partitions {sorted(at_end)} of {topic} read to the end"
+            assert time.monotonic() < deadline, f"{topic}: only {sorted(at_end)} read to the end"
             message = consumer.poll(0.5)
             if message is None:
                 continue
-            error = message.error()
+            error, partition = message.error(), message.partition()
+            assert partition is not None
             if error is None:
                 messages.append(message)
-                at_end.discard(message.partition())
+                at_end.discard(partition)
             elif error.code() == KafkaError._PARTITION_EOF:
-                at_end.add(message.partition())
+                at_end.add(partition)
             else:
                 raise AssertionError(f"consumer error: {error}")
     finally:
@@ -89,13 +94,10 @@ def test_keyed_messages_and_tombstones_round_trip(kafka_broker: KafkaBroker) -> 
     messages = _read_all(kafka_broker, topic)
 
     assert {m.partition() for m in messages} == {0, 1, 2}
-    received: dict[str, list[str | None]] = {}
+    received: dict[str | None, list[str | None]] = {}
     for message in messages:
-        key = message.key()
-        assert key is not None
-        value = message.value()
-        received.setdefault(key.decode(), []).append(None if value is None else value.decode())
-    expected: dict[str, list[str | None]] = {}
+        received.setdefault(_text(message.key()), []).append(_text(message.value()))
+    expected: dict[str | None, list[str | None]] = {}
     for key, value in records:
         expected.setdefault(key, []).append(value)
     assert received == expected  # same messages, each key's history in produce order
@@ -105,13 +107,15 @@ def test_read_committed_sees_only_committed_transactions(kafka_broker: KafkaBrok
     topic = _unique("txn")
     # The cleaner drops aborted records, which would void the read_uncommitted check below.
     kafka_broker.create_topic(topic, partitions=3, config={"segment.ms": "3600000"})
-    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap, "transactional.id": _unique("txn")})
+    producer = Producer(
+        {"bootstrap.servers": kafka_broker.bootstrap, "transactional.id": _unique("txn")}
+    )
     producer.init_transactions(30)
 
     producer.begin_transaction()
     for i in range(5):
         producer.produce(topic, key=f"key-{i}", value=f"aborted-{i}")
-    producer.flush(30)
+    producer.flush(30)  # the aborted records reach the log before the abort marker
     producer.abort_transaction(30)
 
     producer.begin_transaction()
@@ -122,10 +126,10 @@ def test_read_committed_sees_only_committed_transactions(kafka_broker: KafkaBrok
     committed = _read_all(kafka_broker, topic, isolation="read_committed")
     everything = _read_all(kafka_broker, topic, isolation="read_uncommitted")
 
-    assert sorted(m.value() for m in committed) == [f"committed-{i}".encode() for i in range(5)]
+    assert sorted(str(_text(m.value())) for m in committed) == [f"committed-{i}" for i in range(5)]
     # The aborted records did reach the log: read_committed filtered them out.
-    assert sorted(m.value() for m in everything) == sorted(
-        [f"aborted-{i}".encode() for i in range(5)] + [f"committed-{i}".encode() for i in range(5)]
+    assert sorted(str(_text(m.value())) for m in everything) == sorted(
+        [f"aborted-{i}" for i in range(5)] + [f"committed-{i}" for i in range(5)]
     )
 
 
@@ -142,4 +146,4 @@ def test_compacted_topic_is_compacted_within_seconds(kafka_broker: KafkaBroker) 
         hot = [m.value() for m in _read_all(kafka_broker, topic) if m.key() == b"hot"]
         if hot == [b"v19"]:
             return
-        assert time.monotonic() < deadline, f"not compacted after 30 s: {len(hot)} values of 'hot' left"
+        assert time.monotonic() < deadline, f"not compacted after 30 s: {len(hot)} 'hot' left"

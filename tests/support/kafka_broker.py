@@ -44,11 +44,13 @@ SERVER_CLASS = "kafka.Kafka"
 JVM_OPTS = ("-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 
 # Topic settings that make the log cleaner act within a second or two instead of hours:
-# segments roll after 100 ms (the active segment is never compacted), any dirty data is worth
-# cleaning, and tombstones may be dropped 100 ms after the cleaner has passed over them.
+# segments roll after 100 ms or 1 MiB (the smallest segment.bytes Kafka 4 accepts; the active
+# segment is never compacted), any dirty data is worth cleaning, and tombstones may be dropped
+# 100 ms after the cleaner has passed over them.
 COMPACTED_TOPIC_CONFIG: Mapping[str, str] = {
     "cleanup.policy": "compact",
     "segment.ms": "100",
+    "segment.bytes": str(1024 * 1024),
     "min.cleanable.dirty.ratio": "0.01",
     "min.compaction.lag.ms": "0",
     "delete.retention.ms": "100",
@@ -97,7 +99,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def ensure_jars() -> Path:
-    """Return the directory holding the broker's runtime jars, fetching them with Maven if needed.
+    """Return the directory of the broker's runtime jars, fetching them with Maven if needed.
 
     The copy is complete only once a marker holding the pom's hash is written, so an
     interrupted fetch or an edited pom triggers a fresh copy.
@@ -119,7 +121,7 @@ def ensure_jars() -> Path:
         try:
             result = subprocess.run(command, capture_output=True, text=True, check=False)
         except FileNotFoundError as exc:
-            raise KafkaBrokerError("Maven ('mvn') is needed to fetch the Kafka broker jars") from exc
+            raise KafkaBrokerError("Maven ('mvn') is needed to fetch the Kafka jars") from exc
         if result.returncode != 0:
             raise KafkaBrokerError(
                 f"fetching Kafka jars failed ({' '.join(command)} exited {result.returncode}):\n"
@@ -155,7 +157,7 @@ def _java() -> str:
 
 
 class KafkaBroker:
-    """One Kafka broker+controller process on 127.0.0.1; use as a context manager or start()/stop().
+    """One Kafka broker+controller process on 127.0.0.1: a context manager, or start()/stop().
 
     The data directory lives as long as the object is started, so kill() followed by restart()
     behaves like a crashed and recovered broker with its data intact.
@@ -270,15 +272,18 @@ class KafkaBroker:
         settings = {
             "node.id": "1",
             "process.roles": "broker,controller",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self._port},CONTROLLER://127.0.0.1:{controller_port}",
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self._port},CONTROLLER://127.0.0.1:{controller_port}"
+            ),
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self._port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
             "log.dirs": str(self._dir / "data"),
-            # One replica of everything, including the internal topics behind groups and
-            # transactions (their defaults of 3 make consumers and init_transactions hang).
+            # One replica of the internal topics behind groups and transactions (their default
+            # of 3 makes consumers and init_transactions hang), one partition so that they are
+            # created quickly on first use.
             "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "1",
             "transaction.state.log.replication.factor": "1",
@@ -324,7 +329,8 @@ class KafkaBroker:
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
             raise KafkaBrokerError(
-                f"{STORAGE_TOOL_CLASS} format exited {result.returncode}:\n{result.stdout}{result.stderr}"
+                f"{STORAGE_TOOL_CLASS} format exited {result.returncode}:\n"
+                f"{result.stdout}{result.stderr}"
             )
 
     def _launch(self) -> None:
@@ -332,7 +338,9 @@ class KafkaBroker:
         assert self._dir is not None
         command = self._java_command(SERVER_CLASS, str(self._dir / "server.properties"))
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
@@ -350,24 +358,27 @@ class KafkaBroker:
 
         Polls the TCP port first so the Kafka client doesn't log a connection error per attempt.
         """
+        process = self._process
+        assert process is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
+            if process.poll() is not None:
                 raise KafkaBrokerError(
-                    f"Kafka broker exited with {self._process.returncode}:\n{self._log_tail()}"
+                    f"Kafka broker exited with {process.returncode}:\n{self._log_tail()}"
                 )
             try:
                 with socket.create_connection(("127.0.0.1", self._port), timeout=1):
                     pass
-                metadata = self.admin().list_topics(timeout=min(5.0, max(deadline - time.monotonic(), 0.1)))
+                remaining = max(deadline - time.monotonic(), 0.1)
+                metadata = self.admin().list_topics(timeout=min(5.0, remaining))
             except (OSError, KafkaException):
                 time.sleep(0.2)
                 continue
             if metadata.brokers:
                 return
         raise KafkaBrokerError(
-            f"Kafka broker not ready after {self.startup_timeout:.0f} s; log tail:\n{self._log_tail()}"
+            f"Kafka broker not ready after {self.startup_timeout:.0f} s; "
+            f"log tail:\n{self._log_tail()}"
         )
 
     def _log_tail(self, lines: int = 60) -> str:
@@ -379,10 +390,13 @@ class KafkaBroker:
 
 def main() -> None:
     """CLI: `fetch` pre-downloads the broker jars so the first test run needs no network."""
-    parser = argparse.ArgumentParser(prog="python -m tests.support.kafka_broker", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.kafka_broker", description=main.__doc__
+    )
     parser.add_argument("command", choices=["fetch"])
     parser.parse_args()
-    print(f"Fetching Kafka {kafka_version()} broker jars into {cache_dir() / 'libs'} with Maven", flush=True)
+    libs = cache_dir() / "libs"
+    print(f"Fetching Kafka {kafka_version()} broker jars into {libs} with Maven", flush=True)
     ensure_jars()
 
 

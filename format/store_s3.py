@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from datetime import timezone
 from typing import Any
 
 import aiohttp
@@ -172,7 +173,11 @@ class S3Store(Store):
         while True:
             page = self._send("list_objects_v2", f"list {self._url(prefix)}", **params)
             found.extend(
-                ObjectInfo(item["Key"][len(self._root):], int(item["Size"]), item.get("LastModified"))
+                ObjectInfo(
+                    path=item["Key"][len(self._root):],
+                    size=int(item["Size"]),
+                    modified=item["LastModified"].astimezone(timezone.utc),
+                )
                 for item in page.get("Contents", [])
             )
             if not page.get("IsTruncated"):
@@ -217,10 +222,10 @@ class S3Store(Store):
             elapsed = time.monotonic() - started
             if attempt >= self.max_attempts or elapsed + delay > self.retry_deadline:
                 raise StoreUnavailable(
-                    f"cannot {action}: {_describe(failure)} on {attempt} attempt(s) over "
-                    f"{elapsed:.1f}s from endpoint {self._endpoint()}; check that it is reachable "
-                    "and healthy, or allow longer with the storage options max_attempts and "
-                    "retry_deadline",
+                    f"cannot {action}: gave up after {attempt} attempt(s) in {elapsed:.1f}s "
+                    f"against endpoint {self._endpoint()}, the last failing with "
+                    f"{_describe(failure)}. Check that the endpoint is reachable and healthy, "
+                    "or allow more with the storage options max_attempts and retry_deadline.",
                     url=self.url,
                 ) from failure
             logger.info("retrying to %s in %.2fs after %s (attempt %d of %d)",

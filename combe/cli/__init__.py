@@ -1,1 +1,73 @@
-"""placeholder"""
+"""The ``combe`` command: a thin shell over the library, one module per subcommand.
+
+Exit codes (also in README.md):
+
+0  success, including a publish with nothing to do
+1  failure (the message says what and where)
+2  usage error
+3  a publish refused by a validator (nothing announced)
+4  a publish that lost the race to another producer (nothing announced by this run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from combe.format.errors import CombeError, ConfigError, ConflictError, ValidationError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REFUSED, EXIT_CONFLICT = 0, 1, 2, 3, 4
+
+# Subcommands, in the order --help lists them; each module has add_parser() and run().
+COMMANDS = ("publish", "inspect", "get")
+
+EPILOG = """\
+Every subcommand names its dataset with --store URL --dataset NAME (defaults:
+$COMBE_STORE, $COMBE_DATASET). A store is a path, file://, memory:// or
+s3://bucket/prefix.
+
+exit codes: 0 success (a publish with nothing to do included), 1 failure,
+2 usage error, 3 publish refused by a validator, 4 publish lost the race to
+another producer (nothing announced by this run)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="combe",
+        description="Publish a compacted Kafka topic (or a changelog file) as versioned snapshots and "
+                    "deltas, and read them at dict speed.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"combe.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``combe`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        code: int = args.run(args)
+        return code
+    except ValidationError as exc:
+        print(f"combe {args.command}: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ConflictError as exc:
+        print(f"combe {args.command}: {exc}", file=sys.stderr)
+        return EXIT_CONFLICT
+    except ConfigError as exc:
+        print(f"combe {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CombeError as exc:
+        print(f"combe {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(f"combe {args.command}: interrupted", file=sys.stderr)
+        return 130

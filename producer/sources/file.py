@@ -24,6 +24,7 @@ STDIN = "-"
 
 class FileSource(Source):
     def __init__(self, uri: str, *, key_delimiter: str | None = None, **_: object) -> None:
+        """Options meant for other sources (Kafka client settings) are ignored."""
         self.uri = uri
         path = uri[len("file://"):] if uri.startswith("file://") else uri
         self.path = None if path == STDIN else Path(path).expanduser().absolute()

@@ -43,6 +43,7 @@ class _Fault:
     remaining: int | None  # requests left to affect; None until cleared
     status: int = 0
     seconds: float = 0.0
+    relay_first: bool = False  # for "drop": let the server act, then lose its answer
 
 
 class FaultProxy:
@@ -95,9 +96,9 @@ class FaultProxy:
         """Relay, but hold the answer back for ``seconds``."""
         self._set(_Fault("delay", times, seconds=seconds))
 
-    def drop(self, times: int | None = None) -> None:
-        """Read the request, then close the connection without answering."""
-        self._set(_Fault("drop", times))
+    def drop(self, times: int | None = None, after_relay: bool = False) -> None:
+        """Close the connection without answering: before relaying, or after (the server acted)."""
+        self._set(_Fault("drop", times, relay_first=after_relay))
 
     def clear(self) -> None:
         """Relay faithfully again and forget the exchanges seen so far."""
@@ -160,6 +161,8 @@ class FaultProxy:
         body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
         fault = self._take_fault()
         if fault is not None and fault.kind == "drop":
+            if fault.relay_first:
+                self._relay(method, path, request, body)
             self._record(Exchange(method, path, None, 0))
             request.close_connection = True
             request.connection.shutdown(socket.SHUT_RDWR)
@@ -174,11 +177,11 @@ class FaultProxy:
             ).encode()
         else:
             status, headers, payload = self._relay(method, path, request, body)
-            if fault is not None:
+            if fault is not None and fault.kind == "delay":
                 time.sleep(fault.seconds)
         self._record(Exchange(method, path, status, len(payload)))
         try:
-            request.send_response(status)
+            request.send_response_only(status)
             for name, value in headers:
                 request.send_header(name, value)
             if method != "HEAD":

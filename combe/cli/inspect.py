@@ -1,0 +1,76 @@
+"""``combe inspect``: what a dataset holds, version by version."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from combe.format.dataset import Dataset
+from combe.format.errors import DatasetNotFound
+
+from .options import add_dataset_options, add_json_option, emit_json, require_dataset, storage_options
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "inspect", help="show the announced version, the pin, and every version's counts, blobs and positions",
+        description="Show a dataset's announced version and pin, and for each version: records, changes, "
+                    "blob sizes and the source positions it folded through.")
+    add_dataset_options(parser)
+    parser.add_argument("--last", type=int, metavar="N", help="only the newest N versions")
+    add_json_option(parser)
+    parser.set_defaults(run=run)
+
+
+def describe(dataset: Dataset, last: int | None = None) -> dict[str, Any]:
+    """The dataset as one JSON-able document."""
+    announced = dataset.announced().pointer
+    if announced is None:
+        raise DatasetNotFound(f"dataset {dataset.name!r} has no announced version at {dataset.url}",
+                              dataset=dataset.name)
+    versions = dataset.versions()
+    if last:
+        versions = versions[-last:]
+    rows = []
+    for version in versions:
+        manifest = dataset.manifest(version)
+        rows.append({
+            "version": version,
+            "parent": manifest.parent,
+            "created_at": manifest.created_at,
+            "records": manifest.record_count,
+            "changes": manifest.changes,
+            "snapshot_version": manifest.snapshot_version,
+            "blobs": {name: ({"path": ref.path, "bytes": ref.bytes, "rows": ref.rows} if ref else None)
+                      for name, ref in (("snapshot", manifest.snapshot), ("delta", manifest.delta),
+                                        ("reverse", manifest.reverse))},
+            "source": {"uri": manifest.source_uri, "positions": manifest.positions},
+            "announced": version <= announced.version,
+        })
+    return {"dataset": dataset.name, "store": dataset.url, "announced": announced.version,
+            "pin": announced.pin, "announced_at": announced.at, "versions": rows}
+
+
+def _size(ref: dict[str, Any] | None) -> str:
+    return f"{ref['bytes'] / 1024:.1f}K" if ref else "-"
+
+
+def run(args: argparse.Namespace) -> int:
+    store, name = require_dataset(args)
+    document = describe(Dataset.open(store, name, storage_options(args)), args.last)
+    if args.json:
+        emit_json(document)
+        return 0
+    pin = f", pinned to {document['pin']}" if document["pin"] is not None else ""
+    print(f"{document['dataset']} at {document['store']}: announced version {document['announced']}{pin}")
+    print(f"{'version':>8} {'records':>10} {'added':>8} {'updated':>8} {'removed':>8} "
+          f"{'snapshot':>9} {'delta':>8} {'reverse':>8}  source positions")
+    for row in document["versions"]:
+        changes, blobs = row["changes"], row["blobs"]
+        positions = "; ".join(f"{stream} " + ",".join(f"{p}:{o}" for p, o in parts.items())
+                              for stream, parts in row["source"]["positions"].items())
+        mark = "" if row["announced"] else " (not announced)"
+        print(f"{row['version']:>8} {row['records']:>10} {changes.get('added', 0):>8} {changes.get('updated', 0):>8} "
+              f"{changes.get('removed', 0):>8} {_size(blobs['snapshot']):>9} {_size(blobs['delta']):>8} "
+              f"{_size(blobs['reverse']):>8}  {positions}{mark}")
+    return 0

@@ -1,0 +1,53 @@
+"""Options every subcommand shares, declared once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from combe.format.errors import ConfigError
+
+
+def key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    """``key=value`` arguments as a dict, with an error naming the flag."""
+    result: dict[str, str] = {}
+    for pair in pairs or []:
+        key, found, value = pair.partition("=")
+        if not found or not key:
+            raise ConfigError(f"{flag} {pair!r}: expected key=value")
+        result[key] = value
+    return result
+
+
+def storage_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(key_values(args.storage_option, "--storage-option"))
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("dataset")
+    group.add_argument("--store", default=os.environ.get("COMBE_STORE"),
+                       help="where datasets live: a path, file://, memory://, s3://bucket/prefix "
+                            "(default: $COMBE_STORE)")
+    group.add_argument("--dataset", default=os.environ.get("COMBE_DATASET"),
+                       help="the dataset's name (default: $COMBE_DATASET)")
+    group.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                       help="passed to the fsspec filesystem, e.g. endpoint_url=... (repeatable)")
+
+
+def require_dataset(args: argparse.Namespace) -> tuple[str, str]:
+    if not args.store:
+        raise ConfigError("no store given: pass --store URL or set COMBE_STORE")
+    if not args.dataset:
+        raise ConfigError("no dataset given: pass --dataset NAME or set COMBE_DATASET")
+    return args.store, args.dataset
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for machines instead of text")
+
+
+def emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, default=str, ensure_ascii=False) + "\n")

@@ -1,0 +1,137 @@
+"""``combe publish``: fold a source into a dataset, once (cron) or every --interval seconds."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from types import FrameType
+
+from combe.format.dataset import Dataset
+from combe.format.errors import ConflictError, SourceError, StoreError
+from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
+
+from .options import add_dataset_options, add_json_option, emit_json, key_values, require_dataset, storage_options
+
+DESCRIPTION = """\
+Read the changes a source has after the position the announced version
+recorded, fold them into the dataset's state (latest value per key wins; a
+null value deletes the key), and publish one new version: blobs, integrity
+check, manifest, then a compare-and-swap of announced.json. A run with no
+change publishes nothing.
+
+sources:
+  kafka://host:port[,host:port]/topic   every partition (needs combe[kafka])
+  file://changes.jsonl or a path        {"key": ..., "value": ...} per line
+  --key-delimiter , with a file         kcat-style key,value lines
+  -                                     standard input (read whole each run)
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("publish", help="fold a source into a new version of a dataset",
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, help="kafka://host:port/topic, file://path, a path, or -")
+    add_dataset_options(parser)
+    records = parser.add_argument_group("records")
+    records.add_argument("--key-field", default="key", help="name of the key column (default: key)")
+    records.add_argument("--key-type", default="string", choices=("string", "int64"), help="default: string")
+    records.add_argument("--value-format", default="json", choices=("json", "string", "bytes"),
+                         help="json: object fields become columns (default); string/bytes: one 'value' column")
+    records.add_argument("--key-delimiter", help="file sources: lines are KEY<delim>VALUE (like kcat -K)")
+    records.add_argument("--on-bad-record", default="fail", choices=("fail", "skip"),
+                         help="fail: stop and announce nothing (default); skip: count it in the manifest")
+    records.add_argument("-X", dest="client_config", action="append", metavar="KEY=VALUE",
+                         help="Kafka client setting passed to librdkafka, like kcat -X (repeatable)")
+    cycle = parser.add_argument_group("cycles")
+    cycle.add_argument("--once", action="store_true",
+                       help="publish at most one version and exit (for cron); otherwise run until stopped")
+    cycle.add_argument("--interval", type=float, default=60.0, help="seconds between cycles (default: 60)")
+    cycle.add_argument("--snapshot-every", type=int, default=20,
+                       help="write a snapshot at least every N versions (default: 20)")
+    cycle.add_argument("--snapshot-ratio", type=float, default=0.5,
+                       help="...or when deltas since the last snapshot reach this share of its size (default: 0.5)")
+    add_json_option(parser)
+    parser.set_defaults(run=run)
+
+
+def _summary(dataset: str, result: CycleResult) -> str:
+    if result.outcome == "noop":
+        return f"{dataset}: nothing to publish ({result.messages} messages read, version {result.version} stays)"
+    if result.outcome == "adopted":
+        return f"{dataset}: announced version {result.version}, left unannounced by a stopped producer"
+    skipped = f", {result.bad_records} bad records skipped" if result.bad_records else ""
+    kind = "snapshot + delta" if result.snapshot and result.version != 1 else ("snapshot" if result.snapshot else "delta")
+    return (f"{dataset}: published version {result.version} ({kind}): {result.messages} messages, "
+            f"+{result.added} ~{result.updated} -{result.removed}{skipped}, "
+            f"{result.bytes_written / 1e6:.2f} MB in {result.seconds:.2f} s")
+
+
+class _Progress:
+    """A progress line on a terminal; nothing when stderr is not one."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, messages: int) -> None:
+        now = time.monotonic()
+        if self.enabled and now - self.last >= 0.5:
+            self.last = now
+            rate = messages / max(now - self.started, 1e-9)
+            sys.stderr.write(f"\rread {messages:,} messages ({rate:,.0f}/s)")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.last:
+            sys.stderr.write("\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    store, name = require_dataset(args)
+    options = PublishOptions(
+        fmt=RecordFormat(args.key_field, args.key_type, args.value_format),
+        on_bad_record=args.on_bad_record, snapshot_every=args.snapshot_every, snapshot_ratio=args.snapshot_ratio)
+    dataset = Dataset.open(store, name, storage_options(args))
+    source = open_source(args.source, key_delimiter=args.key_delimiter,
+                         client_config=key_values(args.client_config, "-X"), dataset=name)
+    with source:
+        if args.once:
+            return _cycle(Publisher(dataset, source, options, _Progress()), args, name)
+        return _daemon(Publisher(dataset, source, options), args, name)
+
+
+def _cycle(publisher: Publisher, args: argparse.Namespace, name: str) -> int:
+    progress = publisher.on_progress
+    try:
+        result = publisher.run_cycle()
+    finally:
+        if isinstance(progress, _Progress):
+            progress.done()
+    if args.json:
+        emit_json({"dataset": name, **asdict(result)})
+    else:
+        print(_summary(name, result))
+    return 0
+
+
+def _daemon(publisher: Publisher, args: argparse.Namespace, name: str) -> int:
+    """Cycles every --interval seconds until SIGTERM or SIGINT; transient failures are retried."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request_stop)
+    while not stop.is_set():
+        try:
+            _cycle(publisher, args, name)
+        except (ConflictError, SourceError, StoreError) as exc:
+            print(f"combe publish: {exc}; retrying in {args.interval:g} s", file=sys.stderr)
+        stop.wait(args.interval)
+    return 0

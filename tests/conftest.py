@@ -1,0 +1,18 @@
+"""Shared fixtures. Services (Kafka broker, S3 server) are real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_refreshers() -> Iterator[None]:
+    """Fail a test that leaves a consumer's refresh thread running (close() your consumers)."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    leaked = [t.name for t in threading.enumerate()
+              if t.ident not in before and t.name.startswith("combe-refresh") and t.is_alive()]
+    assert not leaked, f"refresher threads left running: {leaked}"

@@ -1,1 +1,47 @@
-"""placeholder"""
+"""combe: publish a compacted Kafka topic as versioned snapshots and deltas; read them at dict speed.
+
+The public names are re-exported here and imported on first use, so a read
+service that only uses the consumer never imports the producer (or Kafka).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from combe.consumer import Consumer, View
+    from combe.format import Dataset, Manifest, Schema, Store, open_store
+    from combe.format.errors import (BadRecordError, CombeError, ConfigError, ConflictError, DatasetNotFound,
+                                     FormatError, IntegrityError, KeyTypeError, ObjectNotFound, SourceError,
+                                     StoreError, StoreUnavailable, UnsupportedStore, ValidationError)
+    from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
+
+_ERRORS = "combe.format.errors"
+_EXPORTS: dict[str, str] = {
+    "BadRecordError": _ERRORS, "CombeError": _ERRORS, "ConfigError": _ERRORS, "ConflictError": _ERRORS,
+    "Consumer": "combe.consumer", "CycleResult": "combe.producer", "Dataset": "combe.format",
+    "DatasetNotFound": _ERRORS, "FormatError": _ERRORS, "IntegrityError": _ERRORS, "KeyTypeError": _ERRORS,
+    "Manifest": "combe.format", "ObjectNotFound": _ERRORS, "PublishOptions": "combe.producer",
+    "Publisher": "combe.producer", "RecordFormat": "combe.producer", "Schema": "combe.format",
+    "SourceError": _ERRORS, "Store": "combe.format", "StoreError": _ERRORS, "StoreUnavailable": _ERRORS,
+    "UnsupportedStore": _ERRORS, "ValidationError": _ERRORS, "View": "combe.consumer",
+    "open_source": "combe.producer", "open_store": "combe.format",
+}
+
+__all__ = sorted(_EXPORTS)
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module the first time the name is used."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'combe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -8,13 +8,17 @@ from deep inside a reader.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import FormatError
+from .errors import ConfigError, FormatError
 from .layout import FORMAT_VERSION, check_blob_path, check_dataset_name
 from .schema import KEY_TYPES, VALUE_FORMATS, Schema
+
+
+T = TypeVar("T")
 
 
 def utc_now() -> str:
@@ -39,6 +43,15 @@ class _Fields:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise FormatError(f"{self.path}: field {label!r} has the wrong type ({type(value).__name__})", path=self.path)
         return value
+
+    def checked(self, name: str, kind: type | tuple[type, ...], check: Callable[[Any], T]) -> T:
+        """A field passed through ``check``, whose complaint becomes a FormatError naming document and field."""
+        value = self.get(name, kind)
+        try:
+            return check(value)
+        except (ConfigError, FormatError) as exc:
+            label = f"{self.where}.{name}" if self.where else name
+            raise FormatError(f"{self.path}: field {label!r}: {exc}", path=self.path) from exc
 
     def nested(self, name: str, *, optional: bool = False) -> _Fields | None:
         value = self.get(name, dict, optional=optional)
@@ -74,7 +87,7 @@ class BlobRef:
     @classmethod
     def parse(cls, fields: _Fields) -> BlobRef:
         ref = cls(
-            path=check_blob_path(fields.get("path", str)),
+            path=fields.checked("path", str, check_blob_path),
             bytes=fields.get("bytes", int),
             sha256=fields.get("sha256", str),
             rows=fields.get("rows", int),
@@ -135,8 +148,8 @@ class Manifest:
         key_type = key.get("type", str)
         if key_type not in KEY_TYPES:
             raise FormatError(f"{path}: key.type {key_type!r} is not one of {KEY_TYPES}", path=path)
-        schema_list = fields.get("schema", list)
-        schema = Schema.from_json(key.get("field", str), key_type, schema_list)
+        key_field = key.get("field", str)
+        schema = fields.checked("schema", list, lambda columns: Schema.from_json(key_field, key_type, columns))
         blobs = fields.nested("blobs")
         assert blobs is not None
         refs = {name: (BlobRef.parse(nested) if (nested := blobs.nested(name, optional=True)) else None)
@@ -151,7 +164,7 @@ class Manifest:
         if value_format not in VALUE_FORMATS:
             raise FormatError(f"{path}: value_format {value_format!r} is not one of {VALUE_FORMATS}", path=path)
         manifest = cls(
-            dataset=check_dataset_name(fields.get("dataset", str)),
+            dataset=fields.checked("dataset", str, check_dataset_name),
             version=fields.get("version", int),
             parent=fields.get("parent", int, optional=True),
             created_at=fields.get("created_at", str),
@@ -217,7 +230,7 @@ class Pointer:
     @classmethod
     def from_json(cls, data: bytes, path: str) -> Pointer:
         fields = _parse(data, path)
-        pointer = cls(check_dataset_name(fields.get("dataset", str)), fields.get("version", int),
+        pointer = cls(fields.checked("dataset", str, check_dataset_name), fields.get("version", int),
                       fields.get("at", str), fields.get("by", str), fields.get("pin", int, optional=True))
         if pointer.version < 1 or (pointer.pin is not None and not 1 <= pointer.pin <= pointer.version):
             raise FormatError(f"{path}: version must be 1 or more and pin between 1 and version", path=path)

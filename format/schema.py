@@ -112,12 +112,14 @@ class Schema:
 
     @classmethod
     def from_json(cls, key_field: str, key_type: str, columns: list[dict[str, str]]) -> Schema:
-        if not columns or columns[0].get("name") != key_field or columns[0].get("type") != key_type:
+        # Entries are checked to be objects first: a manifest is untrusted input.
+        pairs = [(c.get("name"), c.get("type")) if isinstance(c, dict) else (None, None) for c in columns]
+        if not pairs or pairs[0] != (key_field, key_type):
             raise FormatError(f"schema must start with the key column {key_field!r} of type {key_type}")
         values: dict[str, str] = {}
-        for column in columns[1:]:
-            name, kind = column.get("name"), column.get("type")
-            if not isinstance(name, str) or kind not in ARROW_TYPES or name in values or name == key_field:
+        for column, (name, kind) in zip(columns[1:], pairs[1:]):
+            if (not isinstance(name, str) or not isinstance(kind, str) or kind not in ARROW_TYPES
+                    or name in values or name == key_field):
                 raise FormatError(f"schema column {column!r} is not a unique name with a known type")
             values[name] = kind
         return cls(key_field, key_type, values)

@@ -15,7 +15,11 @@
     ├── SourceError                         a source we cannot read from
     ├── BadRecordError (ValueError)         one input record we cannot fold
     ├── ValidationError                     a validator refused to announce
-    └── KeyTypeError (TypeError)            a lookup key of the wrong type
+    ├── KeyTypeError (TypeError)            a lookup key of the wrong type
+    ├── RequestError (ValueError)           an HTTP request the endpoint cannot answer as asked
+    │   └── RequestTooLarge                 a body or batch over the server's limits
+    ├── RecordNotFound (LookupError)        no record with that key in the version served
+    └── DatasetNotReady                     a served dataset that has not loaded yet
 
 Errors carry the context a user needs to act (dataset, version, path,
 topic/partition/offset) as attributes as well as in the message; the HTTP
@@ -132,3 +136,36 @@ class KeyTypeError(CombeError, TypeError):
     """A lookup key that does not match the dataset's key type."""
 
     status = 400
+
+
+class RequestError(CombeError, ValueError):
+    """An HTTP request the endpoint cannot answer as asked: a bad parameter, body or cursor."""
+
+    status = 400
+
+
+class RequestTooLarge(RequestError):
+    """A request body or batch over the limits the server was started with."""
+
+    status = 413
+
+
+class RecordNotFound(CombeError, LookupError):
+    """No record with that key in the version that answered."""
+
+    status = 404
+
+    def __init__(self, message: str, *, dataset: str, version: int) -> None:
+        super().__init__(message)
+        self.dataset = dataset
+        self.version = version
+
+
+class DatasetNotReady(CombeError):
+    """A dataset the server answers for that has not loaded yet (retrying in the background)."""
+
+    status = 503
+
+    def __init__(self, message: str, *, dataset: str) -> None:
+        super().__init__(message)
+        self.dataset = dataset

@@ -52,6 +52,7 @@ class Consumer:
         self.last_error: BaseException | None = None
         self.last_error_at: float | None = None
         self._failures = 0
+        self.refresh_errors = 0  # every failed refresh since start, for metrics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._view: View = self._loader.load(self._target(force=True))
@@ -68,6 +69,11 @@ class Consumer:
         return BlobCache(self._dataset, Path(cache_dir))
 
     # -- reading -------------------------------------------------------------------
+
+    @property
+    def dataset(self) -> Dataset:
+        """The dataset in its store, for reading its manifests and blobs directly."""
+        return self._dataset
 
     @property
     def version(self) -> int:
@@ -135,6 +141,7 @@ class Consumer:
     def _failed(self, exc: BaseException) -> None:
         self.last_error, self.last_error_at = exc, time.time()
         self._failures += 1
+        self.refresh_errors += 1
         log.warning("%s: refresh failed (%s); still serving version %d", self.name, exc, self._view.version)
 
     def _next_wait(self) -> float:
@@ -169,6 +176,7 @@ class Consumer:
             "last_error": str(self.last_error) if self.last_error else None,
             "last_error_at": self.last_error_at,
             "seconds_behind": behind,
+            "refresh_errors": self.refresh_errors,
         }
 
     # -- lifetime ------------------------------------------------------------------

@@ -6,13 +6,13 @@ act on; the caller adds where the record is and applies --on-bad-record.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from combe.format.schema import INT64_MAX, INT64_MIN, KEY_TYPES, RESERVED_PREFIX, VALUE_FORMATS
-
 from combe.format.errors import ConfigError
+from combe.format.schema import INT64_MAX, INT64_MIN, KEY_TYPES, VALUE_FORMATS
+
+from .jsontext import loads
 
 MISSING = object()
 
@@ -85,8 +85,8 @@ class Decoder:
             return {"value": raw}
         if isinstance(raw, (bytes, str)):
             try:
-                raw = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raw = loads(raw)
+            except ValueError as exc:
                 raise ValueError(f"value is not valid JSON: {exc}") from None
             if raw is None:
                 return None
@@ -102,9 +102,6 @@ class Decoder:
                 agrees = False
             if not agrees:
                 raise ValueError(f"the value's {field!r} field is {inner!r} but the record's key is {key!r}")
-        for name in raw:
-            if name.startswith(RESERVED_PREFIX):
-                raise ValueError(f"field {name!r} uses the reserved prefix {RESERVED_PREFIX}")
         return raw
 
     def decode(self, raw_key: Any, raw_value: Any) -> tuple[str | int, dict[str, Any] | None]:
@@ -114,8 +111,8 @@ class Decoder:
     def decode_jsonl(self, line: bytes) -> tuple[str | int, dict[str, Any] | None]:
         """A ``{"key": ..., "value": ...}`` line."""
         try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            obj = loads(line)
+        except ValueError as exc:
             raise ValueError(f"malformed JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise ValueError('the line is not a JSON object like {"key": ..., "value": ...}')

@@ -1,0 +1,43 @@
+"""JSON decoding for record values: orjson when installed (about 3x faster), else the stdlib.
+
+Decoding JSON is the producer's largest per-message cost. Both paths accept
+only standard JSON: the stdlib's NaN/Infinity extensions are refused so a
+record is not valid with one library and invalid with the other.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+try:
+    import orjson
+except ImportError:  # the kafka extra installs it; file sources work without
+    orjson = None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _stdlib_loads(data: bytes | str) -> Any:
+    return json.loads(data, parse_constant=_refuse_constant)
+
+
+if orjson is not None:
+    _fast = orjson.loads
+    _fast_error = orjson.JSONDecodeError
+
+    def loads(data: bytes | str) -> Any:
+        """Decode one JSON document; ValueError with the parser's reason if it is not valid."""
+        try:
+            return _fast(data)
+        except _fast_error as exc:
+            raise ValueError(str(exc)) from None
+else:
+    def loads(data: bytes | str) -> Any:
+        """Decode one JSON document; ValueError with the parser's reason if it is not valid."""
+        try:
+            return _stdlib_loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(str(exc)) from None

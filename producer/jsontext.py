@@ -12,8 +12,10 @@ from typing import Any
 
 try:
     import orjson
+
+    HAVE_ORJSON = True
 except ImportError:  # the kafka extra installs it; file sources work without
-    orjson = None
+    HAVE_ORJSON = False
 
 
 def _refuse_constant(name: str) -> Any:
@@ -24,7 +26,7 @@ def _stdlib_loads(data: bytes | str) -> Any:
     return json.loads(data, parse_constant=_refuse_constant)
 
 
-if orjson is not None:
+if HAVE_ORJSON:
     _fast = orjson.loads
     _fast_error = orjson.JSONDecodeError
 

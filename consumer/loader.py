@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from combe.format.codec import decode_blob
 from combe.format.dataset import Dataset
+from combe.format.errors import DatasetNotFound
 from combe.format.manifest import BlobRef, Manifest
 
 from .base import Base
@@ -95,16 +96,19 @@ class Loader:
         steps: list[tuple[Manifest, BlobRef]] = []
         version = current.version
         while version != target:
-            if target > version:
-                manifest = self.manifest(version + 1)
-                ref = manifest.delta
-                version += 1
-            else:
-                ref = self.manifest(version).reverse
-                version -= 1
-                manifest = self.manifest(version)
+            try:
+                if target > version:
+                    manifest = self.manifest(version + 1)
+                    ref = manifest.delta
+                    version += 1
+                else:
+                    ref = self.manifest(version).reverse
+                    version -= 1
+                    manifest = self.manifest(version)
+            except DatasetNotFound:
+                return None  # a version on the way was removed by gc; the snapshot plan does not need it
             if ref is None:
-                return None
+                return None  # a schema-change version has no deltas: it is reached from its snapshot
             steps.append((manifest, ref))
         if current.deltas_applied + len(steps) > self.max_deltas:
             return None

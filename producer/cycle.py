@@ -27,11 +27,12 @@ from combe.format.layout import delta_blob, new_uid, reverse_blob, snapshot_blob
 from combe.format.manifest import BlobRef, Manifest, Pointer, utc_now
 from combe.format.schema import Schema, conform
 
+from .evolution import convert_changes, retype_state
 from .fold import Changes, FoldResult, fold
 from .records import Decoder, RecordFormat
 from .sources.base import Positions, Source
 from .state import load_state
-from .validators import ValidationContext, Validator
+from .validators import Limits, ValidationContext, Validator, run_validators
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,21 @@ def default_producer_id() -> str:
 
 @dataclass
 class PublishOptions:
-    """How a producer publishes; the CLI's publish flags map onto these one to one."""
+    """How a producer publishes; the CLI's publish flags map onto these one to one.
+
+    ``limits`` are the built-in validators, on by default; ``validators`` are
+    custom ones, run after them. ``allow_schema_change`` lets a column change
+    type, published as a snapshot-only version (producer/evolution.py).
+    """
 
     fmt: RecordFormat = field(default_factory=RecordFormat)
     on_bad_record: str = "fail"
     snapshot_every: int = 20
     snapshot_ratio: float = 0.5
     validators: list[Validator] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    integrity_check: bool = True
+    allow_schema_change: bool = False
     producer_id: str = field(default_factory=default_producer_id)
 
     def __post_init__(self) -> None:
@@ -74,6 +83,7 @@ class CycleResult:
     bytes_written: int = 0
     snapshot: bool = False
     seconds: float = 0.0
+    schema_change: bool = False
 
 
 @dataclass
@@ -155,20 +165,25 @@ class Publisher:
             return adopted
         base = self._base()
         positions: Positions = {s: dict(p) for s, p in (base.manifest.positions if base.manifest else {}).items()}
-        changes = Changes(base.schema, held=set(base.schema.columns) if base.manifest else set())
+        changes = Changes(base.schema, held=set(base.schema.columns) if base.manifest else set(),
+                          allow_type_change=self.options.allow_schema_change)
         messages, bad = self._collect(changes, positions)
+        if changes.retyped:
+            convert_changes(changes)
+            base.state = retype_state(base.state, changes.retyped, changes.schema)
         result = fold(base.state, changes)
-        if not result.changed:
+        if not result.changed and not changes.retyped:
             log.info("%s: %d messages, no change; nothing to publish", self.dataset.name, messages)
             return CycleResult("noop", base.announced.version, messages, bad, seconds=time.monotonic() - started)
-        manifest, written = self._write_version(base, result, positions, messages, bad)
+        manifest, written = self._write_version(base, result, positions, messages, bad, bool(changes.retyped))
         self._announce(manifest, base.announced)
         self._cached = (manifest.version, result.state)
         self.source.commit(positions)
         log.info("%s: published version %d (+%d ~%d -%d)", self.dataset.name, manifest.version,
                  result.added, result.updated, result.removed)
         return CycleResult("published", manifest.version, messages, bad, result.added, result.updated,
-                           result.removed, written, manifest.snapshot is not None, time.monotonic() - started)
+                           result.removed, written, manifest.snapshot is not None, time.monotonic() - started,
+                           manifest.schema_change)
 
     def _collect(self, changes: Changes, positions: Positions) -> tuple[int, int]:
         """Read every record the source has after ``positions``; advance them. Returns (messages, bad)."""
@@ -211,21 +226,27 @@ class Publisher:
         return total >= self.options.snapshot_ratio * chain.snapshot.bytes
 
     def _write_version(self, base: _Base, result: FoldResult, positions: Positions,
-                       messages: int, bad: int) -> tuple[Manifest, int]:
+                       messages: int, bad: int, schema_change: bool) -> tuple[Manifest, int]:
+        """Write the blobs, check and validate them, then the manifest.
+
+        A schema change gets a snapshot and no deltas: a delta's rows are in one
+        schema, and cannot be applied over a snapshot in another.
+        """
         version = (base.announced.version or 0) + 1
         uid = new_uid()
         schema = result.schema
         checksum = state_checksum(result.state)
         blobs: dict[str, tuple[str, bytes, int]] = {}
-        if base.manifest is not None:
+        if base.manifest is not None and not schema_change:
             blobs["delta"] = (delta_blob(version, uid), encode_table(result.delta), result.delta.num_rows)
             blobs["reverse"] = (reverse_blob(version, uid), encode_table(result.reverse), result.reverse.num_rows)
-        if self._needs_snapshot(base, version, len(blobs["delta"][1]) if blobs else 0):
+        if schema_change or self._needs_snapshot(base, version, len(blobs["delta"][1]) if blobs else 0):
             snapshot = with_index(result.state, schema.key_field, schema.key_type)
             blobs["snapshot"] = (snapshot_blob(version, uid), encode_table(snapshot), result.state.num_rows)
         for path, data, _ in blobs.values():
             self.dataset.write_blob(path, data)
-        self._check_integrity(base, result, checksum, blobs)
+        if self.options.integrity_check:
+            self._check_integrity(base, result, checksum, blobs)
         self._validate(base, result, version)
         refs = {name: BlobRef(path, len(data), sha256_hex(data), rows) for name, (path, data, rows) in blobs.items()}
         manifest = Manifest(
@@ -238,6 +259,7 @@ class Publisher:
             source_uri=self.source.uri, positions=positions,
             changes={"messages": messages, "added": result.added, "updated": result.updated,
                      "removed": result.removed, "unchanged": result.unchanged, "bad_records": bad},
+            schema_change=schema_change,
         )
         if not self.dataset.create_manifest(manifest):
             raise ConflictError(f"{self.dataset.name}: version {version} was written by another producer first; "
@@ -262,9 +284,9 @@ class Publisher:
                 raise IntegrityError(f"{self.dataset.name}: new state + reverse delta != previous state")
 
     def _validate(self, base: _Base, result: FoldResult, version: int) -> None:
-        context = ValidationContext(self.dataset.name, version, base.state.num_rows, result)
-        for validator in self.options.validators:
-            validator(context)
+        previous = base.state.num_rows if base.manifest is not None else None
+        context = ValidationContext(self.dataset.name, version, previous, result)
+        run_validators([*self.options.limits.validators(), *self.options.validators], context)
 
     def _announce(self, manifest: Manifest, announced: Announced) -> None:
         pin = announced.pointer.pin if announced.pointer else None

@@ -33,10 +33,14 @@ class Changes:
     a column first seen in this cycle may still widen (null -> any, int -> float).
     """
 
-    def __init__(self, schema: Schema, held: set[str]) -> None:
+    def __init__(self, schema: Schema, held: set[str], *, allow_type_change: bool = False) -> None:
         self.schema = schema
         self.held = held
         self.latest: dict[str | int, dict[str, Any] | None] = {}
+        # --allow-schema-change: a held column whose type a value conflicts with takes the value's
+        # type; name -> its type before. Its values are converted by producer.evolution before the fold.
+        self.allow_type_change = allow_type_change
+        self.retyped: dict[str, str] = {}
         # shape -> positions of its int values (range-checked per record). A shape
         # that fitted the schema keeps fitting: columns only ever widen.
         self._shapes: dict[tuple[tuple[str, ...], tuple[type, ...]], tuple[int, ...]] = {}
@@ -60,6 +64,7 @@ class Changes:
     def _check_shape(self, row: dict[str, Any]) -> tuple[int, ...]:
         columns = self.schema.columns
         updates: dict[str, str] = {}
+        retyped: dict[str, str] = {}
         int_positions = []
         for position, (name, value) in enumerate(row.items()):
             if name.startswith(RESERVED_PREFIX):
@@ -72,14 +77,18 @@ class Changes:
             current = columns.get(name)
             if current is None:
                 updates[name] = kind
-            elif not fits(current, kind):
+            elif not fits(current, kind) and name not in self.retyped:
                 widened = widen(current, kind) if (name not in self.held or current == "null") else None
+                if widened is None and self.allow_type_change and name in self.held:
+                    retyped[name], widened = current, kind
                 if widened is None:
                     raise ValueError(f"type conflict: field {name!r} is {current} in the dataset but this "
-                                     f"value is {kind} ({value!r:.40})")
+                                     f"value is {kind} ({value!r:.40}); --allow-schema-change publishes "
+                                     "the new type as a snapshot-only version")
                 updates[name] = widened
         # Applied only once every field passed, so a bad record leaves the schema as it was.
         columns.update(updates)
+        self.retyped.update(retyped)
         return tuple(int_positions)
 
 
@@ -122,7 +131,7 @@ def _rows_equal(new: pa.Table, old: pa.Table, schema: Schema) -> pa.Array:
     for name in schema.columns:
         a, b = new.column(name), old.column(name)
         same = pc.or_(pc.and_(a.is_null(), b.is_null()), pc.fill_null(pc.equal(a, b), False)) \
-            if a.type != pa.null() else pa.array([True] * new.num_rows)
+            if a.type != pa.null() else pa.array([True] * new.num_rows, pa.bool_())
         equal = pc.and_(equal, same)
     return equal
 

@@ -1,15 +1,27 @@
 """Checks a new version must pass before it is announced.
 
-A validator is a callable taking a ValidationContext; it refuses the version
-by raising ValidationError (or any exception, which is wrapped into one), and
-then nothing is announced.
+A bad publish reaches every consumer at once, so the producer refuses a
+version that looks like an accident: a cycle that removes or adds a large
+share of the records, leaves too few, or brings in an empty key. Those
+built-in limits are on by default (``Limits``); each can be turned off.
+
+A custom validator is any callable taking a ValidationContext
+(``--validator module:function``). Raising anything refuses the version with
+the exception's message; then nothing is announced.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from combe.format.delta import ADDED, OP_COLUMN
+from combe.format.errors import ConfigError, ValidationError
 
 if TYPE_CHECKING:
     from .fold import FoldResult
@@ -17,11 +29,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ValidationContext:
-    """What a validator may look at: the counts, and the new state and delta tables."""
+    """What a validator may look at: the counts, and the new state and delta tables.
+
+    ``previous_count`` is None for the first version of a dataset: there is
+    nothing to compare a share with.
+    """
 
     dataset: str
     version: int
-    previous_count: int
+    previous_count: int | None
     result: FoldResult
 
     @property
@@ -30,3 +46,157 @@ class ValidationContext:
 
 
 Validator = Callable[[ValidationContext], None]
+
+
+def percent(share: float) -> str:
+    return f"{share * 100:.4g}%"
+
+
+def refuse(context: ValidationContext, validator: str, reason: str) -> ValidationError:
+    """The error for a refused version: what was measured, against which limit, and that nothing was announced."""
+    return ValidationError(f"{context.dataset} version {context.version} was not announced: {reason}",
+                           dataset=context.dataset, version=context.version, validator=validator)
+
+
+@dataclass(frozen=True)
+class MaxRemoved:
+    """Refuse a cycle that removes more than ``share`` of the previous version's records."""
+
+    share: float
+    name = "--max-removed"
+
+    def __call__(self, context: ValidationContext) -> None:
+        previous, removed = context.previous_count, context.result.removed
+        if previous and removed / previous > self.share:
+            raise refuse(context, self.name,
+                         f"it would remove {removed} of {previous} records ({percent(removed / previous)}), "
+                         f"above --max-removed {percent(self.share)}. If that is intended, publish with a "
+                         "higher --max-removed or --no-max-removed.")
+
+
+@dataclass(frozen=True)
+class MaxAdded:
+    """Refuse a cycle that adds more than ``share`` of the previous count, once a dataset has ``floor`` records.
+
+    Below the floor a dataset is still being filled, and any growth is normal.
+    """
+
+    share: float
+    floor: int
+    name = "--max-added"
+
+    def __call__(self, context: ValidationContext) -> None:
+        previous, added = context.previous_count, context.result.added
+        if previous and previous >= self.floor and added / previous > self.share:
+            raise refuse(context, self.name,
+                         f"it would add {added} records to {previous} ({percent(added / previous)}), "
+                         f"above --max-added {percent(self.share)}. If that is intended, publish with a "
+                         "higher --max-added or --no-max-added.")
+
+
+@dataclass(frozen=True)
+class MinRecords:
+    """Refuse a version with fewer than ``count`` records (an empty or truncated source)."""
+
+    count: int
+    name = "--min-records"
+
+    def __call__(self, context: ValidationContext) -> None:
+        if context.new_count < self.count:
+            raise refuse(context, self.name,
+                         f"it would hold {context.new_count} records, below --min-records {self.count}.")
+
+
+@dataclass(frozen=True)
+class NoEmptyKeys:
+    """Refuse records whose key is null or the empty string: almost always a producer bug upstream."""
+
+    name = "--allow-empty-keys"
+
+    def __call__(self, context: ValidationContext) -> None:
+        delta = context.result.delta
+        keys = delta.filter(pc.equal(delta.column(OP_COLUMN), ADDED)).column(context.result.schema.key_field)
+        empty = pc.is_null(keys)
+        if pa.types.is_string(keys.type):
+            empty = pc.or_kleene(empty, pc.equal(pc.utf8_length(keys), 0))
+        count = pc.sum(empty).as_py() or 0
+        if count:
+            raise refuse(context, self.name,
+                         f"it would add {count} record(s) with a null or empty key. Fix the producer of the "
+                         "source, or publish with --allow-empty-keys.")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The built-in validators' settings; None (or 0 for ``min_records``) turns one off.
+
+    ``added_floor``: the share of records added is only checked once the
+    previous version has at least this many records.
+    """
+
+    max_removed: float | None = 0.5
+    max_added: float | None = 1.0
+    added_floor: int = 100
+    min_records: int = 0
+    allow_empty_keys: bool = False
+
+    def __post_init__(self) -> None:
+        for flag, share in (("--max-removed", self.max_removed), ("--max-added", self.max_added)):
+            if share is not None and share < 0:
+                raise ConfigError(f"{flag} {share}: a share must be 0 or more (0.5 or 50% is a half)")
+        if self.min_records < 0 or self.added_floor < 0:
+            raise ConfigError("--min-records and the added-share floor must be 0 or more")
+
+    def validators(self) -> list[Validator]:
+        found: list[Validator] = []
+        if self.max_removed is not None:
+            found.append(MaxRemoved(self.max_removed))
+        if self.max_added is not None:
+            found.append(MaxAdded(self.max_added, self.added_floor))
+        if self.min_records:
+            found.append(MinRecords(self.min_records))
+        if not self.allow_empty_keys:
+            found.append(NoEmptyKeys())
+        return found
+
+
+def validator_name(validator: Validator) -> str:
+    name = getattr(validator, "name", None)
+    if isinstance(name, str):
+        return name
+    module = getattr(validator, "__module__", None)
+    qualname = getattr(validator, "__qualname__", None) or type(validator).__qualname__
+    return f"{module}:{qualname}" if module else qualname
+
+
+def run_validators(validators: list[Validator], context: ValidationContext) -> None:
+    """Run each validator in order; the first that raises refuses the version."""
+    for validator in validators:
+        try:
+            validator(context)
+        except ValidationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any exception from a custom validator is its refusal
+            name = validator_name(validator)
+            reason = str(exc) or type(exc).__name__
+            raise refuse(context, name, f"validator {name} refused it: {reason}") from exc
+
+
+def load_validator(spec: str) -> Validator:
+    """The callable ``module:function`` names (``--validator``); the module must be importable."""
+    module_name, found, attribute = spec.partition(":")
+    if not found or not module_name or not attribute:
+        raise ConfigError(f"--validator {spec!r}: expected module:function, e.g. checks.validators:no_drop")
+    try:
+        target: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--validator {spec!r}: cannot import {module_name!r} ({exc}); "
+                          "put its directory on PYTHONPATH") from exc
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigError(f"--validator {spec!r}: module {module_name!r} has no {attribute!r}") from None
+    if not callable(target):
+        raise ConfigError(f"--validator {spec!r}: {attribute!r} is not callable")
+    return target  # type: ignore[return-value]

@@ -1,0 +1,78 @@
+"""``combe gc``: delete the versions and blobs retention no longer keeps."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+from combe.format.dataset import Dataset
+from combe.producer.retention import Deletion, GcPlan, Retention, collect_garbage
+
+from .options import add_dataset_options, add_json_option, emit_json, require_dataset, storage_options
+
+DESCRIPTION = """\
+Delete the manifests and blobs that no kept version needs. Kept: the newest
+--keep-versions announced versions, those younger than --keep-days, the
+announced version, the store-wide pin, and any version written but not yet
+announced; with them, everything a consumer needs to load each one (its
+nearest snapshot, the manifests and deltas from there) and the deltas and
+reverse deltas between them. Blobs that no manifest references (left by
+failed or refused cycles) are deleted once older than --grace-hours.
+announced.json is never touched. Use --dry-run to see what would go.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("gc", help="delete old versions and the blobs of failed cycles",
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_options(parser)
+    parser.add_argument("--keep-versions", type=int, required=True, metavar="N",
+                        help="keep the newest N announced versions (at least 1)")
+    parser.add_argument("--keep-days", type=float, metavar="D",
+                        help="also keep every version published in the last D days")
+    parser.add_argument("--grace-hours", type=float, default=24.0, metavar="H",
+                        help="delete blobs no manifest references only once older than this (default: 24); "
+                             "a running producer writes blobs before its manifest")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
+    add_json_option(parser)
+    parser.set_defaults(run=run)
+
+
+def ranges(versions: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
+    spans: list[list[int]] = []
+    for version in versions:
+        if spans and version == spans[-1][1] + 1:
+            spans[-1][1] = version
+        else:
+            spans.append([version, version])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) or "none"
+
+
+def _summary(plan: GcPlan, dry_run: bool) -> str:
+    pin = f", pin {plan.pin}" if plan.pin is not None else ""
+    manifests = sum(1 for d in plan.deletions if not d.path.startswith("blobs/"))
+    verb = "would delete" if dry_run else "deleted"
+    return (f"{plan.dataset}: announced {plan.announced}{pin}; keeps versions {ranges(plan.kept)} "
+            f"(manifests {ranges(plan.manifests)} stay); {verb} {manifests} manifests and "
+            f"{len(plan.deletions) - manifests} blobs, {plan.bytes / 1e6:.2f} MB")
+
+
+def run(args: argparse.Namespace) -> int:
+    store, name = require_dataset(args)
+    retention = Retention(args.keep_versions, args.keep_days, args.grace_hours)
+    dataset = Dataset.open(store, name, storage_options(args))
+
+    def show(deletion: Deletion) -> None:
+        if not args.json:
+            print(f"{'would delete' if args.dry_run else 'deleted'} {deletion.path} ({deletion.bytes:,} bytes): "
+                  f"{deletion.reason}", flush=True)
+
+    plan = collect_garbage(dataset, retention, dry_run=args.dry_run, on_delete=show)
+    if args.json:
+        emit_json({"dataset": plan.dataset, "announced": plan.announced, "pin": plan.pin, "kept": plan.kept,
+                   "manifests": plan.manifests, "deleted": [asdict(d) for d in plan.deletions],
+                   "bytes": plan.bytes, "dry_run": args.dry_run})
+    else:
+        print(_summary(plan, args.dry_run))
+    return 0

@@ -1,0 +1,177 @@
+"""Retention (``combe gc``): delete the manifests and blobs that no kept version needs.
+
+A consumer reaches version v from v's nearest snapshot (its
+``snapshot_version``) plus the forward deltas after it, reading every
+manifest from the snapshot's to v's on the way. So gc first picks the
+versions to keep (the newest N announced, those younger than D days, the
+announced version, the store-wide pin, and any version above the announced
+one, which a producer may be about to announce), then keeps every manifest
+on their chains and every blob a kept manifest references. Every manifest
+that stays is therefore loadable, and the deltas and reverse deltas between
+kept versions stay too.
+
+Everything else goes: manifests oldest first, so an interrupted gc leaves
+the oldest versions missing and never a hole in the middle, then their
+blobs. Blobs that no manifest references are left over by failed or
+refused cycles; they are deleted once older than a grace period, because a
+running producer writes its blobs before its manifest. ``announced.json`` is
+never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from combe.format.dataset import Dataset
+from combe.format.errors import ConfigError, ConflictError, DatasetNotFound, FormatError
+from combe.format.layout import BLOBS_DIR, VERSIONS_DIR, is_blob_path, manifest_path, manifest_version
+from combe.format.manifest import Manifest, Pointer
+from combe.format.store import ObjectInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What ``combe gc`` keeps: ``--keep-versions``, ``--keep-days``, ``--grace-hours``."""
+
+    keep_versions: int
+    keep_days: float | None = None
+    grace_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        if self.keep_versions < 1:
+            raise ConfigError(f"--keep-versions {self.keep_versions}: keep at least 1 version")
+        if (self.keep_days is not None and self.keep_days < 0) or self.grace_hours < 0:
+            raise ConfigError("--keep-days and --grace-hours must be 0 or more")
+
+
+@dataclass(frozen=True)
+class Deletion:
+    path: str
+    bytes: int
+    reason: str
+
+
+@dataclass
+class GcPlan:
+    """What gc keeps and deletes, in the order it deletes."""
+
+    dataset: str
+    announced: int
+    pin: int | None
+    kept: list[int]        # the versions the policy keeps
+    manifests: list[int]   # every manifest that stays: the kept versions and the ones they are built on
+    deletions: list[Deletion] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(item.bytes for item in self.deletions)
+
+
+def _created(manifest: Manifest) -> datetime | None:
+    try:
+        created = datetime.fromisoformat(manifest.created_at)
+    except ValueError:
+        return None
+    return created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+
+
+def _kept_versions(pointer: Pointer, manifests: dict[int, Manifest], retention: Retention,
+                   now: datetime) -> set[int]:
+    announced = [v for v in sorted(manifests) if v <= pointer.version]
+    kept = set(announced[-retention.keep_versions:]) | {pointer.version} | {v for v in manifests if v > pointer.version}
+    if pointer.pin is not None:
+        kept.add(pointer.pin)
+    if retention.keep_days is not None:
+        cutoff = now - timedelta(days=retention.keep_days)
+        for version in announced:
+            created = _created(manifests[version])
+            if created is None or created >= cutoff:  # an unreadable date is kept: never guess towards deleting
+                kept.add(version)
+    return kept
+
+
+def plan_gc(dataset: str, pointer: Pointer, manifests: dict[int, Manifest], manifest_sizes: dict[int, int],
+            blobs: list[ObjectInfo], retention: Retention, now: datetime) -> GcPlan:
+    """Decide what to delete. Pure: the caller lists and reads the store and does the deleting."""
+    kept = _kept_versions(pointer, manifests, retention, now)
+    needed: set[int] = set()
+    for version in sorted(kept):
+        if version not in manifests:
+            raise FormatError(f"{dataset}: version {version} is announced or pinned but has no manifest; the "
+                              "dataset is damaged, so gc deletes nothing. Re-publish or re-pin it first.")
+        chain = range(manifests[version].snapshot_version, version + 1)
+        missing = [v for v in chain if v not in manifests]
+        if missing:
+            raise FormatError(f"{dataset}: version {version} is built on version(s) {missing}, whose manifests "
+                              "are gone; the dataset is damaged, so gc deletes nothing.")
+        needed.update(chain)
+
+    deletions: list[Deletion] = []
+    referenced: dict[str, int] = {}  # blob path -> the version whose manifest references it
+    for version, manifest in sorted(manifests.items()):
+        for ref in (manifest.snapshot, manifest.delta, manifest.reverse):
+            if ref is not None:
+                referenced[ref.path] = version
+    for version in sorted(set(manifests) - needed):
+        deletions.append(Deletion(manifest_path(version), manifest_sizes.get(version, 0),
+                                  f"version {version} is not kept"))
+    grace = timedelta(hours=retention.grace_hours)
+    for info in blobs:
+        owner = referenced.get(info.path)
+        if owner is not None:
+            if owner not in needed:
+                deletions.append(Deletion(info.path, info.size, f"blob of version {owner}, which is not kept"))
+        elif is_blob_path(info.path) and info.modified is not None and now - info.modified > grace:
+            hours = (now - info.modified).total_seconds() / 3600
+            deletions.append(Deletion(info.path, info.size,
+                                      f"referenced by no manifest (a failed or refused cycle), {hours:.1f} h old"))
+    return GcPlan(dataset, pointer.version, pointer.pin, sorted(kept), sorted(needed), deletions)
+
+
+def collect_garbage(dataset: Dataset, retention: Retention, *, dry_run: bool = False,
+                    on_delete: Callable[[Deletion], None] | None = None,
+                    now: datetime | None = None) -> GcPlan:
+    """Plan, then (unless ``dry_run``) delete; ``on_delete`` hears of each deletion as it happens."""
+    pointer = dataset.require_announced()
+    listed = {v: info for info in dataset.store.list(f"{VERSIONS_DIR}/")
+              if (v := manifest_version(info.path)) is not None}
+    manifests = {v: dataset.manifest(v) for v in sorted(listed)}
+    blobs = dataset.store.list(f"{BLOBS_DIR}/")
+    plan = plan_gc(dataset.name, pointer, manifests, {v: info.size for v, info in listed.items()}, blobs,
+                   retention, now or datetime.now(timezone.utc))
+    if dry_run:
+        for deletion in plan.deletions:
+            if on_delete:
+                on_delete(deletion)
+        return plan
+    _check_unmoved(dataset, pointer, plan)
+    for deletion in plan.deletions:
+        dataset.store.delete(deletion.path)
+        log.info("%s: deleted %s (%s)", dataset.name, deletion.path, deletion.reason)
+        if on_delete:
+            on_delete(deletion)
+    return plan
+
+
+def _check_unmoved(dataset: Dataset, planned: Pointer, plan: GcPlan) -> None:
+    """Refuse to delete if someone pinned (or rolled back to) a version the plan removes.
+
+    New versions published meanwhile are safe: their manifests were not in the
+    listing and their blobs are younger than the grace period.
+    """
+    try:
+        pointer = dataset.require_announced()
+    except DatasetNotFound as exc:
+        raise ConflictError(f"{dataset.name}: announced.json disappeared while gc was planning; nothing deleted",
+                            dataset=dataset.name, version=planned.version) from exc
+    stays = set(plan.manifests)
+    for version in (pointer.pin, pointer.version):
+        if version is not None and version <= planned.version and version not in stays:
+            raise ConflictError(f"{dataset.name}: version {version} was pinned or announced while gc was planning "
+                                "to delete it; nothing deleted. Run gc again.",
+                                dataset=dataset.name, version=version)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.support.kafka_broker import KafkaBroker
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +20,12 @@ def no_leaked_refreshers() -> Iterator[None]:
     leaked = [t.name for t in threading.enumerate()
               if t.ident not in before and t.name.startswith("combe-refresh") and t.is_alive()]
     assert not leaked, f"refresher threads left running: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    """One real Kafka broker for the whole session: starting one costs seconds, topics are cheap."""
+    from tests.support.kafka_broker import KafkaBroker  # imported here: only Kafka tests need confluent-kafka
+
+    with KafkaBroker() as broker:
+        yield broker

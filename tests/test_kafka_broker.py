@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
@@ -13,13 +12,6 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from tests.support.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[KafkaBroker]:
-    """One broker for the whole session: starting one costs seconds, topics are cheap."""
-    with KafkaBroker() as broker:
-        yield broker
 
 
 def _unique(prefix: str) -> str:

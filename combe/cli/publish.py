@@ -7,14 +7,15 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict
 from types import FrameType
 
 from combe.format.dataset import Dataset
 from combe.format.errors import ConflictError, SourceError, StoreError
 from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
 
-from .options import add_dataset_options, add_json_option, emit_json, key_values, require_dataset, storage_options
+from .options import add_dataset_options, add_json_option, key_values, require_dataset, storage_options
+from .report import add_report_options, check_report_options, report_failure, report_success
+from .validation import add_validation_options, validation_options
 
 DESCRIPTION = """\
 Read the changes a source has after the position the announced version
@@ -54,6 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="write a snapshot at least every N versions (default: 20)")
     cycle.add_argument("--snapshot-ratio", type=float, default=0.5,
                        help="...or when deltas since the last snapshot reach this share of its size (default: 0.5)")
+    add_validation_options(parser)
+    add_report_options(parser)
     add_json_option(parser)
     parser.set_defaults(run=run)
 
@@ -92,10 +95,22 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Publish; a run that fails still writes --metrics-file and, with --json, its JSON line."""
+    started = time.monotonic()
+    try:
+        return _publish(args)
+    except Exception as exc:
+        report_failure(args, args.dataset or "", exc, time.monotonic() - started)
+        raise
+
+
+def _publish(args: argparse.Namespace) -> int:
     store, name = require_dataset(args)
+    check_report_options(args)
     options = PublishOptions(
         fmt=RecordFormat(args.key_field, args.key_type, args.value_format),
-        on_bad_record=args.on_bad_record, snapshot_every=args.snapshot_every, snapshot_ratio=args.snapshot_ratio)
+        on_bad_record=args.on_bad_record, snapshot_every=args.snapshot_every, snapshot_ratio=args.snapshot_ratio,
+        **validation_options(args))
     dataset = Dataset.open(store, name, storage_options(args))
     source = open_source(args.source, key_delimiter=args.key_delimiter,
                          client_config=key_values(args.client_config, "-X"), dataset=name)
@@ -112,9 +127,8 @@ def _cycle(publisher: Publisher, args: argparse.Namespace, name: str) -> int:
     finally:
         if isinstance(progress, _Progress):
             progress.done()
-    if args.json:
-        emit_json({"dataset": name, **asdict(result)})
-    else:
+    report_success(args, name, result)
+    if not args.json:
         print(_summary(name, result))
     return 0
 
@@ -129,9 +143,11 @@ def _daemon(publisher: Publisher, args: argparse.Namespace, name: str) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, request_stop)
     while not stop.is_set():
+        started = time.monotonic()
         try:
             _cycle(publisher, args, name)
         except (ConflictError, SourceError, StoreError) as exc:
+            report_failure(args, name, exc, time.monotonic() - started)
             print(f"combe publish: {exc}; retrying in {args.interval:g} s", file=sys.stderr)
         stop.wait(args.interval)
     return 0

@@ -1,0 +1,72 @@
+"""The ``combe publish`` options that keep a bad version from reaching consumers.
+
+Defaults come from ``Limits`` (declared once, in producer/validators.py), so
+the library and the command refuse the same things.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from combe.producer.validators import Limits, load_validator, percent
+
+
+def share(text: str) -> float:
+    """``0.5`` or ``50%``."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share: use 0.5 or 50%") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a share must be 0 or more")
+    return value
+
+
+def _help_percent(share: float | None) -> str:
+    """A percentage inside argparse help, where a bare % starts a format."""
+    return "off" if share is None else percent(share).replace("%", "%%")
+
+
+def add_validation_options(parser: argparse.ArgumentParser) -> None:
+    defaults = Limits()
+    group = parser.add_argument_group(
+        "checks before announcing",
+        "A version that fails a check is not announced; the run exits with code 3 and says what was "
+        "measured against which limit. Shares are of the previous version's record count.")
+    removed = group.add_mutually_exclusive_group()
+    removed.add_argument("--max-removed", type=share, default=defaults.max_removed, metavar="SHARE",
+                         help="refuse a cycle that removes more than this share of the records "
+                              f"(default: {_help_percent(defaults.max_removed)})")
+    removed.add_argument("--no-max-removed", dest="max_removed", action="store_const", const=None,
+                         help="do not limit removals")
+    added = group.add_mutually_exclusive_group()
+    added.add_argument("--max-added", type=share, default=defaults.max_added, metavar="SHARE",
+                       help="refuse a cycle that adds more than this share of the records, once the dataset has "
+                            f"{defaults.added_floor} or more (default: {_help_percent(defaults.max_added)})")
+    added.add_argument("--no-max-added", dest="max_added", action="store_const", const=None,
+                       help="do not limit additions")
+    group.add_argument("--min-records", type=int, default=defaults.min_records, metavar="N",
+                       help="refuse a version with fewer than N records (default: 0, off)")
+    group.add_argument("--allow-empty-keys", action="store_true",
+                       help="accept records whose key is empty (refused by default)")
+    group.add_argument("--validator", action="append", metavar="MODULE:FUNCTION",
+                       help="a custom check called with a ValidationContext; anything it raises refuses the "
+                            "version with its message (repeatable; the module must be importable: PYTHONPATH)")
+    group.add_argument("--no-integrity-check", dest="integrity_check", action="store_false",
+                       help="skip decoding the new blobs to check prev + delta == new and new + reverse == prev "
+                            "(on by default)")
+    group.add_argument("--allow-schema-change", action="store_true",
+                       help="let a value change its column's type (a bad record otherwise): the version is "
+                            "published as a snapshot only, and consumers reload it whole")
+
+
+def validation_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The PublishOptions fields these flags set."""
+    return {
+        "limits": Limits(max_removed=args.max_removed, max_added=args.max_added, min_records=args.min_records,
+                         allow_empty_keys=args.allow_empty_keys),
+        "validators": [load_validator(spec) for spec in args.validator or []],
+        "integrity_check": args.integrity_check,
+        "allow_schema_change": args.allow_schema_change,
+    }

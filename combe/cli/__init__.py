@@ -22,7 +22,7 @@ from combe.format.errors import CombeError, ConfigError, ConflictError, Validati
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REFUSED, EXIT_CONFLICT = 0, 1, 2, 3, 4
 
 # Subcommands, in the order --help lists them; each module has add_parser() and run().
-COMMANDS = ("publish", "inspect", "get", "gc")
+COMMANDS = ("publish", "serve", "inspect", "get", "gc")
 
 EPILOG = """\
 Every subcommand names its dataset with --store URL --dataset NAME (defaults:

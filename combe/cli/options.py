@@ -26,13 +26,18 @@ def storage_options(args: argparse.Namespace) -> dict[str, Any]:
     return dict(key_values(args.storage_option, "--storage-option"))
 
 
-def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+def add_dataset_options(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+    """--store, --dataset (repeatable when ``many``) and --storage-option."""
     group = parser.add_argument_group("dataset")
     group.add_argument("--store", default=os.environ.get("COMBE_STORE"),
                        help="where datasets live: a path, file://, memory://, s3://bucket/prefix "
                             "(default: $COMBE_STORE)")
-    group.add_argument("--dataset", default=os.environ.get("COMBE_DATASET"),
-                       help="the dataset's name (default: $COMBE_DATASET)")
+    if many:
+        group.add_argument("--dataset", action="append", metavar="NAME",
+                           help="a dataset's name; repeat for more (default: $COMBE_DATASET, comma-separated)")
+    else:
+        group.add_argument("--dataset", default=os.environ.get("COMBE_DATASET"),
+                           help="the dataset's name (default: $COMBE_DATASET)")
     group.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
                        help="passed to the fsspec filesystem, e.g. endpoint_url=... (repeatable)")
 
@@ -43,6 +48,16 @@ def require_dataset(args: argparse.Namespace) -> tuple[str, str]:
     if not args.dataset:
         raise ConfigError("no dataset given: pass --dataset NAME or set COMBE_DATASET")
     return args.store, args.dataset
+
+
+def require_datasets(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The store and the datasets of a subcommand that takes several (``many=True``)."""
+    if not args.store:
+        raise ConfigError("no store given: pass --store URL or set COMBE_STORE")
+    names = args.dataset or [n for n in os.environ.get("COMBE_DATASET", "").split(",") if n]
+    if not names:
+        raise ConfigError("no dataset given: pass --dataset NAME (repeatable) or set COMBE_DATASET")
+    return args.store, list(dict.fromkeys(names))
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:

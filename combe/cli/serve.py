@@ -1,0 +1,84 @@
+"""``combe serve``: the lookup HTTP endpoint, under gunicorn (or flask's server with --dev)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from combe.format.errors import ConfigError
+
+from .options import add_dataset_options, require_datasets, storage_options
+
+DESCRIPTION = """\
+Serve datasets over HTTP as JSON: records by key and in batch, queries on
+indexed fields, versions and what each changed, /healthz, /readyz,
+Prometheus /metrics, an OpenAPI spec at /openapi.json and an explorer page
+at /. Each dataset is loaded in the background and refreshed every
+--refresh-interval seconds; /readyz answers 200 once all are loaded.
+
+gunicorn runs --workers processes that share one blob cache directory
+(--cache-dir, else a temporary one): blobs are downloaded once and their
+Arrow files memory-mapped by every worker. SIGTERM stops it gracefully.
+"""
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from combe.consumer.server.settings import setting_help
+
+    parser = subparsers.add_parser("serve", help="serve datasets over HTTP (JSON API, metrics, explorer)",
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_options(parser, many=True)
+    http = parser.add_argument_group("server")
+    http.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    http.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    http.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: 2)")
+    http.add_argument("--threads", type=int, default=1,
+                      help="threads per worker; above 1 uses gunicorn's gthread worker (default: 1)")
+    http.add_argument("--dev", action="store_true", help="run flask's development server instead of gunicorn")
+    http.add_argument("--cache-dir", type=Path,
+                      help="blob cache shared by the workers; kept across restarts (default: a temporary directory)")
+    http.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    for name, kind, default, text in setting_help():
+        flag = f"--{name.replace('_', '-')}"
+        if kind is tuple:
+            http.add_argument(flag, dest=f"setting_{name}", action="append", default=[], metavar="FIELD", help=text)
+        else:
+            http.add_argument(flag, dest=f"setting_{name}", type=kind, default=default,
+                              metavar="SECONDS" if kind is float else "N", help=f"{text} (default: {default})")
+    parser.set_defaults(run=run)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from combe.consumer.server.settings import Settings, setting_help
+
+    return Settings(**{name: tuple(value) if kind is tuple else value
+                       for name, kind, *_ in setting_help() if (value := getattr(args, f"setting_{name}")) is not None})
+
+
+def run(args: argparse.Namespace) -> int:
+    store, names = require_datasets(args)
+    if args.workers < 1 or args.threads < 1:
+        raise ConfigError("--workers and --threads must be 1 or more")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: use 0 to 65535")
+    settings = _settings(args)
+    options = storage_options(args)
+    from combe.consumer.server.runner import Listen, scratch_directory, serve_dev, serve_gunicorn
+
+    listen = Listen(args.host, args.port, args.workers, args.threads, args.access_log)
+    with scratch_directory("combe-serve-") as scratch:
+        cache_dir = args.cache_dir or scratch / "blobs"
+
+        def factory() -> Any:
+            try:
+                from combe.consumer.server import create_app
+            except ImportError as exc:
+                raise ConfigError(f"combe serve needs flask and prometheus_client ({exc.name} is missing); "
+                                  "install them with: pip install 'combe[server]'") from exc
+            return create_app(store, names, settings=settings, cache_dir=cache_dir, storage_options=options)
+
+        if args.dev:
+            serve_dev(factory, listen)
+        else:
+            serve_gunicorn(factory, listen, scratch / "metrics")
+    return 0

@@ -1,0 +1,87 @@
+"""The flask app factory, and what every response gets: X-Combe-Version, an ETag, 304s, metrics."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from flask.json.provider import DefaultJSONProvider
+
+from ..consumer import Consumer
+from .catalog import Catalog
+from .errors import render_error
+from .metrics import Metrics
+from .routes import api
+from .settings import Settings
+from .state import Server
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")  # binary columns: base64, documented in openapi.json
+    return DefaultJSONProvider.default(value)
+
+
+class _JSON(DefaultJSONProvider):
+    """Records keep their schema's column order; binary values become base64 text."""
+
+    sort_keys = False
+    compact = True
+    default = staticmethod(_json_default)
+
+
+def create_app(store: str | None = None, datasets: Iterable[str] = (), *, consumers: Iterable[Consumer] = (),
+               settings: Settings | None = None, cache_dir: str | Path | None = None,
+               storage_options: dict[str, Any] | None = None, ready_timeout: float = 0.0) -> Flask:
+    """A flask app answering for ``datasets`` in ``store`` (loaded in the background) and for ``consumers``.
+
+    ``ready_timeout`` waits that long for every dataset to load before
+    returning. ``app.extensions["combe"].close()`` stops the background work.
+    """
+    settings = settings or Settings()
+    catalog = Catalog(store, datasets, refresh_interval=settings.refresh_interval, cache_dir=cache_dir,
+                      storage_options=storage_options, consumers=consumers)
+    server = Server(catalog, Metrics(catalog), settings)
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json = _JSON(app)
+    app.extensions["combe"] = server
+    app.register_blueprint(api)
+    app.register_error_handler(Exception, render_error)
+    app.before_request(_started)
+    app.after_request(_finish)
+    catalog.start(on_tick=server.metrics.update)
+    if ready_timeout:
+        catalog.wait_ready(ready_timeout)
+    return app
+
+
+def _started() -> None:
+    g.combe_started = time.perf_counter()
+
+
+def _version_header(server: Server) -> str:
+    """The version that answered; for routes about no one dataset, every loaded dataset's."""
+    version = g.get("combe_version")
+    if version is not None:
+        return str(version)
+    loaded = server.catalog.loaded()
+    return ",".join(f"{name}={entry.consumer.version}" for name, entry in loaded.items())
+
+
+def _finish(response: Response) -> Response:
+    server: Server = current_app.extensions["combe"]
+    response.headers["X-Combe-Version"] = _version_header(server)
+    if "ETag" not in response.headers and not response.direct_passthrough:
+        response.add_etag()  # of the body: an unchanged record keeps its ETag across versions
+        if response.status_code == 200:
+            response.make_conditional(request)
+    started = g.get("combe_started")
+    if started is not None:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        server.metrics.observe(request.method, rule, response.status_code, time.perf_counter() - started)
+    return response

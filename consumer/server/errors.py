@@ -1,0 +1,36 @@
+"""The one error handler: every failure becomes a JSON body with the status its error class carries.
+
+combe errors carry ``status`` (format/errors.py); werkzeug's HTTP errors
+(unknown route, method not allowed, body too large) carry ``code``; anything
+else is a bug, logged with its traceback and answered 500 without details.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Response, jsonify
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from combe.format.errors import CombeError
+
+log = logging.getLogger(__name__)
+
+
+def render_error(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException) and exc.code is not None and exc.code < 400:
+        return exc.get_response()  # a redirect (trailing slash), not an error
+    if isinstance(exc, CombeError):
+        status, message = exc.status, str(exc)
+    elif isinstance(exc, HTTPException):
+        status, message = exc.code or 500, exc.description or exc.name
+    else:
+        log.exception("unhandled error answering a request")
+        status, message = 500, "internal error; the server log has the details"
+    if status >= 500 and isinstance(exc, CombeError):
+        log.error("answering %d: %s", status, exc)
+    response = jsonify({"error": {"status": status, "type": type(exc).__name__, "message": message}})
+    response.status_code = status
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response

@@ -1,0 +1,107 @@
+"""Reading request input: keys, limits, cursors, JSON bodies, query values. Every refusal is a 400 that says why.
+
+Keys and values are checked against the dataset's types here, before any
+lookup, so a malformed request never reaches the consumer or the store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from combe.format.errors import KeyTypeError, RequestError, RequestTooLarge
+from combe.format.schema import INT64_MAX, INT64_MIN
+
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
+def _int64(text: str) -> int | None:
+    if not _INTEGER.fullmatch(text):
+        return None
+    value = int(text)
+    return value if INT64_MIN <= value <= INT64_MAX else None
+
+
+def parse_key(raw: Any, key_type: str, where: str = "key") -> str | int:
+    """A key from a URL (text) or a JSON body (text or number), as the dataset stores it."""
+    if key_type == "string":
+        if isinstance(raw, str):
+            return raw
+        raise KeyTypeError(f"{where} {raw!r} is not a string; this dataset's keys are strings")
+    if isinstance(raw, int) and not isinstance(raw, bool) and INT64_MIN <= raw <= INT64_MAX:
+        return raw
+    value = _int64(raw) if isinstance(raw, str) else None
+    if value is None:
+        raise KeyTypeError(f"{where} {raw!r} is not a 64-bit integer; this dataset's keys are int64")
+    return value
+
+
+def parse_value(text: str, kind: str, field: str) -> Any:
+    """A query value from the URL, as a value of the field's column type."""
+    if kind == "string":
+        return text
+    if kind == "int64":
+        value = _int64(text)
+        if value is None:
+            raise RequestError(f"{field}={text!r}: {field} holds 64-bit integers")
+        return value
+    if kind == "float64":
+        try:
+            return float(text)
+        except ValueError:
+            raise RequestError(f"{field}={text!r}: {field} holds numbers") from None
+    if kind == "bool" and text in ("true", "false"):
+        return text == "true"
+    raise RequestError(f"{field}={text!r}: {field} holds {kind} values, which cannot be queried from a URL"
+                       if kind != "bool" else f"{field}={text!r}: use true or false")
+
+
+def parse_limit(raw: str | None, default: int, maximum: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise RequestError(f"limit={raw!r}: use a whole number from 1 to {maximum}")
+    return int(raw)
+
+
+def parse_cursor(raw: str | None, version: int | None = None) -> int:
+    """A previous page's next_cursor: an offset, opaque to clients.
+
+    Results that depend on the version served carry it in the cursor
+    (``version.offset``), so a client paging across a refresh is told to
+    start again instead of silently skipping or repeating records.
+    """
+    if raw is None:
+        return 0
+    at, dot, offset = raw.rpartition(".")
+    if not offset.isdigit() or len(offset) > 18 or (dot and not at.isdigit()) or bool(dot) != (version is not None):
+        raise RequestError(f"cursor={raw!r} is not a cursor this server handed out; "
+                           "pass next_cursor from the previous page, or no cursor to start")
+    if version is not None and int(at) != version:
+        raise RequestError(f"cursor={raw!r} belongs to version {at}, and version {version} is served now; "
+                           "start again without a cursor")
+    return int(offset)
+
+
+def next_cursor(offset: int, count: int, total: int, version: int | None = None) -> str | None:
+    """The cursor after a page of ``count`` items from ``offset``; None on the last page."""
+    end = offset + count
+    if end >= total:
+        return None
+    return f"{version}.{end}" if version is not None else str(end)
+
+
+def parse_batch(body: bytes, key_type: str, limit: int) -> list[str | int]:
+    """The keys of a batchGet body ``{"keys": [...]}``."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise RequestError('the request body must be a JSON object {"keys": [...]}')
+    keys = document["keys"]
+    if len(keys) > limit:
+        raise RequestTooLarge(f"the batch asks for {len(keys)} keys; this server answers at most {limit} "
+                              "per request: split it")
+    return [parse_key(key, key_type, f"keys[{i}]") for i, key in enumerate(keys)]

@@ -1,0 +1,70 @@
+"""Queries by field value: which fields can be matched, and the records that match.
+
+Only the key field and the fields the server was started with ``--index``
+answer queries, so a query costs an index lookup, never a scan, and clients
+cannot make the server build an index on every column. The consumer builds
+each index on first use and keeps it current across refreshes.
+
+``field=value`` matches equal values; ``field.gte=lo`` and/or ``field.lt=hi``
+match a range (in field order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from combe.format.errors import RequestError
+
+from ..view import View
+from .params import parse_value
+
+QUERYABLE_TYPES = ("string", "int64", "float64", "bool")
+RANGE_OPS = ("gte", "lt")
+
+
+def query_fields(view: View, indexes: Sequence[str]) -> dict[str, str]:
+    """Queryable field -> its column type."""
+    fields = {view.schema.key_field: view.schema.key_type}
+    for name in indexes:
+        kind = view.schema.columns.get(name)
+        if kind in QUERYABLE_TYPES:
+            fields[name] = kind
+    return fields
+
+
+@dataclass(frozen=True)
+class Query:
+    field: str
+    match: dict[str, str]  # {"eq": text} or {"gte": text, "lt": text} (either bound optional), as given
+
+    def run(self, view: View, kind: str) -> list[dict[str, Any]]:
+        values = {op: parse_value(text, kind, self.field) for op, text in self.match.items()}
+        if "eq" in values:
+            if self.field == view.schema.key_field:  # the primary index answers without building another
+                record = view.get(values["eq"])
+                return [record] if record is not None else []
+            return view.index(self.field).get(values["eq"])
+        return view.index(self.field).range(values.get("gte"), values.get("lt"))
+
+
+def parse_query(args: dict[str, list[str]], view: View, indexes: Sequence[str]) -> tuple[Query, str]:
+    """The query in the URL's parameters (limit and cursor left out), and the field's type."""
+    fields = query_fields(view, indexes)
+    usage = (f"match one field: ?field=value, or ?field.gte=low&field.lt=high; queryable in "
+             f"{view.manifest.dataset}: {', '.join(sorted(fields))}")
+    match: dict[str, str] = {}
+    field = None
+    for name, texts in args.items():
+        head, dot, tail = name.rpartition(".")
+        base, op = (head, tail) if dot and tail in RANGE_OPS else (name, "eq")
+        if field is not None and base != field or len(texts) != 1:
+            raise RequestError(f"{name}: {usage}")
+        field = base
+        match[op] = texts[0]
+    if field is None or ("eq" in match and len(match) > 1):
+        raise RequestError(usage)
+    if field not in fields:
+        raise RequestError(f"{field!r} is not an indexed field of {view.manifest.dataset}; {usage}")
+    return Query(field, match), fields[field]

@@ -1,0 +1,206 @@
+"""The JSON API: datasets, records by key and in batch, queries, versions and their changes, health.
+
+Each dataset route takes the consumer's current View once and answers from
+it alone, so the body and the X-Combe-Version header describe one version
+even if a refresh swaps in the next one mid-request.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from flask import Blueprint, Response, current_app, g, jsonify, request, send_from_directory
+
+from combe.format.errors import DatasetNotFound, RecordNotFound, RequestError, RequestTooLarge
+
+from ..view import View
+from .catalog import Served
+from .params import next_cursor, parse_batch, parse_cursor, parse_key, parse_limit
+from .query import parse_query, query_fields
+from .state import Server
+
+api = Blueprint("combe_api", __name__)
+
+
+def _server() -> Server:
+    server: Server = current_app.extensions["combe"]
+    return server
+
+
+def _dataset(name: str) -> tuple[Served, View]:
+    served = _server().catalog.get(name)
+    view = served.consumer.view()
+    g.combe_version = view.version
+    return served, view
+
+
+def _age(created_at: str, now: float) -> float | None:
+    try:
+        created = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return round(max(0.0, now - created.timestamp()), 3)
+
+
+# -- datasets -----------------------------------------------------------------------
+
+
+@api.get("/v1/datasets")
+def list_datasets() -> Response:
+    catalog = _server().catalog
+    loaded = catalog.loaded()
+    datasets = []
+    for name in catalog.names:
+        entry = loaded.get(name)
+        datasets.append({"name": name, "ready": entry is not None,
+                         "version": entry.consumer.version if entry else None,
+                         "records": len(entry.consumer) if entry else None})
+    return jsonify({"datasets": datasets})
+
+
+@api.get("/v1/datasets/<name>")
+def describe_dataset(name: str) -> Response:
+    served, view = _dataset(name)
+    status = served.consumer.status()
+    now = time.time()
+    manifest = view.manifest
+    announced = status["announced"] or view.version
+    return jsonify({
+        "name": name,
+        "version": view.version,
+        "records": len(view),
+        "key": {"field": view.schema.key_field, "type": view.schema.key_type},
+        "schema": view.schema.to_json(),
+        "created_at": manifest.created_at,
+        "announced": announced,
+        "pin": status["pin"] if status["pin"] is not None else status["store_pin"],
+        "queryable": sorted(query_fields(view, _server().settings.index)),
+        "staleness": {
+            "seconds_since_check": round(now - status["last_refresh"], 3) if status["last_refresh"] else None,
+            "versions_behind": max(0, announced - view.version),
+            "version_age_seconds": _age(manifest.created_at, now),
+            "last_error": status["last_error"],
+            "last_error_at": status["last_error_at"],
+        },
+    })
+
+
+# -- records --------------------------------------------------------------------------
+
+
+@api.get("/v1/datasets/<name>/records/<path:key>")
+def get_record(name: str, key: str) -> Response:
+    _, view = _dataset(name)
+    parsed = parse_key(key, view.schema.key_type)
+    record = view.get(parsed)
+    if record is None:
+        raise RecordNotFound(f"no record with key {key!r} in {name} version {view.version}",
+                             dataset=name, version=view.version)
+    return jsonify({"dataset": name, "version": view.version, "key": parsed, "record": record})
+
+
+@api.post("/v1/datasets/<name>/records:batchGet")
+def batch_get(name: str) -> Response:
+    settings = _server().settings
+    _, view = _dataset(name)
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise RequestTooLarge(f"the request body is {request.content_length} bytes; this server accepts at most "
+                              f"{settings.max_body_bytes}")
+    keys = parse_batch(request.get_data(cache=False), view.schema.key_type, settings.batch_limit)
+    return jsonify({"dataset": name, "version": view.version, "records": view.get_many(keys)})
+
+
+@api.get("/v1/datasets/<name>/query")
+def query(name: str) -> Response:
+    settings = _server().settings
+    _, view = _dataset(name)
+    limit = parse_limit(request.args.get("limit"), settings.page_size, settings.page_limit)
+    offset = parse_cursor(request.args.get("cursor"), view.version)
+    args = {k: request.args.getlist(k) for k in request.args if k not in ("limit", "cursor")}
+    found, kind = parse_query(args, view, settings.index)
+    records = found.run(view, kind)
+    page = records[offset:offset + limit]
+    return jsonify({"dataset": name, "version": view.version, "field": found.field, "match": found.match,
+                    "records": page, "next_cursor": next_cursor(offset, len(page), len(records), view.version)})
+
+
+# -- versions -------------------------------------------------------------------------
+
+
+def _announced(served: Served, view: View) -> int:
+    """The newest version readers may see: manifests past it are not announced (yet, or ever)."""
+    announced = served.consumer.status()["announced"]
+    return max(announced or 0, view.version)
+
+
+@api.get("/v1/datasets/<name>/versions")
+def list_versions(name: str) -> Response:
+    settings = _server().settings
+    served, view = _dataset(name)
+    limit = parse_limit(request.args.get("limit"), settings.page_size, settings.page_limit)
+    below = parse_cursor(request.args.get("cursor"))
+    newest = _announced(served, view)
+    candidates = [v for v in reversed(served.history.versions()) if v <= newest and (not below or v < below)]
+    entries = []
+    for version in candidates[:limit]:
+        try:
+            manifest = served.history.manifest(version)
+        except DatasetNotFound:
+            continue  # removed by gc since the listing
+        entries.append({"version": version, "parent": manifest.parent, "created_at": manifest.created_at,
+                        "producer": manifest.producer, "records": manifest.record_count,
+                        "changes": manifest.changes, "snapshot": manifest.snapshot is not None,
+                        "schema_change": manifest.schema_change})
+    more = len(candidates) > limit
+    return jsonify({"dataset": name, "version": view.version, "announced": newest, "versions": entries,
+                    "next_cursor": str(candidates[limit - 1]) if more else None})
+
+
+@api.get("/v1/datasets/<name>/versions/<int:version>/changes")
+def version_changes(name: str, version: int) -> Response:
+    settings = _server().settings
+    served, view = _dataset(name)
+    limit = parse_limit(request.args.get("limit"), settings.page_size, settings.page_limit)
+    offset = parse_cursor(request.args.get("cursor"))
+    if not 1 <= version <= _announced(served, view):
+        raise DatasetNotFound(f"{name} has no announced version {version}", dataset=name)
+    changes = served.history.changes(version)
+    page = changes.page(offset, limit)
+    manifest = changes.manifest
+    return jsonify({"dataset": name, "version": version, "parent": manifest.parent,
+                    "created_at": manifest.created_at, "counts": changes.counts, "changes": page,
+                    "next_cursor": next_cursor(offset, len(page), changes.rows.num_rows)})
+
+
+# -- health ---------------------------------------------------------------------------
+
+
+@api.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@api.get("/readyz")
+def readyz() -> Response:
+    catalog = _server().catalog
+    waiting = {name: catalog.last_load_error.get(name, "loading")
+               for name in catalog.names if name not in catalog.loaded()}
+    response = jsonify({"ready": not waiting, "waiting": waiting})
+    response.status_code = 200 if not waiting else 503
+    return response
+
+
+@api.get("/metrics")
+def metrics() -> Response:
+    server = _server()
+    return Response(server.metrics.render(), content_type=server.metrics.content_type)
+
+
+@api.get("/openapi.json")
+def openapi() -> Response:
+    return send_from_directory(current_app.root_path, "openapi.json", mimetype="application/json")
+
+
+@api.get("/")
+def explorer() -> Response:
+    return current_app.send_static_file("index.html")

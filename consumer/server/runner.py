@@ -1,0 +1,141 @@
+"""Running the app: gunicorn embedded (one command, N worker processes) or flask's development server.
+
+gunicorn's workers are forked processes, each with its own consumers: they
+share one blob cache directory, so a blob is downloaded once per host and
+its decompressed Arrow file is memory-mapped by every worker (one copy in
+the page cache). Apps are built in each worker after the fork, because the
+consumers' refresh threads do not survive a fork.
+
+prometheus_client picks its multi-process mode when it is first imported,
+from PROMETHEUS_MULTIPROC_DIR, so ``serve_gunicorn`` sets that before
+anything imports the app (which is why this module never imports it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from combe.format.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+AppFactory = Callable[[], Any]  # returns a flask app; built lazily so that no worker imports it before the fork
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+    threads: int = 1
+    access_log: bool = False
+    graceful_timeout: int = 30
+
+    @property
+    def bind(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@contextmanager
+def scratch_directory(prefix: str) -> Iterator[Path]:
+    """A temporary directory removed by the process that made it only.
+
+    A forked gunicorn worker leaves through SystemExit, which unwinds the
+    parent's stack in the child too; a plain TemporaryDirectory would be
+    deleted by the first worker to exit, under the feet of the others.
+    """
+    owner = os.getpid()
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        if os.getpid() == owner:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def serve_gunicorn(factory: AppFactory, listen: Listen, metrics_dir: Path) -> None:
+    """Run gunicorn in this process until SIGTERM or SIGINT (graceful: in-flight requests finish)."""
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError as exc:
+        raise ConfigError("combe serve needs gunicorn; install it with: pip install 'combe[server]'") from exc
+    if "prometheus_client.values" in sys.modules and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        raise ConfigError("prometheus_client was imported before combe serve could set PROMETHEUS_MULTIPROC_DIR; "
+                          "set it in the environment to a fresh empty directory")
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+    def child_exit(server: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # drop its live gauges; its counters stay counted
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        app = getattr(worker, "wsgi", None)
+        if app is not None:
+            app.extensions["combe"].close()
+
+    options: dict[str, Any] = {
+        "bind": [listen.bind],
+        "workers": listen.workers,
+        "threads": listen.threads,
+        "worker_class": "gthread" if listen.threads > 1 else "sync",
+        "graceful_timeout": listen.graceful_timeout,
+        "proc_name": "combe-serve",
+        "accesslog": "-" if listen.access_log else None,
+        "loglevel": logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
+        "child_exit": child_exit,
+        "worker_exit": worker_exit,
+        "control_socket_disable": True,  # gunicorn >= 25: one control socket per user would clash between servers
+    }
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for name, value in options.items():
+                if name in self.cfg.settings and value is not None:
+                    self.cfg.set(name, value)
+
+        def load(self) -> Any:
+            return factory()
+
+    log.info("serving on http://%s with %d workers", listen.bind, listen.workers)
+    _Gunicorn().run()
+
+
+def serve_dev(factory: AppFactory, listen: Listen) -> None:
+    """flask's own (werkzeug) server, one process, threaded; SIGTERM or SIGINT stops it cleanly."""
+    from werkzeug.serving import make_server
+
+    app = factory()
+    server = make_server(listen.host, listen.port, app, threaded=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    thread = threading.Thread(target=server.serve_forever, name="combe-serve-dev", daemon=True)
+    thread.start()
+    log.warning("serving on http://%s with the development server (use it for development only)", listen.bind)
+    try:
+        while not stop.wait(0.5):  # a timed wait, so signals are handled promptly on every platform
+            pass
+    finally:
+        server.shutdown()  # finishes the request being served, then returns
+        thread.join()
+        app.extensions["combe"].close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,39 @@
+"""The HTTP endpoint's settings, declared once: these fields drive ``create_app`` and ``combe serve``'s flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from combe.format.errors import ConfigError
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Limits and timings of one server. Every field becomes a ``--flag`` of ``combe serve``."""
+
+    batch_limit: int = _setting(1000, "most keys one records:batchGet may ask for; more answers 413")
+    max_body_bytes: int = _setting(1 << 20, "largest request body accepted, in bytes; larger answers 413")
+    page_size: int = _setting(100, "items per page when a paged route gets no limit=")
+    page_limit: int = _setting(1000, "largest limit= a paged route accepts")
+    refresh_interval: float = _setting(10.0, "seconds between polls of each dataset's announcement")
+    index: tuple[str, ...] = _setting((), "a field /query can match, in every dataset that has it (repeatable); "
+                                          "the key field always can")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_limit", "max_body_bytes", "page_size", "page_limit"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be 1 or more")
+        if self.page_size > self.page_limit:
+            raise ConfigError("--page-size must not exceed --page-limit")
+        if self.refresh_interval <= 0:
+            raise ConfigError("--refresh-interval must be above 0 seconds")
+
+
+def setting_help() -> list[tuple[str, type, Any, str]]:
+    """(name, type, default, help) for every setting, in declaration order; tuple settings are repeatable flags."""
+    return [(f.name, type(f.default), f.default, f.metadata["help"]) for f in fields(Settings)]

@@ -1,0 +1,187 @@
+// The explorer: every value from a dataset goes into the page as text (textContent), never as HTML.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+const state = { dataset: null, versionsCursor: null, changesVersion: null, changesCursor: null };
+
+async function api(path, options) {
+  const response = await fetch(path, Object.assign({ headers: { Accept: "application/json" } }, options));
+  const body = await response.json();
+  if (!response.ok) {
+    const error = new Error(body.error ? body.error.message : response.statusText);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function datasetPath(suffix) {
+  return "v1/datasets/" + encodeURIComponent(state.dataset) + suffix;
+}
+
+function say(text, isError) {
+  const status = $("#status");
+  status.textContent = text;
+  status.className = isError ? "error" : "";
+}
+
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text === null || text === undefined ? "" : String(text);
+  if (className) td.className = className;
+  return td;
+}
+
+function codeCell(row, value) {
+  const td = row.insertCell();
+  if (value !== null && value !== undefined) {
+    const code = document.createElement("code");
+    code.textContent = JSON.stringify(value);
+    td.appendChild(code);
+  }
+  return td;
+}
+
+async function loadDatasets() {
+  const body = await api("v1/datasets");
+  const select = $("#dataset");
+  select.replaceChildren();
+  for (const entry of body.datasets) {
+    const option = document.createElement("option");
+    option.value = entry.name;
+    option.textContent = entry.ready ? entry.name : entry.name + " (loading)";
+    select.appendChild(option);
+  }
+  if (body.datasets.length) {
+    await chooseDataset(body.datasets[0].name);
+  } else {
+    say("this server serves no dataset");
+  }
+}
+
+async function chooseDataset(name) {
+  state.dataset = name;
+  $("#dataset").value = name;
+  $("#record").hidden = true;
+  $("#lookup-message").textContent = "";
+  $("#changes-panel").hidden = true;
+  try {
+    await Promise.all([showSummary(), showVersions(true)]);
+    say("");
+    document.body.dataset.dataset = name;
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+async function showSummary() {
+  const info = await api(datasetPath(""));
+  const facts = $("#facts");
+  facts.replaceChildren();
+  const add = (term, value) => {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    facts.append(dt, dd);
+  };
+  add("version", info.version + (info.announced > info.version ? " (announced " + info.announced + ")" : ""));
+  add("records", info.records.toLocaleString());
+  add("key", info.key.field + " (" + info.key.type + ")");
+  add("queryable", info.queryable.join(", "));
+  add("created", info.created_at);
+  add("checked", info.staleness.seconds_since_check === null ? "never" : info.staleness.seconds_since_check + " s ago");
+  if (info.staleness.last_error) add("last error", info.staleness.last_error);
+  const tbody = $("#schema tbody");
+  tbody.replaceChildren();
+  for (const column of info.schema) {
+    const row = tbody.insertRow();
+    cell(row, column.name);
+    cell(row, column.type);
+  }
+  $("#key").placeholder = info.key.field + " (" + info.key.type + ")";
+}
+
+async function lookup(event) {
+  event.preventDefault();
+  const key = $("#key").value;
+  const message = $("#lookup-message");
+  const record = $("#record");
+  message.className = "";
+  try {
+    const body = await api(datasetPath("/records/" + encodeURIComponent(key)));
+    record.textContent = JSON.stringify(body.record, null, 2);
+    record.hidden = false;
+    message.textContent = "version " + body.version;
+  } catch (error) {
+    record.hidden = true;
+    message.textContent = error.message;
+    message.className = "error";
+  }
+}
+
+async function showVersions(fromStart) {
+  const tbody = $("#versions tbody");
+  if (fromStart) {
+    tbody.replaceChildren();
+    state.versionsCursor = null;
+  }
+  const query = state.versionsCursor ? "?cursor=" + encodeURIComponent(state.versionsCursor) : "";
+  const body = await api(datasetPath("/versions" + query));
+  for (const entry of body.versions) {
+    const row = tbody.insertRow();
+    row.dataset.version = entry.version;
+    cell(row, entry.version + (entry.version === body.version ? " (serving)" : ""));
+    cell(row, entry.created_at);
+    cell(row, entry.records);
+    cell(row, entry.changes.added, "op-added");
+    cell(row, entry.changes.updated, "op-updated");
+    cell(row, entry.changes.removed, "op-removed");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Changes";
+    button.addEventListener("click", () => showChanges(entry.version, true));
+    row.insertCell().appendChild(button);
+  }
+  state.versionsCursor = body.next_cursor;
+  $("#more-versions").hidden = !body.next_cursor;
+}
+
+async function showChanges(version, fromStart) {
+  const tbody = $("#changes tbody");
+  if (fromStart) {
+    tbody.replaceChildren();
+    state.changesVersion = version;
+    state.changesCursor = null;
+    for (const row of document.querySelectorAll("#versions tbody tr")) {
+      row.classList.toggle("selected", row.dataset.version === String(version));
+    }
+  }
+  try {
+    const query = state.changesCursor ? "?cursor=" + encodeURIComponent(state.changesCursor) : "";
+    const body = await api(datasetPath("/versions/" + version + "/changes" + query));
+    $("#changes-title").textContent = "Changes in version " + version;
+    $("#changes-summary").textContent = "+" + body.counts.added + " added, ~" + body.counts.updated +
+      " updated, -" + body.counts.removed + " removed" + (body.parent ? " since version " + body.parent : "");
+    for (const change of body.changes) {
+      const row = tbody.insertRow();
+      cell(row, change.op, "op-" + change.op);
+      cell(row, change.key);
+      codeCell(row, change.before);
+      codeCell(row, change.record);
+    }
+    state.changesCursor = body.next_cursor;
+    $("#more-changes").hidden = !body.next_cursor;
+    $("#changes-panel").hidden = false;
+    document.body.dataset.changes = String(version);
+    say("");
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+$("#dataset").addEventListener("change", (event) => chooseDataset(event.target.value));
+$("#lookup").addEventListener("submit", lookup);
+$("#more-versions").addEventListener("click", () => showVersions(false).catch((error) => say(error.message, true)));
+$("#more-changes").addEventListener("click", () => showChanges(state.changesVersion, false));
+loadDatasets().catch((error) => say(error.message, true));

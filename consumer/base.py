@@ -1,132 +1,133 @@
-"""A loaded snapshot: its columns, and per-row access that reads only the row asked for.
+"""A loaded snapshot: its columns, its key index, and finding rows by key.
 
 Nothing here runs per record at load time. The key index comes from the
-snapshot (the producer built it); lookups hash one key, read a few int32s
-from the mapped index and compare one key's bytes. Values are read from the
-Arrow buffers through memoryviews, which hand back Python ints, floats and
-strings directly, far cheaper than a pyarrow scalar per value.
+snapshot (the producer built it; format/index.py); one lookup hashes one key,
+reads a few int32s from the mapped index and compares one key's bytes. The
+lookup is generated source (see rows.py) so that it costs one call; a View
+fuses it with reading the record. Batches are found with numpy: int64 keys by
+binary search of the sorted key column, string keys through the hash index,
+resolving bucket chains for all keys at once.
 """
 
 from __future__ import annotations
 
-import json
+import threading
 import zlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from combe.format.index import build_index, split_index
 from combe.format.schema import Schema, type_of_field
 
-Getter = Callable[[int], Any]
+from .rows import byte_slicer, compile_function, typed_view
 
-
-def _buffer_view(buffer: pa.Buffer | None, fmt: str) -> memoryview:
-    return memoryview(buffer).cast(fmt) if buffer is not None and buffer.size else memoryview(b"").cast(fmt)
-
-
-def _values(array: pa.Array, kind: str) -> Getter:
-    """A function row -> Python value for one column, ignoring nulls."""
-    offset = array.offset
-    buffers = array.buffers()
-    if kind == "null":
-        return lambda i: None
-    if kind in ("int64", "float64"):
-        data = _buffer_view(buffers[1], "q" if kind == "int64" else "d")
-        return data.__getitem__ if offset == 0 else (lambda i: data[i + offset])
-    if kind == "bool":
-        bits = _buffer_view(buffers[1], "B")
-        return lambda i: bool(bits[(i + offset) >> 3] >> ((i + offset) & 7) & 1)
-    offsets = _buffer_view(buffers[1], "i")
-    data = _buffer_view(buffers[2], "B")
-    if kind == "binary":
-        return lambda i: bytes(data[offsets[i + offset]:offsets[i + offset + 1]])
-    if kind == "json":
-        return lambda i: json.loads(str(data[offsets[i + offset]:offsets[i + offset + 1]], "utf-8"))
-    return lambda i: str(data[offsets[i + offset]:offsets[i + offset + 1]], "utf-8")
-
-
-def column_getter(array: pa.Array, kind: str) -> Getter:
-    """Like ``_values``, but None where the column is null."""
-    get = _values(array, kind)
-    if array.null_count == 0 or kind == "null":
-        return get
-    validity = _buffer_view(array.buffers()[0], "B")
-    offset = array.offset
-    return lambda i: get(i) if validity[(i + offset) >> 3] >> ((i + offset) & 7) & 1 else None
+if TYPE_CHECKING:
+    from .indexes import BaseIndex, Fields
 
 
 class Base:
-    """A snapshot's data table (sorted by key, one chunk) with its key index."""
+    """A snapshot's data table (sorted by key, one chunk per column) with its key index.
 
-    def __init__(self, table: pa.Table, schema: Schema) -> None:
+    ``columns`` keeps only those value columns (the key column always): the
+    others are dropped before anything reads them, so with a memory-mapped
+    file their pages are never touched.
+    """
+
+    def __init__(self, table: pa.Table, schema: Schema, columns: Collection[str] | None = None) -> None:
         data, rows, ends = split_index(table)
+        if columns is not None:
+            data = data.select([n for n in data.column_names if n == schema.key_field or n in columns])
         data = data.combine_chunks()
         self.table = data
         self.key_field = schema.key_field
         self.key_type = schema.key_type
         self.count = data.num_rows
-        keys = data.column(schema.key_field).chunk(0) if data.num_columns and data.column(0).num_chunks else \
+        self.arrays: dict[str, pa.Array] = {
+            f.name: data.column(f.name).chunk(0) if data.column(f.name).num_chunks else pa.array([], f.type)
+            for f in data.schema}
+        self.kinds: dict[str, str] = {f.name: type_of_field(f) for f in data.schema}
+        self.keys = self.arrays[schema.key_field] if schema.key_field in self.arrays else \
             pa.array([], schema.to_arrow().field(schema.key_field).type)
         if rows is None or ends is None:  # a snapshot from a writer that built no index
-            built = build_index(keys, schema.key_type)
+            built = build_index(self.keys, schema.key_type)
             rows, ends = built[0].to_numpy(), built[1].to_numpy()
-        self._rows = memoryview(rows).cast("B").cast("i") if len(rows) else memoryview(b"").cast("i")
-        self._ends = memoryview(ends).cast("B").cast("i") if len(ends) else memoryview(b"").cast("i")
-        self._getters = {f.name: column_getter(data.column(f.name).chunk(0), type_of_field(f))
-                         for f in data.schema if data.column(f.name).num_chunks}
-        if keys.type == pa.int64():
-            self._key_at = _values(keys, "int64")
-        else:
-            self._key_offsets = _buffer_view(keys.buffers()[1], "i")
-            self._key_data = _buffer_view(keys.buffers()[2], "B")
-            self._key_offset = keys.offset
-
-    def find(self, key: str | int) -> int:
-        """The row holding ``key``, or -1."""
-        count = self.count
-        if not count:
-            return -1
+        self.index_rows: np.ndarray = rows
+        self.index_ends: np.ndarray = ends
+        self.lookup_env: dict[str, Any] = {
+            "_crc": zlib.crc32, "_N": self.count,
+            "_rows": typed_view(pa.py_buffer(rows), "i"), "_ends": typed_view(pa.py_buffer(ends), "i"),
+        }
+        offset = self.keys.offset
         if self.key_type == "int64":
-            canonical = key.to_bytes(8, "little", signed=True)  # type: ignore[union-attr]
-            bucket = (zlib.crc32(canonical) * count) >> 32
-            start = self._ends[bucket - 1] if bucket else 0
-            key_at = self._key_at
-            for j in range(start, self._ends[bucket]):
-                row = self._rows[j]
-                if key_at(row) == key:
-                    return row
-            return -1
-        encoded = key.encode()  # type: ignore[union-attr]
-        bucket = (zlib.crc32(encoded) * count) >> 32
-        start = self._ends[bucket - 1] if bucket else 0
-        offsets, data, shift = self._key_offsets, self._key_data, self._key_offset
-        for j in range(start, self._ends[bucket]):
-            row = self._rows[j] + shift
-            if data[offsets[row]:offsets[row + 1]] == encoded:
-                return row - shift
-        return -1
+            self.lookup_env["_kv"] = typed_view(self.keys.buffers()[1], "q")[offset:offset + self.count]
+            self._sorted_keys = self.keys.to_numpy()
+        else:
+            self.lookup_env["_ko"] = typed_view(self.keys.buffers()[1], "i")[offset:offset + self.count + 1]
+            self.lookup_env["_kd"] = byte_slicer(self.keys.buffers()[2])
+            self.lookup_env["_keep_kd"] = self.keys.buffers()[2]
+        # Secondary indexes over these rows, shared by every View on this Base (indexes.py).
+        self.indexes: dict[Fields, BaseIndex] = {}
+        self.index_lock = threading.Lock()
+        self.find: Callable[[Any], int] = compile_function(
+            "def find(key):\n" + self.lookup_source("return r", "return -1"), "find", self.lookup_env)
 
-    def row_reader(self, schema: Schema) -> Callable[[str | int, int], dict[str, Any]]:
-        """A function (key, row) -> the record as a dict in ``schema``'s columns (absent ones None)."""
-        names = list(schema.columns)
-        getters = [self._getters.get(name) for name in names]
-        pairs = [(name, get) for name, get in zip(names, getters) if get is not None]
-        missing = [name for name, get in zip(names, getters) if get is None]
-        key_field = schema.key_field
-        if not missing and names == [f for f in self._getters if f != key_field]:
-            def read(key: str | int, row: int) -> dict[str, Any]:
-                record = {key_field: key}
-                for name, get in pairs:
-                    record[name] = get(row)
-                return record
-            return read
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the columns and the key index (mapped or in memory)."""
+        return int(self.table.nbytes + self.index_rows.nbytes + self.index_ends.nbytes)
 
-        def read_evolved(key: str | int, row: int) -> dict[str, Any]:
-            record: dict[str, Any] = {key_field: key}
-            for name in names:
-                get = self._getters.get(name)
-                record[name] = get(row) if get is not None else None
-            return record
-        return read_evolved
+    def lookup_source(self, hit: str, miss: str, indent: str = "    ") -> str:
+        """The body of a function of ``key`` that runs ``hit`` with ``r`` = the key's row, else ``miss``.
+
+        The key must already be of the dataset's key type; a key that cannot be
+        stored (an int beyond int64, a str with lone surrogates) is a miss.
+        """
+        if not self.count:
+            return f"{indent}{miss}\n"
+        if self.key_type == "int64":
+            encode, error, same = "b = key.to_bytes(8, 'little', signed=True)", "OverflowError", "_kv[r] == key"
+        else:
+            encode, error, same = "b = key.encode()", "UnicodeEncodeError", "_kd[_ko[r]:_ko[r + 1]] == b"
+        lines = [
+            "try:", f"    {encode}", f"except {error}:", f"    {miss}",
+            "h = (_crc(b) * _N) >> 32",
+            "j = _ends[h - 1] if h else 0",
+            "e = _ends[h]",
+            "while j < e:",
+            "    r = _rows[j]",
+            f"    if {same}:",
+            f"        {hit}",
+            "    j += 1",
+            miss,
+        ]
+        return "".join(f"{indent}{line}\n" for line in lines)
+
+    def find_many(self, keys: list[Any], array: pa.Array) -> np.ndarray:
+        """The row of every key (-1 where absent), for all keys at once; ``array`` holds the same keys."""
+        count = len(keys)
+        if not self.count or not count:
+            return np.full(count, -1, np.int64)
+        if self.key_type == "int64":
+            # The key column is sorted (a snapshot's rows are in key order): binary search, no hashing.
+            wanted = array.to_numpy()
+            rows = np.searchsorted(self._sorted_keys, wanted)
+            rows[rows == self.count] = 0
+            return np.where(self._sorted_keys[rows] == wanted, rows, -1)
+        hashes = np.fromiter(map(zlib.crc32, map(str.encode, keys)), np.uint64, count)
+        buckets = ((hashes * np.uint64(self.count)) >> np.uint64(32)).astype(np.int64)
+        ends = self.index_ends[buckets].astype(np.int64)
+        position = np.where(buckets > 0, self.index_ends[buckets - 1], 0).astype(np.int64)
+        found = np.full(count, -1, np.int64)
+        active = np.flatnonzero(position < ends)
+        # Bucket chains are short (about 1.5 probes per key): each pass compares one candidate per key.
+        while active.size:
+            candidates = self.index_rows[position[active]].astype(np.int64)
+            same = pc.equal(array.take(active), self.keys.take(candidates)).to_numpy(zero_copy_only=False)
+            found[active[same]] = candidates[same]
+            position[active] += 1
+            active = active[~same & (position[active] < ends[active])]
+        return found

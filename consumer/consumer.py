@@ -1,9 +1,9 @@
 """The Consumer: an in-memory, read-only copy of a dataset that refreshes atomically.
 
 Readers always go through ``self._view``, one attribute read; a refresh builds
-the next View beside it and replaces that reference in one assignment, so a
-reader sees one whole version or the next, never a mix. A View obtained with
-``view()`` stays the same however long it is held.
+the next View beside it (indexes in use included) and replaces that reference
+in one assignment, so a reader sees one whole version or the next, never a
+mix. A View obtained with ``view()`` stays the same however long it is held.
 """
 
 from __future__ import annotations
@@ -12,14 +12,19 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from combe.format.dataset import Dataset
-from combe.format.errors import CombeError, DatasetNotFound
+from combe.format.errors import CombeError, ConfigError, DatasetNotFound
+from combe.format.manifest import Pointer
 
-from .loader import Blobs, Loader
+from .indexes import Fields, Index, normalize_fields
+from .listeners import Listener, Listeners, changes
+from .loader import Blobs, Loaded, Loader
+from .rows import Record
 from .view import View
 
 log = logging.getLogger(__name__)
@@ -31,31 +36,46 @@ class Consumer:
     """Keeps the announced (or pinned) version of one dataset in memory.
 
     ``refresh_interval`` seconds between background polls (None: refresh only
-    when ``refresh()`` is called); ``pin`` holds this consumer at one version;
-    ``cache_dir`` keeps verified blobs on local disk, decompressed and
-    memory-mapped, so restarts skip the download and processes share pages.
+    when ``refresh()`` is called); ``pin`` holds this consumer at one version
+    (over the store-wide pin, ``combe pin``); ``cache_dir`` keeps verified
+    blobs on local disk, decompressed and memory-mapped, so restarts skip the
+    download and processes share pages; ``columns`` loads only those value
+    columns (the key always); ``max_deltas`` caps the deltas kept over a
+    snapshot before a snapshot is loaded instead (so does a delta chain
+    bigger than its snapshot).
     """
 
     def __init__(self, store: str, dataset: str, *, refresh_interval: float | None = None,
                  pin: int | None = None, cache_dir: str | Path | None = None,
-                 storage_options: dict[str, Any] | None = None, max_deltas: int = 32) -> None:
+                 storage_options: dict[str, Any] | None = None, max_deltas: int = 32,
+                 columns: Collection[str] | None = None) -> None:
+        if isinstance(columns, str):
+            raise ConfigError(f"columns={columns!r}: give a list of column names, e.g. columns=[{columns!r}]")
         self._dataset = Dataset.open(store, dataset, storage_options)
         self.name = dataset
         self.pin = pin
         self.refresh_interval = refresh_interval
-        self._loader = Loader(self._dataset, self._blobs(cache_dir), max_deltas=max_deltas)
-        self._lock = threading.Lock()  # one refresh at a time; readers never take it
+        self._loader = Loader(self._dataset, self._blobs(cache_dir), max_deltas=max_deltas, columns=columns)
+        # One refresh at a time; readers never take it. Reentrant so that a listener may call refresh().
+        self._lock = threading.RLock()
+        self._listeners = Listeners(dataset)
+        self._indexed: list[Fields] = []  # indexes asked for, built on each new View before the swap
         self._tag: str | None = None
-        self._announced: int | None = None
-        self._store_pin: int | None = None
+        self._pointer: Pointer | None = None
         self.last_refresh: float | None = None
         self.last_error: BaseException | None = None
         self.last_error_at: float | None = None
+        self.last_plan: str | None = None
         self._failures = 0
         self.refresh_errors = 0  # every failed refresh since start, for metrics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._view: View = self._loader.load(self._target(force=True))
+        self._poll(force=True)
+        target = self._wanted()
+        self._check_columns(columns, target)
+        loaded = self._loader.load(target)
+        self._view: View = loaded.view
+        self.last_plan = loaded.plan.describe()
         self.last_refresh = time.time()
         if refresh_interval:
             self._thread = threading.Thread(target=self._run, name=f"combe-refresh-{dataset}", daemon=True)
@@ -68,6 +88,14 @@ class Consumer:
 
         return BlobCache(self._dataset, Path(cache_dir))
 
+    def _check_columns(self, columns: Collection[str] | None, version: int) -> None:
+        """Refuse a misspelt column before loading anything."""
+        schema = self._loader.manifest(version).schema
+        unknown = sorted(set(columns or ()) - set(schema.columns) - {schema.key_field})
+        if unknown:
+            raise ConfigError(f"columns {', '.join(map(repr, unknown))} are not in dataset {self.name!r} version "
+                              f"{version}; its columns are: {', '.join(schema.columns)}")
+
     # -- reading -------------------------------------------------------------------
 
     @property
@@ -79,33 +107,67 @@ class Consumer:
     def version(self) -> int:
         return self._view.version
 
-    def get(self, key: Any) -> dict[str, Any] | None:
+    def get(self, key: Any) -> Record | None:
+        """The record with ``key`` as a new dict (only the loaded ``columns``), or None."""
         return self._view.get(key)
 
-    def get_many(self, keys: Iterable[Any]) -> list[dict[str, Any] | None]:
+    def get_many(self, keys: Iterable[Any]) -> list[Record | None]:
+        """Records for ``keys`` in order, None where absent, all from one version."""
         return self._view.get_many(keys)
 
     def view(self) -> View:
         """The current version, fixed for as long as it is held (``with consumer.view() as v``)."""
         return self._view
 
+    def index(self, fields: str | tuple[str, ...]) -> LiveIndex:
+        """An index on ``fields`` that follows refreshes: each call uses the current version.
+
+        The index is built now and then kept on every new version before it is
+        served, reusing the part over an unchanged snapshot.
+        """
+        names = normalize_fields(fields)
+        self._view.index(names)  # fail now on an unknown column, and have it ready
+        with self._lock:
+            if names not in self._indexed:
+                self._indexed.append(names)
+        return LiveIndex(self, names)
+
     def __len__(self) -> int:
         return len(self._view)
 
+    # -- listening -------------------------------------------------------------------
+
+    def on_update(self, callback: Listener) -> Listener:
+        """Call ``callback(update)`` after each refresh that changes the version (usable as a decorator).
+
+        ``update`` has ``from_version``, ``to_version`` and the ``added``,
+        ``updated`` and ``removed`` keys. It runs on the refreshing thread after
+        the new version is served; one that raises is logged and does not stop
+        the refresh.
+        """
+        return self._listeners.add(callback)
+
+    def remove_listener(self, callback: Listener) -> None:
+        self._listeners.remove(callback)
+
     # -- refreshing ----------------------------------------------------------------
 
-    def _target(self, *, force: bool = False) -> int | None:
-        """The version to serve, or None when the announcement has not changed since the last poll."""
-        if self.pin is not None and not force:
-            return None if self.pin == self._view.version else self.pin
+    def _poll(self, *, force: bool = False) -> None:
+        """Read the announcement if it changed (one conditional request)."""
         polled = self._dataset.announced() if force else self._dataset.poll_announced(self._tag)
         if polled is None:
-            return None
+            return
         if polled.pointer is None:
             raise DatasetNotFound(f"dataset {self.name!r} has no announced version at {self._dataset.url}; "
                                   "publish it first (combe publish)", dataset=self.name)
-        self._tag, self._announced, self._store_pin = polled.tag, polled.pointer.version, polled.pointer.pin
-        return self.pin if self.pin is not None else polled.pointer.serving
+        self._tag, self._pointer = polled.tag, polled.pointer
+
+    def _wanted(self) -> int:
+        """The version to serve: this consumer's pin, else the store-wide pin, else the announced one."""
+        if self.pin is not None:
+            return self.pin
+        assert self._pointer is not None
+        return self._pointer.serving
 
     def refresh(self) -> bool:
         """Poll now and move to the version to serve; True if the version changed.
@@ -114,19 +176,37 @@ class Consumer:
         ``status()`` and raised to the caller.
         """
         with self._lock:
+            previous = self._view
             try:
-                target = self._target()
-                if target is None or target == self._view.version:
+                self._poll()
+                target = self._wanted()
+                if target == previous.version:
                     self._succeeded()
                     return False
-                view = self._loader.load(target, self._view)
-            except CombeError as exc:
+                loaded = self._loader.load(target, previous)
+                for fields in self._indexed:
+                    loaded.view.index(fields)  # built before the swap, so no reader waits for it
+            except Exception as exc:
                 self._failed(exc)
                 raise
-            previous, self._view = self._view, view  # the swap: one assignment
+            self._view = loaded.view  # the swap: one assignment
+            self.last_plan = loaded.plan.describe()
             self._succeeded()
-            log.info("%s: version %d -> %d", self.name, previous.version, view.version)
+            log.info("%s: version %d -> %d by %s", self.name, previous.version, loaded.view.version,
+                     self.last_plan)
+            self._notify(previous, loaded)
             return True
+
+    def _notify(self, previous: View, loaded: Loaded) -> None:
+        if not self._listeners:
+            return
+        try:
+            update = changes(previous, loaded.view, loaded.touched)
+        except Exception:  # noqa: BLE001 - the new version is served; only the notification is lost
+            log.exception("%s: could not work out the changes %d -> %d for listeners", self.name,
+                          previous.version, loaded.view.version)
+            return
+        self._listeners.notify(update)
 
     def set_pin(self, version: int | None) -> None:
         """Hold this consumer at ``version`` (None: follow the store again), then refresh."""
@@ -155,23 +235,33 @@ class Consumer:
         while not self._stop.wait(self._next_wait()):
             try:
                 self.refresh()
-            except CombeError:
-                pass  # recorded by refresh(); the current View keeps serving
-            except Exception as exc:  # noqa: BLE001 - the refresher must outlive any one failure
-                self._failed(exc)
+            except Exception:  # noqa: BLE001 - recorded by refresh(); the refresher must outlive any failure
+                pass
 
     def status(self) -> dict[str, Any]:
-        """Current and announced versions, last refresh, last error, seconds behind."""
-        behind = None
-        if self._announced is not None and self._announced > self._view.version and self.last_refresh:
-            behind = round(time.time() - self.last_refresh, 3)
+        """Current and announced versions, pins, last refresh and error, seconds behind the announcement.
+
+        ``seconds_behind`` is 0 while the version to serve is served, else the
+        seconds since the announcement this consumer has not reached yet.
+        """
+        pointer, view = self._pointer, self._view
+        wanted = self.pin if self.pin is not None else pointer.serving if pointer else None
+        behind: float | None = 0.0
+        if wanted is not None and wanted != view.version and pointer is not None:
+            announced_at = _parse_time(pointer.at)
+            behind = round(max(0.0, time.time() - announced_at), 3) if announced_at is not None else None
         return {
             "dataset": self.name,
-            "version": self._view.version,
-            "announced": self._announced,
+            "version": view.version,
+            "announced": pointer.version if pointer else None,
+            "announced_at": pointer.at if pointer else None,
+            "serving": wanted,
             "pin": self.pin,
-            "store_pin": self._store_pin,
-            "records": len(self._view),
+            "store_pin": pointer.pin if pointer else None,
+            "records": len(view),
+            "base_version": view.base_version,
+            "deltas_applied": view.deltas_applied,
+            "last_load": self.last_plan,
             "last_refresh": self.last_refresh,
             "last_error": str(self.last_error) if self.last_error else None,
             "last_error_at": self.last_error_at,
@@ -196,3 +286,31 @@ class Consumer:
 
     def __repr__(self) -> str:
         return f"<Consumer {self.name} version {self._view.version}>"
+
+
+class LiveIndex:
+    """A consumer's index on some fields; every call reads the version served at that moment."""
+
+    def __init__(self, consumer: Consumer, fields: Fields) -> None:
+        self.consumer = consumer
+        self.fields = fields
+
+    def current(self) -> Index:
+        """The index of the version served now (hold it to make several calls on one version)."""
+        return self.consumer.view().index(self.fields)
+
+    def get(self, value: Any) -> list[Record]:
+        return self.current().get(value)
+
+    def range(self, lo: Any = None, hi: Any = None) -> list[Record]:
+        return self.current().range(lo, hi)
+
+    def __repr__(self) -> str:
+        return f"<LiveIndex {self.fields} of {self.consumer!r}>"
+
+
+def _parse_time(text: str) -> float | None:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None

@@ -3,26 +3,37 @@
 A View is a snapshot (``Base``) plus an overlay of the rows that deltas since
 that snapshot changed. Applying a delta copies the small overlay and leaves
 the snapshot's columns and index untouched, so a refresh costs what the
-delta holds, not what the dataset holds. Nothing in a View changes after it
-is built; the Consumer swaps whole Views.
+delta holds, not what the dataset holds. Nothing a reader can see changes
+after a View is built; the Consumer swaps whole Views. Indexes are built on
+first use and cached on the View; the part over the snapshot is shared by
+every View on the same Base, so after a delta only the overlay is indexed.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from combe.format.delta import OP_COLUMN, REMOVED
-from combe.format.errors import KeyTypeError
+from combe.format.errors import ConfigError, KeyTypeError
 from combe.format.manifest import Manifest
 from combe.format.schema import Schema, conform, json_text
 
 from .base import Base
+from .indexes import Fields, Index, base_index, normalize_fields
+from .rows import Record, batch_builder, column_list, compile_function, record_source, value_source
+
+# Below this many keys, get_many looks keys up one by one: the vectorised path has a fixed cost.
+BATCH_MIN = 32
+
+Overlay = dict[Any, Record | None]
 
 
 def coerce_key(key: Any, key_type: str) -> str | int:
@@ -31,28 +42,69 @@ def coerce_key(key: Any, key_type: str) -> str | int:
         if isinstance(key, str):
             return key
         raise KeyTypeError(f"key {key!r} is a {type(key).__name__}; this dataset's keys are strings")
-    if isinstance(key, int) and not isinstance(key, bool):
-        return key
     if isinstance(key, str) and key.strip().lstrip("-").isdigit():
         return int(key)
+    if not isinstance(key, bool):
+        try:
+            return operator.index(key)  # int, and numpy integers
+        except TypeError:
+            pass
     raise KeyTypeError(f"key {key!r} is not an integer; this dataset's keys are int64")
 
 
-class View:
-    """A whole version: ``get``, ``get_many``, ``table``, ``version``. Safe to share between threads."""
+def project(schema: Schema, columns: Collection[str] | None) -> Schema:
+    """``schema`` with only ``columns`` (and the key column), in the schema's order."""
+    if columns is None:
+        return schema
+    return Schema(schema.key_field, schema.key_type, {n: k for n, k in schema.columns.items() if n in columns})
 
-    def __init__(self, manifest: Manifest, base: Base, base_version: int,
-                 overlay: dict[str | int, dict[str, Any] | None] | None = None) -> None:
+
+class View:
+    """A whole version: ``get``, ``get_many``, ``index``, ``table``, ``version``. Safe to share between threads.
+
+    ``get(key)`` returns the record as a new dict, or None; it is a function
+    generated for this View's schema and stored on the instance, so a lookup
+    is a single call.
+    """
+
+    get: Callable[[Any], Record | None]
+
+    def __init__(self, manifest: Manifest, base: Base, base_version: int, overlay: Overlay | None = None,
+                 *, columns: Collection[str] | None = None, deltas_applied: int = 0, chain_bytes: int = 0) -> None:
         self.manifest = manifest
         self.version = manifest.version
-        self.schema: Schema = manifest.schema
+        self.columns = None if columns is None else frozenset(columns)
+        self.schema: Schema = project(manifest.schema, self.columns)
         self.base = base
         self.base_version = base_version
-        self.overlay = overlay or {}
-        self.deltas_applied = 0
-        self._read = base.row_reader(self.schema)
+        self.overlay: Overlay = overlay or {}
+        self.deltas_applied = deltas_applied
+        self.chain_bytes = chain_bytes  # bytes of the deltas applied over the base, for the loader's choice
+        self._names = list(self.schema.columns)
+        self._kinds = list(self.schema.columns.values())
+        self._build = batch_builder(self.schema.key_field, self._names)
+        self.get = self._compile_get()
+        key_type = self.schema.to_arrow().field(self.schema.key_field).type
+        self._overlay_keys = pa.array(list(self.overlay), key_type)
         self._table: pa.Table | None = None
-        self._table_lock = threading.Lock()
+        self._indexes: dict[Fields, Index] = {}
+        self._lock = threading.Lock()
+
+    def _compile_get(self) -> Callable[[Any], Record | None]:
+        env: dict[str, Any] = dict(self.base.lookup_env)
+        exprs = [(name, value_source(i, self.base.arrays.get(name), kind, env))
+                 for i, (name, kind) in enumerate(self.schema.columns.items())]
+        key_type = self.schema.key_type
+        env.update(_overlay=self.overlay, _coerce=lambda key: coerce_key(key, key_type))
+        lines = [f"    if type(key) is not {'str' if key_type == 'string' else 'int'}:",
+                 "        key = _coerce(key)"]
+        if self.overlay:
+            lines += ["    if key in _overlay:",
+                      "        found = _overlay[key]",
+                      "        return None if found is None else dict(found)"]
+        source = ("def get(key):\n" + "\n".join(lines) + "\n"
+                  + self.base.lookup_source(f"return {record_source(self.schema.key_field, exprs)}", "return None"))
+        return compile_function(source, "get", env)
 
     def __enter__(self) -> View:
         return self
@@ -66,50 +118,115 @@ class View:
     def __repr__(self) -> str:
         return f"<View {self.manifest.dataset} version {self.version}: {len(self)} records>"
 
-    def get(self, key: Any) -> dict[str, Any] | None:
-        """The record with ``key`` as a new dict, or None."""
-        key = coerce_key(key, self.schema.key_type)
-        overlay = self.overlay
-        if overlay and key in overlay:
-            found = overlay[key]
-            return dict(found) if found is not None else None
-        row = self.base.find(key)
-        return self._read(key, row) if row >= 0 else None
-
-    def get_many(self, keys: Iterable[Any]) -> list[dict[str, Any] | None]:
-        """Records for ``keys``, in order, None where absent."""
-        return [self.get(key) for key in keys]
-
     def __contains__(self, key: Any) -> bool:
         return self.get(key) is not None
 
+    # -- batches -------------------------------------------------------------------
+
+    def get_many(self, keys: Iterable[Any]) -> list[Record | None]:
+        """Records for ``keys``, in order, None where absent.
+
+        Found columnwise: the keys are hashed and resolved with numpy, each
+        column's values taken for all found rows at once, then zipped into dicts.
+        """
+        keys = keys if isinstance(keys, list) else list(keys)
+        if len(keys) < BATCH_MIN:
+            return list(map(self.get, keys))
+        keys, array = self._key_array(keys)
+        rows = self.base.find_many(keys, array)
+        overlaid: list[int] = []
+        if self.overlay:
+            in_overlay = pc.is_in(array, value_set=self._overlay_keys).to_numpy(zero_copy_only=False)
+            if in_overlay.any():
+                rows[in_overlay] = -1
+                overlaid = np.flatnonzero(in_overlay).tolist()
+        hit = np.flatnonzero(rows >= 0)
+        if len(hit) == len(keys):
+            return self._records(keys, rows)
+        out: list[Record | None] = [None] * len(keys)
+        if len(hit):
+            positions = hit.tolist()
+            for i, record in zip(positions, self._records([keys[i] for i in positions], rows[hit])):
+                out[i] = record
+        for i in overlaid:
+            found = self.overlay[keys[i]]
+            out[i] = None if found is None else dict(found)
+        return out
+
+    def _key_array(self, keys: list[Any]) -> tuple[list[Any], pa.Array]:
+        """The keys coerced to the key type, and as an Arrow array."""
+        exact = str if self.schema.key_type == "string" else int
+        if set(map(type, keys)) != {exact}:
+            keys = [coerce_key(key, self.schema.key_type) for key in keys]
+        return keys, pa.array(keys, pa.string() if exact is str else pa.int64())
+
+    def _records(self, keys: list[Any], rows: np.ndarray) -> list[Record]:
+        """The base's records at ``rows`` (whose keys are ``keys``), built columnwise."""
+        arrays = self.base.arrays
+        columns = [column_list(arrays.get(name), kind, rows) for name, kind in zip(self._names, self._kinds)]
+        return self._build(keys, columns)
+
+    def records_at(self, rows: np.ndarray) -> list[Record]:
+        """The base's records at ``rows``; the caller makes sure none is overridden by the overlay."""
+        return self._records(self.base.keys.take(pa.array(rows, pa.int64())).to_pylist(), rows)
+
+    # -- indexes -------------------------------------------------------------------
+
+    def index(self, fields: str | tuple[str, ...]) -> Index:
+        """A hash index on ``fields`` (one name, or a tuple for a compound index), built on first use.
+
+        ``index(f).get(value)`` lists the records whose ``f`` equals ``value``;
+        ``index(f).range(lo, hi)`` lists those with ``lo <= f < hi`` in ``f`` order.
+        """
+        names = normalize_fields(fields)
+        missing = [n for n in names if n != self.schema.key_field and n not in self.schema.columns]
+        if missing:
+            raise ConfigError(f"cannot index {', '.join(map(repr, missing))}: {self.manifest.dataset} version "
+                              f"{self.version} has no such column (columns: {', '.join(self.schema.columns)})")
+        found = self._indexes.get(names)
+        if found is None:
+            with self._lock:
+                found = self._indexes.get(names)
+                if found is None:
+                    found = Index(self, base_index(self.base, self.schema, names))
+                    self._indexes[names] = found
+        return found
+
+    # -- the whole table -----------------------------------------------------------
+
     @property
     def table(self) -> pa.Table:
-        """The whole version as a pyarrow Table sorted by key (built once, on first use, if deltas apply)."""
+        """The whole version as a pyarrow Table sorted by key; zero-copy over the snapshot when no delta applies.
+
+        With deltas it is built once, on first use, and kept.
+        """
         if not self.overlay:
             return conform(self.base.table, self.schema)
-        with self._table_lock:
+        with self._lock:
             if self._table is None:
                 self._table = self._materialize()
             return self._table
 
     def _materialize(self) -> pa.Table:
         key_field = self.schema.key_field
-        key_type = self.schema.to_arrow().field(key_field).type
-        touched = pa.array(list(self.overlay), key_type)
-        kept = self.base.table.filter(pc.invert(pc.is_in(self.base.table.column(key_field), value_set=touched)))
+        kept = self.base.table.filter(pc.invert(pc.is_in(self.base.table.column(key_field),
+                                                         value_set=self._overlay_keys)))
         rows = [_encode_json(row, self.schema) for row in self.overlay.values() if row is not None]
         changed = pa.Table.from_pylist(rows, schema=self.schema.to_arrow())
         merged = pa.concat_tables([conform(kept, self.schema), changed])
         return merged.sort_by(key_field).combine_chunks() if merged.num_rows else merged
 
-    def with_delta(self, manifest: Manifest, delta: pa.Table) -> View:
+    # -- moving on -------------------------------------------------------------------
+
+    def with_delta(self, manifest: Manifest, delta: pa.Table, nbytes: int = 0) -> View:
         """A new View one step on (a forward delta) or back (a reverse delta); this one is unchanged."""
-        overlay = dict(self.overlay)
-        schema = manifest.schema
-        json_columns = [name for name, kind in schema.columns.items() if kind == "json"]
+        schema = project(manifest.schema, self.columns)
         key_field = schema.key_field
         names = [key_field, *schema.columns]
+        overlay = dict(self.overlay)
+        if list(schema.columns) != self._names:  # a schema change: give every kept row the new columns
+            overlay = {key: None if row is None else {n: row.get(n) for n in names} for key, row in overlay.items()}
+        json_columns = [name for name, kind in schema.columns.items() if kind == "json"]
         ops = delta.column(OP_COLUMN).to_pylist()
         for op, row in zip(ops, delta.select([n for n in names if n in delta.column_names]).to_pylist()):
             key = row[key_field]
@@ -120,9 +237,8 @@ class View:
                 if row.get(name) is not None:
                     row[name] = json.loads(row[name])
             overlay[key] = {name: row.get(name) for name in names}
-        view = View(manifest, self.base, self.base_version, overlay)
-        view.deltas_applied = self.deltas_applied + 1
-        return view
+        return View(manifest, self.base, self.base_version, overlay, columns=self.columns,
+                    deltas_applied=self.deltas_applied + 1, chain_bytes=self.chain_bytes + nbytes)
 
 
 def _encode_json(row: dict[str, Any], schema: Schema) -> dict[str, Any]:

@@ -1,0 +1,254 @@
+"""Secondary indexes: equality on one or more columns (hash, non-unique) and ranges in column order.
+
+An index has two layers. ``BaseIndex`` covers a snapshot's rows and is built
+once per Base, with numpy and Arrow kernels (no per-record Python): each
+row's value hash, rows sorted by that hash (4 bytes a row) beside the sorted
+hashes (4 bytes a row), found by binary search; for ranges, rows sorted by
+value (4 bytes a row), built on the first ``range()``. ``Index`` is a View's
+index: the BaseIndex, with the rows the View's overlay replaced left out,
+plus a small dict over the overlay. Every View on the same Base shares the
+BaseIndex, so after a delta only the overlay is indexed, never the snapshot.
+
+Hashes are CRC-32 of a value's canonical bytes (as for keys, format/index.py),
+combined across the fields of a compound index; equal hashes are then
+checked against the values, so collisions cost time, never correctness.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from combe.format.errors import ConfigError, KeyTypeError
+from combe.format.index import hash_keys
+from combe.format.schema import Schema, json_text
+
+from .rows import Record, compile_function, value_source
+
+if TYPE_CHECKING:
+    from .base import Base
+    from .view import View
+
+Fields = tuple[str, ...]
+
+# Candidates up to this many are checked one by one in Python; more, columnwise with Arrow.
+SMALL_MATCH = 64
+_TRUE, _FALSE = zlib.crc32(b"\x01"), zlib.crc32(b"\x00")
+_MULTIPLIER = 16777619
+_UNSORTABLE = ("json", "binary", "null")
+
+
+def normalize_fields(fields: str | Sequence[str]) -> Fields:
+    names = (fields,) if isinstance(fields, str) else tuple(fields)
+    if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise ConfigError(f"index fields {fields!r}: give a column name or a tuple of distinct names")
+    return names
+
+
+def _normalize_value(value: Any, kind: str, field: str) -> Any:
+    """A lookup value in the form the index compares: floats for float columns, JSON as canonical text."""
+    if value is None:
+        return None
+    if kind == "json":
+        return json_text(value)
+    expected: tuple[type, ...] = {"string": (str,), "int64": (int,), "float64": (int, float), "bool": (bool,),
+                                  "binary": (bytes,)}.get(kind, ())
+    if not isinstance(value, expected) or (kind in ("int64", "float64") and isinstance(value, bool)):
+        raise KeyTypeError(f"{value!r} is a {type(value).__name__}, but column {field!r} holds {kind} values")
+    return float(value) + 0.0 if kind == "float64" else value  # + 0.0 makes -0.0 equal 0.0 by bytes too
+
+
+def _value_hash(value: Any, kind: str) -> int:
+    """CRC-32 of one normalized value's canonical bytes (what ``_column_hashes`` gives for it)."""
+    if value is None:
+        return 0
+    if kind == "bool":
+        return _TRUE if value else _FALSE
+    if kind == "int64":
+        return zlib.crc32(value.to_bytes(8, "little", signed=True))
+    if kind == "float64":
+        return zlib.crc32(struct.pack("<d", value))
+    return zlib.crc32(value if isinstance(value, bytes) else value.encode())
+
+
+def _column_hashes(array: pa.Array, kind: str) -> np.ndarray:
+    """Every row's value hash (0 for nulls), hashing each distinct value once."""
+    if kind == "null" or array.null_count == len(array):
+        return np.zeros(len(array), np.uint64)
+    encoded = pc.dictionary_encode(array)
+    values = encoded.dictionary
+    if kind == "bool":
+        distinct = np.where(values.to_numpy(zero_copy_only=False), _TRUE, _FALSE).astype(np.uint64)
+    elif kind == "float64":
+        bits = (values.to_numpy() + 0.0).view(np.int64)
+        distinct = hash_keys(pa.array(bits), "int64").astype(np.uint64)
+    else:
+        distinct = hash_keys(values, "int64" if kind == "int64" else "string").astype(np.uint64)
+    codes = encoded.indices.fill_null(len(values)).to_numpy()
+    return np.append(distinct, np.uint64(0))[codes]
+
+
+def _combine(hashes: list[int] | list[np.ndarray]) -> Any:
+    combined = hashes[0]
+    for more in hashes[1:]:
+        combined = ((combined * _MULTIPLIER) ^ more) & 0xFFFFFFFF
+    return combined
+
+
+class BaseIndex:
+    """An index over one snapshot's rows, shared by every View on that snapshot."""
+
+    def __init__(self, base: Base, schema: Schema, fields: Fields) -> None:
+        self.fields = fields
+        kinds = {schema.key_field: schema.key_type, **schema.columns}
+        # JSON is compared as its canonical text, which is what the column stores.
+        self.kinds = ["string" if kinds[f] == "json" else kinds[f] for f in fields]
+        self._kinds_in = [kinds[f] for f in fields]
+        self.base = base
+        self.arrays = [base.arrays.get(f) for f in fields]
+        env: dict[str, Any] = {}
+        exprs = [value_source(i, array, kind, env) for i, (array, kind) in enumerate(zip(self.arrays, self.kinds))]
+        self.values_at: Callable[[int], tuple[Any, ...]] = compile_function(
+            f"def values_at(r):\n    return ({', '.join(exprs)},)\n", "values_at", env)
+        count = base.count
+        hashes = _combine([np.zeros(count, np.uint64) if array is None else _column_hashes(array, kind)
+                           for array, kind in zip(self.arrays, self.kinds)]) if count else np.zeros(0, np.uint64)
+        order = np.argsort(hashes, kind="stable")
+        self.rows = order.astype(np.int32)
+        self.hashes = hashes[order].astype(np.uint32)
+        self._hash_view = memoryview(self.hashes)
+        self._order: Sequence[int] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        order = self._order
+        return int(self.rows.nbytes + self.hashes.nbytes + (order.nbytes if isinstance(order, np.ndarray) else 0))
+
+    def normalize(self, value: Any) -> tuple[Any, ...]:
+        """The lookup value as a tuple in compared form; a compound index takes a tuple."""
+        values = (value,) if len(self.fields) == 1 else value
+        if not isinstance(values, tuple) or len(values) != len(self.fields):
+            raise KeyTypeError(f"the index on {self.fields} takes a tuple of {len(self.fields)} values, not {value!r}")
+        return tuple(_normalize_value(v, kind, f) for v, kind, f in zip(values, self._kinds_in, self.fields))
+
+    def rows_equal(self, values: tuple[Any, ...]) -> np.ndarray:
+        """Rows whose fields equal ``values`` (normalized), in row order."""
+        wanted = _combine([_value_hash(v, kind) for v, kind in zip(values, self.kinds)])
+        low = bisect.bisect_left(self._hash_view, wanted)
+        high = bisect.bisect_right(self._hash_view, wanted, low)
+        candidates = self.rows[low:high]
+        if len(candidates) <= SMALL_MATCH:
+            values_at = self.values_at
+            return np.array([r for r in candidates.tolist() if values_at(r) == values], np.int64)
+        taken = pa.array(candidates)
+        match = None
+        for array, value in zip(self.arrays, values):
+            column = pa.nulls(len(candidates)) if array is None else array.take(taken)
+            same = pc.is_null(column) if value is None else pc.fill_null(pc.equal(column, value), False)
+            match = same if match is None else pc.and_(match, same)
+        return candidates[match.to_numpy(zero_copy_only=False)].astype(np.int64)
+
+    def rows_between(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None) -> np.ndarray:
+        """Rows with ``low <= fields < high`` (tuples compare in field order), in that order; nulls never match."""
+        order = self._sorted()
+        start = 0 if low is None else bisect.bisect_left(order, low, key=self.values_at)
+        stop = len(order) if high is None else bisect.bisect_left(order, high, key=self.values_at)
+        if isinstance(order, range):
+            return np.arange(start, max(start, stop), dtype=np.int64)
+        return order[start:max(start, stop)].astype(np.int64)  # type: ignore[no-any-return]
+
+    def _sorted(self) -> Sequence[int]:
+        """Row numbers in value order, without rows holding a null; built on first use."""
+        if self._order is not None:
+            return self._order
+        unsortable = [f for f, kind in zip(self.fields, self._kinds_in) if kind in _UNSORTABLE]
+        if unsortable:
+            raise ConfigError(f"range() needs sortable columns; {', '.join(unsortable)} cannot be ordered")
+        if self.fields == (self.base.key_field,):
+            self._order = range(self.base.count)  # the snapshot is sorted by key already
+            return self._order
+        present = [(f, a) for f, a in zip(self.fields, self.arrays) if a is not None]
+        if len(present) < len(self.fields) or not self.base.count:
+            self._order = np.zeros(0, np.int32)  # a column this snapshot lacks is all null
+            return self._order
+        table = pa.table({f: a for f, a in present})
+        order = pc.sort_indices(table, sort_keys=[(f, "ascending") for f in self.fields]).to_numpy()
+        valid = np.ones(self.base.count, bool)
+        for _, array in present:
+            if array.null_count:
+                valid &= array.is_valid().to_numpy(zero_copy_only=False)
+        self._order = order[valid[order]].astype(np.int32)
+        return self._order
+
+
+def base_index(base: Base, schema: Schema, fields: Fields) -> BaseIndex:
+    """The BaseIndex on ``fields``, built once per Base and shared by its Views."""
+    with base.index_lock:
+        found = base.indexes.get(fields)
+        if found is None:
+            found = base.indexes[fields] = BaseIndex(base, schema, fields)
+        return found
+
+
+class Index:
+    """A View's index on ``fields``: ``get(value)`` and ``range(lo, hi)`` return records (dicts).
+
+    Results come in key order from ``get`` and in field order from ``range``.
+    """
+
+    def __init__(self, view: View, base: BaseIndex) -> None:
+        self.fields = base.fields
+        self.view = view
+        self.base = base
+        self._overlay: dict[tuple[Any, ...], list[Any]] = {}
+        if view.overlay:
+            for key, record in view.overlay.items():
+                if record is not None:
+                    self._overlay.setdefault(self._values_of(record), []).append(key)
+
+    def _values_of(self, record: Record) -> tuple[Any, ...]:
+        return tuple(_normalize_value(record.get(f), kind, f)
+                     for f, kind in zip(self.fields, self.base._kinds_in))
+
+    def _from_base(self, rows: np.ndarray) -> list[Record]:
+        """Records at the base's ``rows``, leaving out keys the overlay changed or removed."""
+        view = self.view
+        if view.overlay and len(rows):
+            keys = view.base.keys.take(pa.array(rows))
+            rows = rows[pc.invert(pc.is_in(keys, value_set=view._overlay_keys)).to_numpy(zero_copy_only=False)]
+        return view.records_at(rows)
+
+    def get(self, value: Any) -> list[Record]:
+        """Every record whose indexed field (or tuple of fields) equals ``value``; [] if none."""
+        values = self.base.normalize(value)
+        records = self._from_base(self.base.rows_equal(values))
+        keys = self._overlay.get(values)
+        if keys:
+            overlay = self.view.overlay
+            records += [dict(overlay[k]) for k in keys]  # type: ignore[arg-type]
+            records.sort(key=itemgetter(self.view.schema.key_field))
+        return records
+
+    def range(self, lo: Any = None, hi: Any = None) -> list[Record]:
+        """Records with ``lo <= value < hi`` (None: unbounded), in value order; nulls never match."""
+        low = None if lo is None else self.base.normalize(lo)
+        high = None if hi is None else self.base.normalize(hi)
+        records = self._from_base(self.base.rows_between(low, high))
+        extra = [dict(self.view.overlay[k]) for values, keys in self._overlay.items()  # type: ignore[arg-type]
+                 if None not in values and (low is None or values >= low) and (high is None or values < high)
+                 for k in keys]
+        if extra:
+            records += extra
+            records.sort(key=self._values_of)
+        return records
+
+    def __repr__(self) -> str:
+        return f"<Index {self.fields} of {self.view!r}>"

@@ -1,0 +1,224 @@
+"""The ``combe`` command: help, publish / inspect / get end to end, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from combe.cli import COMMANDS, main
+from tests.support.changelog import append_jsonl
+
+CHANGES = [("alien", {"title": "Alien", "year": 1979}), ("heat", {"title": "Heat", "year": 1995}),
+           ("up", {"title": "Up", "year": 2009, "tags": ["pixar"]}), ("heat", {"title": "Heat", "year": 1995.5}),
+           ("gone", {"title": "Gone"}), ("gone", None)]
+
+
+def combe(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m combe ARGS`` in a fresh process, with COMBE_* defaults cleared unless given."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COMBE_")}
+    return subprocess.run([sys.executable, "-m", "combe", *args], capture_output=True, text=True, timeout=120,
+                          env={**clean, **(env or {})}, input=stdin)
+
+
+@pytest.fixture
+def changelog(tmp_path: Path) -> Path:
+    path = tmp_path / "movies.jsonl"
+    append_jsonl(path, CHANGES)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_env_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COMBE_STORE", raising=False)
+    monkeypatch.delenv("COMBE_DATASET", raising=False)
+
+
+# -- help ------------------------------------------------------------------------------------
+
+
+def test_top_level_help() -> None:
+    done = combe("--help")
+    assert done.returncode == 0, done.stderr
+    for word in ("publish", "inspect", "get", "--store", "--dataset", "exit codes", "COMBE_STORE"):
+        assert word in done.stdout, word
+
+
+def test_console_script_entry_point() -> None:
+    (script,) = entry_points(group="console_scripts", name="combe")
+    assert script.value == "combe.cli:main"
+    assert script.load() is main
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: combe {command}" in out and "--store" in out and "--dataset" in out
+
+
+@pytest.mark.parametrize("command, options", [
+    ("publish", ["--source", "--key-field", "--key-type", "--value-format", "--key-delimiter", "--on-bad-record",
+                 "--once", "--interval", "--snapshot-every", "--json", "kafka://", "file://"]),
+    ("inspect", ["--json", "--last"]),
+    ("get", ["KEY", "--at"]),
+])
+def test_subcommand_help_mentions_its_options(command: str, options: list[str]) -> None:
+    done = combe(command, "--help")
+    assert done.returncode == 0, done.stderr
+    for option in options:
+        assert option in done.stdout, option
+
+
+# -- publish, inspect, get ---------------------------------------------------------------------
+
+
+def test_publish_inspect_get_in_subprocesses(tmp_path: Path, changelog: Path) -> None:
+    store = str(tmp_path / "store")
+    dataset = ["--store", store, "--dataset", "movies"]
+    done = combe("publish", "--source", str(changelog), *dataset, "--once")
+    assert done.returncode == 0, done.stderr
+    assert "published version 1" in done.stdout and "+3" in done.stdout
+
+    done = combe("inspect", *dataset, "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["announced"] == 1 and document["dataset"] == "movies" and document["pin"] is None
+    (version,) = document["versions"]
+    assert version["version"] == 1 and version["records"] == 3 and version["announced"] is True
+    assert version["changes"]["messages"] == len(CHANGES) and version["changes"]["added"] == 3
+    assert version["blobs"]["snapshot"]["bytes"] > 0 and version["blobs"]["snapshot"]["rows"] == 3
+    assert version["blobs"]["delta"] is None
+    assert version["source"]["positions"] == {str(changelog): {"0": changelog.stat().st_size}}
+
+    done = combe("get", *dataset, "up", "gone", "alien")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert lines == [{"key": "up", "title": "Up", "year": 2009.0, "tags": ["pixar"]}, None,
+                     {"key": "alien", "title": "Alien", "year": 1979.0, "tags": None}]
+    assert "'gone' is not in movies version 1" in done.stderr
+
+    done = combe("inspect", *dataset)
+    assert done.returncode == 0, done.stderr
+    assert "announced version 1" in done.stdout and str(changelog) in done.stdout
+
+
+def test_environment_defaults_and_stdin(tmp_path: Path) -> None:
+    env = {"COMBE_STORE": str(tmp_path / "store"), "COMBE_DATASET": "movies"}
+    lines = "".join(json.dumps({"key": k, "value": v}) + "\n" for k, v in CHANGES)
+    done = combe("publish", "--source", "-", "--once", env=env, stdin=lines)
+    assert done.returncode == 0, done.stderr
+    done = combe("get", "heat", env=env)
+    assert json.loads(done.stdout) == {"key": "heat", "title": "Heat", "year": 1995.5, "tags": None}
+    done = combe("publish", "--source", "-", "--once", env=env, stdin=lines)  # stdin again: nothing changes
+    assert done.returncode == 0 and "nothing to publish" in done.stdout
+
+
+def test_publish_inspect_get_in_process(tmp_path: Path, changelog: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "store")
+    dataset = ["--store", store, "--dataset", "movies"]
+    assert main(["publish", "--source", str(changelog), *dataset, "--once", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["outcome"], result["version"], result["added"]) == ("published", 1, 3)
+
+    append_jsonl(changelog, [("alien", None), ("jaws", {"title": "Jaws", "year": 1975})])
+    assert main(["publish", "--source", str(changelog), *dataset, "--once"]) == 0
+    assert "published version 2" in capsys.readouterr().out
+
+    assert main(["inspect", *dataset, "--json", "--last", "1"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["announced"] == 2 and [v["version"] for v in document["versions"]] == [2]
+    changes = document["versions"][0]["changes"]
+    assert (changes["added"], changes["removed"], changes["messages"]) == (1, 1, 2)
+    assert document["versions"][0]["blobs"]["delta"]["rows"] == 2
+
+    assert main(["get", *dataset, "alien", "jaws"]) == 0
+    out = capsys.readouterr()
+    assert [json.loads(line) for line in out.out.splitlines()] == [
+        None, {"key": "jaws", "title": "Jaws", "year": 1975.0, "tags": None}]
+    assert main(["get", *dataset, "--at", "1", "alien"]) == 0
+    assert json.loads(capsys.readouterr().out)["title"] == "Alien"
+
+
+def test_int64_keys_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "numbers.txt"
+    path.write_text('1,{"name": "one"}\n-20,{"name": "minus twenty"}\n')
+    dataset = ["--store", str(tmp_path / "store"), "--dataset", "numbers"]
+    assert main(["publish", "--source", str(path), *dataset, "--once", "--key-delimiter", ",",
+                 "--key-type", "int64", "--key-field", "id"]) == 0
+    capsys.readouterr()
+    assert main(["get", *dataset, "-20", "1"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [{"id": -20, "name": "minus twenty"}, {"id": 1, "name": "one"}]
+    assert main(["get", *dataset, "x"]) == 1
+    assert "key 'x' is not an integer; this dataset's keys are int64" in capsys.readouterr().err
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["inspect", "--dataset", "movies"], "no store given"),
+    (["get", "--dataset", "movies", "k"], "no store given"),
+    (["publish", "--source", "x.jsonl", "--dataset", "movies", "--once"], "no store given"),
+    (["inspect", "--store", "STORE"], "no dataset given"),
+    (["inspect", "--store", "STORE", "--dataset", "../x"], "invalid dataset name '../x'"),
+    (["get", "--store", "STORE", "--dataset", "a/b", "k"], "invalid dataset name 'a/b'"),
+    (["publish", "--source", "CHANGES", "--store", "STORE", "--dataset", "../x", "--once"], "invalid dataset name"),
+    (["publish", "--source", "nats://x/y", "--store", "STORE", "--dataset", "movies", "--once"], "unknown scheme"),
+])
+def test_usage_errors_exit_2(tmp_path: Path, changelog: Path, argv: list[str], message: str,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [str(tmp_path / "store") if a == "STORE" else str(changelog) if a == "CHANGES" else a for a in argv]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.startswith(f"combe {argv[0]}: "), error
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["publish", "--store", "s", "--dataset", "d"],
+                                  ["publish", "--source", "x", "--key-type", "uuid"], ["get", "--store", "s"]])
+def test_argument_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "usage: combe" in capsys.readouterr().err
+
+
+def test_usage_error_in_a_subprocess(tmp_path: Path) -> None:
+    done = combe("inspect", "--store", str(tmp_path), "--dataset", "../x")
+    assert done.returncode == 2
+    assert "invalid dataset name '../x'" in done.stderr and "Traceback" not in done.stderr
+    done = combe("inspect", "--dataset", "movies")
+    assert done.returncode == 2 and "no store given: pass --store URL or set COMBE_STORE" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["get", "k"]])
+def test_a_missing_dataset_exits_1(tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [command[0], "--store", str(tmp_path / "store"), "--dataset", "nothing", *command[1:]]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert "'nothing' has no announced version" in error, error
+    done = combe(*argv)
+    assert done.returncode == 1 and "has no announced version" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_missing_source_file_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.jsonl"
+    assert main(["publish", "--source", str(missing), "--store", str(tmp_path / "s"), "--dataset", "d", "--once"]) == 1
+    assert f"{missing} does not exist" in capsys.readouterr().err
+
+
+def test_get_a_version_that_does_not_exist_exits_1(tmp_path: Path, changelog: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    dataset = ["--store", str(tmp_path / "store"), "--dataset", "movies"]
+    assert main(["publish", "--source", str(changelog), *dataset, "--once"]) == 0
+    capsys.readouterr()
+    assert main(["get", *dataset, "--at", "7", "up"]) == 1
+    assert "no version 7" in capsys.readouterr().err

@@ -22,7 +22,8 @@ from combe.format.errors import CombeError, ConfigError, ConflictError, Validati
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REFUSED, EXIT_CONFLICT = 0, 1, 2, 3, 4
 
 # Subcommands, in the order --help lists them; each module has add_parser() and run().
-COMMANDS = ("publish", "serve", "inspect", "get", "gc")
+# "pin" registers both pin and unpin.
+COMMANDS = ("publish", "serve", "inspect", "get", "pin", "gc")
 
 EPILOG = """\
 Every subcommand names its dataset with --store URL --dataset NAME (defaults:

@@ -3,8 +3,9 @@
 Clients use the proxy's ``url`` as their endpoint; it relays each request to ``upstream``
 unchanged (including the Host header, which the request signature covers). Tests tell it at
 run time to answer 500/503 with an S3 error body, to delay answers, or to drop connections
-without answering, for the next N requests or until ``clear()``. It logs every exchange, so a
-test can count GETs or check that an answer carried no body.
+without answering (before relaying, or after: the server acted but the client never hears), for
+the next N requests or until ``clear()``. It logs every exchange, so a test can count GETs or
+check that an answer carried no body.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
-# Headers that describe one hop, not the message; the proxy sets its own framing.
-_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"}
+# Headers that describe one hop, not the message; the proxy does its own framing and answers
+# ``Expect: 100-continue`` itself.
+_HOP_HEADERS = {
+    "connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "expect",
+}
 
 _S3_ERRORS = {
     500: ("InternalError", "We encountered an internal error. Please try again."),
@@ -177,9 +181,9 @@ class FaultProxy:
             ).encode()
         else:
             status, headers, payload = self._relay(method, path, request, body)
-            if fault is not None and fault.kind == "delay":
-                time.sleep(fault.seconds)
         self._record(Exchange(method, path, status, len(payload)))
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.seconds)
         try:
             request.send_response_only(status)
             for name, value in headers:

@@ -47,7 +47,7 @@ def create_app(store: str | None = None, datasets: Iterable[str] = (), *, consum
                       storage_options=storage_options, consumers=consumers)
     server = Server(catalog, Metrics(catalog), settings)
     app = Flask(__name__, static_folder="static", static_url_path="/static")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see routes._body
     app.json = _JSON(app)
     app.extensions["combe"] = server
     app.register_blueprint(api)
@@ -77,7 +77,7 @@ def _finish(response: Response) -> Response:
     server: Server = current_app.extensions["combe"]
     response.headers["X-Combe-Version"] = _version_header(server)
     if "ETag" not in response.headers and not response.direct_passthrough:
-        response.add_etag()  # of the body: an unchanged record keeps its ETag across versions
+        response.add_etag()  # a hash of the body, so it changes exactly when the answer does
         if response.status_code == 200:
             response.make_conditional(request)
     started = g.get("combe_started")

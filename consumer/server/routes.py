@@ -7,9 +7,11 @@ even if a refresh swaps in the next one mid-request.
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime, timezone
-from flask import Blueprint, Response, current_app, g, jsonify, request, send_from_directory
+from pathlib import Path
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from combe.format.errors import DatasetNotFound, RecordNotFound, RequestError, RequestTooLarge
 
@@ -99,14 +101,26 @@ def get_record(name: str, key: str) -> Response:
     return jsonify({"dataset": name, "version": view.version, "key": parsed, "record": record})
 
 
+def _body(limit: int) -> bytes:
+    """The request body, refused past ``limit`` bytes whether or not it declares its length.
+
+    The app's MAX_CONTENT_LENGTH is ``limit + 1``: werkzeug stops a chunked
+    body there without an error, so one byte over the limit is what tells a
+    body that was cut short from one that fits.
+    """
+    size = request.content_length
+    data = request.get_data(cache=False) if size is None or size <= limit else b""
+    if (size or len(data)) > limit:
+        raise RequestTooLarge(f"the request body is over {limit} bytes, the most this server accepts "
+                              "(--max-body-bytes)")
+    return data
+
+
 @api.post("/v1/datasets/<name>/records:batchGet")
 def batch_get(name: str) -> Response:
     settings = _server().settings
     _, view = _dataset(name)
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise RequestTooLarge(f"the request body is {request.content_length} bytes; this server accepts at most "
-                              f"{settings.max_body_bytes}")
-    keys = parse_batch(request.get_data(cache=False), view.schema.key_type, settings.batch_limit)
+    keys = parse_batch(_body(settings.max_body_bytes), view.schema.key_type, settings.batch_limit)
     return jsonify({"dataset": name, "version": view.version, "records": view.get_many(keys)})
 
 
@@ -196,11 +210,17 @@ def metrics() -> Response:
     return Response(server.metrics.render(), content_type=server.metrics.content_type)
 
 
+@functools.cache
+def _packaged(name: str) -> bytes:
+    """A file shipped in this package; read once, then answered from memory with the usual ETag."""
+    return (Path(__file__).parent / name).read_bytes()
+
+
 @api.get("/openapi.json")
 def openapi() -> Response:
-    return send_from_directory(current_app.root_path, "openapi.json", mimetype="application/json")
+    return Response(_packaged("openapi.json"), mimetype="application/json")
 
 
 @api.get("/")
 def explorer() -> Response:
-    return current_app.send_static_file("index.html")
+    return Response(_packaged("static/index.html"), mimetype="text/html")

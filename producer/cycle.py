@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pyarrow as pa
 
@@ -84,6 +85,7 @@ class CycleResult:
     snapshot: bool = False
     seconds: float = 0.0
     schema_change: bool = False
+    rebuilt: bool = False  # the source was read again from its start (Kafka --rebuild)
 
 
 @dataclass
@@ -152,6 +154,7 @@ class Publisher:
         log.warning("%s: version %d was written by %s but never announced; announcing it now",
                     self.dataset.name, following, manifest.producer)
         self._announce(manifest, announced)
+        self.source.commit(manifest.positions)
         return CycleResult("adopted", following)
 
     # -- the cycle ---------------------------------------------------------------
@@ -165,16 +168,26 @@ class Publisher:
             return adopted
         base = self._base()
         positions: Positions = {s: dict(p) for s, p in (base.manifest.positions if base.manifest else {}).items()}
+        rebuild = base.manifest is not None and self.source.rebuild_needed(
+            positions, datetime.fromisoformat(base.manifest.created_at))
+        if rebuild:
+            positions = {}
         changes = Changes(base.schema, held=set(base.schema.columns) if base.manifest else set(),
                           allow_type_change=self.options.allow_schema_change)
         messages, bad = self._collect(changes, positions)
+        if rebuild:
+            # The whole source was read again: a key it no longer holds was deleted by a record this producer
+            # never saw (cleaned away or expired), so the difference against the announced state removes it.
+            for key in base.state.column(base.schema.key_field).to_pylist():
+                changes.latest.setdefault(key, None)
         if changes.retyped:
             convert_changes(changes)
             base.state = retype_state(base.state, changes.retyped, changes.schema)
         result = fold(base.state, changes)
         if not result.changed and not changes.retyped:
             log.info("%s: %d messages, no change; nothing to publish", self.dataset.name, messages)
-            return CycleResult("noop", base.announced.version, messages, bad, seconds=time.monotonic() - started)
+            return CycleResult("noop", base.announced.version, messages, bad, seconds=time.monotonic() - started,
+                               rebuilt=rebuild)
         manifest, written = self._write_version(base, result, positions, messages, bad, bool(changes.retyped))
         self._announce(manifest, base.announced)
         self._cached = (manifest.version, result.state)
@@ -183,7 +196,7 @@ class Publisher:
                  result.added, result.updated, result.removed)
         return CycleResult("published", manifest.version, messages, bad, result.added, result.updated,
                            result.removed, written, manifest.snapshot is not None, time.monotonic() - started,
-                           manifest.schema_change)
+                           manifest.schema_change, rebuild)
 
     def _collect(self, changes: Changes, positions: Positions) -> tuple[int, int]:
         """Read every record the source has after ``positions``; advance them. Returns (messages, bad)."""
@@ -192,7 +205,6 @@ class Publisher:
         decode = self.decoder.decode_jsonl if jsonl else self.decoder.decode
         skip = self.options.on_bad_record == "skip"
         for batch in self.source.read(positions):
-            stream = positions.setdefault(batch.stream, {})
             for record in batch.records:
                 try:
                     key, row = decode(record.value) if jsonl else decode(record.key, record.value)  # type: ignore[call-arg]
@@ -205,7 +217,11 @@ class Publisher:
                         raise error from None
                     bad += 1
                     log.warning("skipped %s", error)
-                stream[str(record.partition)] = record.next_offset
+            # Per batch, not per record: a batch that raised is never published, so no position is lost.
+            ends = batch.positions
+            if ends is None:
+                ends = {str(record.partition): record.next_offset for record in batch.records}
+            positions.setdefault(batch.stream, {}).update(ends)
             messages += len(batch.records)
             if self.on_progress:
                 self.on_progress(messages)

@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from combe.format.dataset import Dataset
@@ -47,6 +48,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                          help="fail: stop and announce nothing (default); skip: count it in the manifest")
     records.add_argument("-X", dest="client_config", action="append", metavar="KEY=VALUE",
                          help="Kafka client setting passed to librdkafka, like kcat -X (repeatable)")
+    kafka = parser.add_argument_group("kafka")
+    kafka.add_argument("--group", help="consumer group the published positions are committed to, for lag "
+                                       "monitoring only (default: combe-<dataset>)")
+    kafka.add_argument("--rebuild", nargs="?", const="now", default="never", choices=("now", "auto"),
+                       help="re-read the topic from its start and publish the difference against the announced "
+                            "state; =auto: only when resuming is unsafe (log start moved past the positions, or "
+                            "they are older than delete.retention.ms)")
+    kafka.add_argument("--kafka-timeout", type=float, default=15.0, metavar="SECONDS",
+                       help="give up on an unreachable broker, or a read that gets no data, after this long "
+                            "(default: 15)")
     cycle = parser.add_argument_group("cycles")
     cycle.add_argument("--once", action="store_true",
                        help="publish at most one version and exit (for cron); otherwise run until stopped")
@@ -68,6 +79,7 @@ def _summary(dataset: str, result: CycleResult) -> str:
         return f"{dataset}: announced version {result.version}, left unannounced by a stopped producer"
     skipped = f", {result.bad_records} bad records skipped" if result.bad_records else ""
     kind = "snapshot + delta" if result.snapshot and result.version != 1 else ("snapshot" if result.snapshot else "delta")
+    kind += ", rebuilt from the start of the source" if result.rebuilt else ""
     return (f"{dataset}: published version {result.version} ({kind}): {result.messages} messages, "
             f"+{result.added} ~{result.updated} -{result.removed}{skipped}, "
             f"{result.bytes_written / 1e6:.2f} MB in {result.seconds:.2f} s")
@@ -76,7 +88,8 @@ def _summary(dataset: str, result: CycleResult) -> str:
 class _Progress:
     """A progress line on a terminal; nothing when stderr is not one."""
 
-    def __init__(self) -> None:
+    def __init__(self, lag: Callable[[], int | None] = lambda: None) -> None:
+        self.lag = lag
         self.enabled = sys.stderr.isatty()
         self.started = time.monotonic()
         self.last = 0.0
@@ -86,7 +99,9 @@ class _Progress:
         if self.enabled and now - self.last >= 0.5:
             self.last = now
             rate = messages / max(now - self.started, 1e-9)
-            sys.stderr.write(f"\rread {messages:,} messages ({rate:,.0f}/s)")
+            lag = self.lag()
+            left = f", lag {lag:,}" if lag is not None else ""
+            sys.stderr.write(f"\rread {messages:,} messages ({rate:,.0f}/s{left})\033[K")
             sys.stderr.flush()
 
     def done(self) -> None:
@@ -113,10 +128,11 @@ def _publish(args: argparse.Namespace) -> int:
         **validation_options(args))
     dataset = Dataset.open(store, name, storage_options(args))
     source = open_source(args.source, key_delimiter=args.key_delimiter,
-                         client_config=key_values(args.client_config, "-X"), dataset=name)
+                         client_config=key_values(args.client_config, "-X"), dataset=name,
+                         group=args.group, rebuild=args.rebuild, timeout=args.kafka_timeout)
     with source:
         if args.once:
-            return _cycle(Publisher(dataset, source, options, _Progress()), args, name)
+            return _cycle(Publisher(dataset, source, options, _Progress(source.lag)), args, name)
         return _daemon(Publisher(dataset, source, options), args, name)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any, NamedTuple
 
 Positions = dict[str, dict[str, int]]
@@ -26,8 +27,13 @@ class Record(NamedTuple):
 
 
 class Batch(NamedTuple):
+    """Records of one stream, in order. ``positions`` (partition -> next offset) says where the source
+    stands after them when the records cannot (Kafka: past control records, compacted gaps, empty
+    partitions); without it the cycle takes each partition's position from its last record."""
+
     stream: str
     records: list[Record]
+    positions: dict[str, int] | None = None
 
 
 class Source(ABC):
@@ -46,6 +52,16 @@ class Source(ABC):
     @abstractmethod
     def describe(self, stream: str, partition: int, offset: int) -> str:
         """Where a record is, in the words a user needs to find it."""
+
+    def rebuild_needed(self, positions: Positions, recorded_at: datetime) -> bool:
+        """True when this cycle must re-read everything instead of resuming from ``positions`` (which the
+        announced version recorded at ``recorded_at``): the cycle then folds the whole source and publishes
+        the difference. Raises SourceError when resuming is unsafe and rebuilding was not allowed."""
+        return False
+
+    def lag(self) -> int | None:
+        """Messages still to read in the current read, when the source knows (for progress lines)."""
+        return None
 
     def commit(self, positions: Positions) -> None:
         """Told the positions of a version once it is announced (Kafka: lag monitoring)."""

@@ -1,0 +1,381 @@
+"""A compacted Kafka topic as a source: every partition, read from exact positions to the start watermarks.
+
+The manifest's positions are the truth for resuming, so the consumer never
+subscribes: it assigns each partition at the offset the announced version
+recorded (a partition added later starts at its beginning) and reads up to
+the end each partition had when the read began (under read_committed, the
+last stable offset, so aborted and still-open transactions are never
+folded). Offsets are committed to a consumer group only after a version is
+announced, and only so that lag tools can watch the publisher.
+
+Two things can make resuming unsafe, and both are checked before a read:
+the log start offset has passed a stored position (records were deleted),
+or the stored positions are older than the topic's ``delete.retention.ms``
+(the log cleaner may have dropped tombstones the producer never saw). Then
+the cycle either stops with an error naming ``--rebuild``, or, with
+``--rebuild``, re-reads the topic from its start and publishes the
+difference against the announced state.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec, ResourceType
+
+from combe.format.errors import ConfigError, SourceError
+
+from .base import Batch, Positions, Record, Source
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 15.0
+BATCH_MESSAGES = 10_000
+# How long one consume() call may wait. Since confluent-kafka 2.13, consume() keeps collecting until it has
+# num_messages or the timeout passes, so a short wait bounds the pause at the end of a read.
+POLL_SECONDS = 0.1
+REBUILD_MODES = ("never", "now", "auto")
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+# Settings combe must own to keep its guarantees, and why.
+MANAGED = {
+    "bootstrap.servers": "name the brokers in the source URL: kafka://host:port[,host:port]/topic",
+    "enable.auto.commit": "combe commits only the positions of versions it announced",
+    "enable.partition.eof": "combe relies on end-of-partition events to know a read is complete",
+    "auto.offset.reset": "combe starts each partition at the exact position of the announced version",
+}
+TRANSIENT = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT, KafkaError._RESOLVE}
+
+T = TypeVar("T")
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    """``kafka://host:port[,host:port]/topic`` -> (bootstrap servers, topic)."""
+    rest = uri[len("kafka://"):] if uri.lower().startswith("kafka://") else ""
+    hosts, _, topic = rest.partition("/")
+    if not hosts or not all(h.strip() for h in hosts.split(",")) or not TOPIC_NAME.fullmatch(topic):
+        raise ConfigError(f"source {uri!r}: expected kafka://host:port[,host:port]/topic "
+                          "(topic names use letters, digits, '.', '_' and '-')")
+    return hosts, topic
+
+
+class _LibrdkafkaLog:
+    """librdkafka's own log lines, at debug level: the errors that matter reach the user as SourceErrors
+    that quote them, instead of as a stream of retries on stderr."""
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        log.debug("librdkafka: " + message, *args)
+
+
+class KafkaSource(Source):
+    """Every partition of one topic; ``client_config`` is passed to librdkafka like kcat's -X."""
+
+    no_key_hint = "a Kafka message without a key"
+
+    def __init__(self, uri: str, *, client_config: dict[str, str] | None = None, dataset: str | None = None,
+                 group: str | None = None, rebuild: str = "never", timeout: float = DEFAULT_TIMEOUT,
+                 batch_messages: int = BATCH_MESSAGES, **_: object) -> None:
+        """Options meant for other sources (a key delimiter) are ignored."""
+        self.uri = uri
+        self.bootstrap, self.topic = parse_uri(uri)
+        if rebuild not in REBUILD_MODES:
+            raise ConfigError(f"--rebuild {rebuild!r}: use --rebuild (now) or --rebuild=auto")
+        if timeout <= 0:
+            raise ConfigError("--kafka-timeout must be above 0 seconds")
+        settings = dict(client_config or {})
+        for name, why in MANAGED.items():
+            if name in settings:
+                raise ConfigError(f"-X {name} cannot be set: {why}")
+        self.group = group or settings.pop("group.id", None) or (f"combe-{dataset}" if dataset else None)
+        self.rebuild = rebuild
+        self.timeout = timeout
+        self.batch_messages = batch_messages
+        self.read_committed = settings.get("isolation.level", "read_committed") == "read_committed"
+        self._last_error = ""
+        self._commit_result: list[TopicPartition] | KafkaException | None = None
+        self._lag = 0
+        common: dict[str, Any] = {**settings, "bootstrap.servers": self.bootstrap, "logger": _LibrdkafkaLog(),
+                                  "error_cb": self._on_error}
+        consumer = {
+            "isolation.level": "read_committed", **common,
+            "enable.auto.commit": False, "enable.partition.eof": True, "auto.offset.reset": "error",
+            "on_commit": self._on_commit,
+            # The client insists on a group; without one to report to, commit() does nothing.
+            "group.id": self.group or "combe",
+        }
+        try:
+            self._consumer = Consumer(consumer)
+            self._admin = AdminClient(common)
+        except KafkaException as exc:
+            raise ConfigError(f"-X settings rejected by the Kafka client: {exc.args[0].str()}") from exc
+
+    # -- callbacks (run inside consume/poll on this thread) ---------------------------------------
+
+    def _on_error(self, error: KafkaError) -> None:
+        self._last_error = error.str()
+        log.debug("kafka client error: %s", error.str())
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        self._commit_result = KafkaException(error) if error is not None else partitions
+
+    # -- the Source contract ----------------------------------------------------------------------
+
+    def describe(self, stream: str, partition: int, offset: int) -> str:
+        return f"topic {stream} partition {partition} offset {offset}"
+
+    def lag(self) -> int | None:
+        return self._lag
+
+    def rebuild_needed(self, positions: Positions, recorded_at: datetime) -> bool:
+        if self.rebuild == "now":
+            log.warning("%s: re-reading topic %s from its start (--rebuild)", self.uri, self.topic)
+            return True
+        offsets = self._offsets(self._partitions())
+        stored = positions.get(self.topic, {})
+        problems = _position_problems(stored, offsets)
+        if not problems:
+            problems = self._stale(stored, offsets, recorded_at)
+        if not problems:
+            return False
+        message = f"topic {self.topic}: {'; '.join(problems)}"
+        if self.rebuild == "auto":
+            log.warning("%s; re-reading the topic from its start (--rebuild=auto)", message)
+            return True
+        raise SourceError(f"{message}. Rerun with --rebuild to re-read the topic from its start and publish the "
+                          "difference as an ordinary delta (--rebuild=auto does this whenever needed).",
+                          source=self.uri)
+
+    def read(self, positions: Positions) -> Iterator[Batch]:
+        topic = self.topic
+        stored = positions.get(topic, {})
+        offsets = self._offsets(self._partitions())
+        problems = _position_problems(stored, offsets)
+        if problems:
+            raise SourceError(f"topic {topic}: {'; '.join(problems)}. Rerun with --rebuild.", source=self.uri)
+        # Partitions without a stored position are new since the announced version: from their beginning.
+        where = {p: stored.get(str(p), low) for p, (low, _) in offsets.items()}
+        ends = {p: high for p, (_, high) in offsets.items()}
+        pending = {p for p in ends if where[p] < ends[p]}
+        self._lag = sum(ends[p] - where[p] for p in pending)
+        log.info("%s: reading %d messages from %d of %d partitions", self.uri, self._lag, len(pending), len(ends))
+        if pending:
+            yield from self._fetch(where, ends, pending)
+        # Every partition now stands at its start watermark, past any control records or compacted gaps.
+        self._lag = 0
+        if not stored:
+            self.rebuild = "never" if self.rebuild == "now" else self.rebuild
+        yield Batch(topic, [], {str(p): end for p, end in ends.items()})
+
+    def commit(self, positions: Positions) -> None:
+        """Commit the announced positions to the group with explicit offsets (never a subscription)."""
+        offsets = [TopicPartition(self.topic, int(p), o) for p, o in positions.get(self.topic, {}).items()]
+        if not self.group or not offsets:
+            return
+        self._commit_result = None
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+            # The result arrives through on_commit, served by poll(); nothing is assigned, so poll returns no data.
+            deadline = time.monotonic() + self.timeout
+            while self._commit_result is None and time.monotonic() < deadline:
+                self._consumer.poll(POLL_SECONDS)
+        except KafkaException as exc:
+            self._commit_result = exc
+        result = self._commit_result
+        if isinstance(result, list):
+            failed = [tp for tp in result if tp.error]
+            if not failed:
+                return
+            why = str(failed[0].error)
+        else:
+            why = "no answer within the timeout" if result is None else str(result)
+        # The version is announced either way: lag monitoring must not fail a publish.
+        log.warning("could not commit the published positions to consumer group %s (%s); lag tools will show "
+                    "an older position until the next publish", self.group, why)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _fetch(self, where: dict[int, int], ends: dict[int, int], pending: set[int]) -> Iterator[Batch]:
+        """Records of ``pending`` partitions from ``where`` up to (not including) ``ends``."""
+        topic, consumer = self.topic, self._consumer
+        # Offsets below which a partition's messages are folded; set to -1 once a partition is complete,
+        # so messages fetched past its end are dropped without a second look-up.
+        limit = dict(ends)
+        assigned = [TopicPartition(topic, p) for p in sorted(pending)]
+        consumer.assign([TopicPartition(topic, p, where[p]) for p in sorted(pending)])
+        try:
+            idle_since = time.monotonic()
+            while pending:
+                messages = consumer.consume(self.batch_messages, POLL_SECONDS)
+                if not messages:
+                    if time.monotonic() - idle_since > self.timeout:
+                        raise self._stalled(pending, where, ends)
+                    continue
+                idle_since = time.monotonic()
+                records: list[Record] = []
+                append = records.append
+                done: list[int] = []
+                p: int
+                o: int
+                for message in messages:
+                    if message.error() is None:
+                        # A message without an error always has a partition and an offset.
+                        p = message.partition()  # type: ignore[assignment]
+                        o = message.offset()  # type: ignore[assignment]
+                        if o < limit[p]:
+                            append(Record(message.key(), message.value(), p, o, o + 1))
+                            if o + 1 < limit[p]:
+                                continue
+                        elif limit[p] < 0:
+                            continue
+                        # The last record before the watermark, or a later one: the partition is complete.
+                        limit[p] = -1
+                        done.append(p)
+                    else:
+                        self._event(message, limit, done)
+                for tp in consumer.position(assigned):
+                    if tp.offset >= 0 and limit[tp.partition] >= 0:
+                        where[tp.partition] = tp.offset
+                for p in done:
+                    where[p] = ends[p]
+                    pending.discard(p)
+                if done:
+                    consumer.pause([TopicPartition(topic, p) for p in done])
+                self._lag = sum(ends[p] - where[p] for p in pending)
+                yield Batch(topic, records, {str(tp.partition): where[tp.partition] for tp in assigned})
+        finally:
+            consumer.unassign()
+
+    def _event(self, message: Message, limit: dict[int, int], done: list[int]) -> None:
+        """An error or end-of-partition event delivered among the messages."""
+        error = message.error()
+        p = message.partition()
+        assert error is not None and p is not None
+        if error.code() == KafkaError._PARTITION_EOF:
+            # The end under read_committed is the last stable offset: an open transaction does not hold us.
+            if limit[p] >= 0 and (message.offset() or 0) >= limit[p]:
+                limit[p] = -1
+                done.append(p)
+            return
+        if error.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+            raise SourceError(f"topic {self.topic} partition {p}: {error.str()}; the log start moved past the "
+                              "position being read (retention or DeleteRecords). Rerun with --rebuild.",
+                              source=self.uri)
+        if error.retriable() or error.code() in TRANSIENT:
+            log.debug("topic %s partition %s: %s (retrying)", self.topic, p, error.str())
+            return
+        raise SourceError(f"reading topic {self.topic} partition {p} failed: {error.str()}", source=self.uri)
+
+    def _stalled(self, pending: set[int], where: dict[int, int], ends: dict[int, int]) -> SourceError:
+        left = sum(ends[p] - where[p] for p in pending)
+        last = f"; last client error: {self._last_error}" if self._last_error else ""
+        return SourceError(
+            f"no data from Kafka at {self.bootstrap} for {self.timeout:g} s while {left} messages of topic "
+            f"{self.topic} (partitions {', '.join(map(str, sorted(pending)))}) were still to be read{last}. "
+            "Nothing was published; check the brokers and rerun (--kafka-timeout sets this wait).",
+            source=self.uri)
+
+    # -- metadata -----------------------------------------------------------------------------------
+
+    def _partitions(self) -> list[int]:
+        """The topic's partitions, through the consumer: its metadata requests never auto-create a topic."""
+        try:
+            metadata = self._consumer.list_topics(self.topic, timeout=self.timeout)
+        except KafkaException as exc:
+            raise self._unreachable(exc) from exc
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            if topic is not None and topic.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise SourceError(f"topic {self.topic} at {self.bootstrap}: {topic.error.str()}", source=self.uri)
+            raise SourceError(f"topic {self.topic} does not exist at {self.bootstrap}; check the name in the "
+                              "source URL", source=self.uri)
+        return sorted(topic.partitions)
+
+    def _offsets(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        """partition -> (log start offset, end offset); the end is the last stable offset under read_committed."""
+        isolation = IsolationLevel.READ_COMMITTED if self.read_committed else IsolationLevel.READ_UNCOMMITTED
+        found: dict[str, dict[int, int]] = {}
+        for name, spec in (("earliest", OffsetSpec.earliest()), ("latest", OffsetSpec.latest())):
+            try:
+                futures = self._admin.list_offsets({TopicPartition(self.topic, p): spec for p in partitions},
+                                                   isolation_level=isolation, request_timeout=self.timeout)
+            except KafkaException as exc:
+                raise self._unreachable(exc) from exc
+            found[name] = {tp.partition: self._result(future).offset for tp, future in futures.items()}
+        return {p: (found["earliest"][p], found["latest"][p]) for p in partitions}
+
+    def _stale(self, stored: dict[str, int], offsets: dict[int, tuple[int, int]], recorded_at: datetime) -> list[str]:
+        """Why resuming could miss deletes the log cleaner removed, if it could."""
+        if all(stored.get(str(p), low) >= high for p, (low, high) in offsets.items()):
+            return []  # nothing was written since: nothing can have been cleaned away
+        resource = ConfigResource(ResourceType.TOPIC, self.topic)
+        try:
+            future = self._admin.describe_configs([resource], request_timeout=self.timeout)[resource]
+            config = self._result(future)
+        except SourceError as exc:
+            log.warning("cannot read the configuration of topic %s (%s); not checking whether deletes were "
+                        "cleaned away since the announced version", self.topic, exc)
+            return []
+        if "compact" not in config["cleanup.policy"].value:
+            return []
+        retention_ms = int(config["delete.retention.ms"].value)
+        age = (datetime.now(timezone.utc) - recorded_at).total_seconds()
+        if age * 1000 < retention_ms:
+            return []
+        return [f"the announced version read up to its positions {_duration(age)} ago, longer than the topic's "
+                f"delete.retention.ms ({_duration(retention_ms / 1000)}), so the log cleaner may have removed "
+                "deletes (tombstones) written after them"]
+
+    def _result(self, future: Future[T]) -> T:
+        try:
+            return future.result(timeout=self.timeout + 1)
+        except FutureTimeout as exc:
+            raise self._unreachable(exc) from exc
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() in TRANSIENT:
+                raise self._unreachable(exc) from exc
+            raise SourceError(f"topic {self.topic} at {self.bootstrap}: {error.str()}", source=self.uri) from exc
+
+    def _unreachable(self, exc: BaseException) -> SourceError:
+        detail = self._last_error or (exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError)
+                                      else "timed out")
+        return SourceError(f"cannot reach Kafka at {self.bootstrap} within {self.timeout:g} s ({detail}); check "
+                           "the address and any -X security settings", source=self.uri)
+
+
+def _position_problems(stored: dict[str, int], offsets: dict[int, tuple[int, int]]) -> list[str]:
+    """Why the stored positions cannot be resumed from, for each partition where they cannot."""
+    problems = []
+    for text, position in sorted(stored.items(), key=lambda item: int(item[0])):
+        partition = int(text)
+        if partition not in offsets:
+            problems.append(f"partition {partition} of the announced version no longer exists "
+                            "(was the topic deleted and re-created?)")
+            continue
+        low, high = offsets[partition]
+        if position < low:
+            problems.append(f"partition {partition} now starts at offset {low}, past the announced position "
+                            f"{position}: the records in between were deleted")
+        elif position > high:
+            problems.append(f"partition {partition} ends at offset {high}, before the announced position "
+                            f"{position} (was the topic deleted and re-created?)")
+    return problems
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

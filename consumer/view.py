@@ -81,7 +81,9 @@ class View:
         self.deltas_applied = deltas_applied
         self.chain_bytes = chain_bytes  # bytes of the deltas applied over the base, for the loader's choice
         self._names = list(self.schema.columns)
-        self._kinds = list(self.schema.columns.values())
+        # The base is read by its own column types: a column that was all null in the snapshot
+        # (Arrow type null) and typed by a later version reads as None, and the reverse.
+        self._kinds = [base.kinds.get(name, kind) for name, kind in self.schema.columns.items()]
         self._build = batch_builder(self.schema.key_field, self._names)
         self.get = self._compile_get()
         key_type = self.schema.to_arrow().field(self.schema.key_field).type
@@ -93,7 +95,7 @@ class View:
     def _compile_get(self) -> Callable[[Any], Record | None]:
         env: dict[str, Any] = dict(self.base.lookup_env)
         exprs = [(name, value_source(i, self.base.arrays.get(name), kind, env))
-                 for i, (name, kind) in enumerate(self.schema.columns.items())]
+                 for i, (name, kind) in enumerate(zip(self._names, self._kinds))]
         key_type = self.schema.key_type
         env.update(_overlay=self.overlay, _coerce=lambda key: coerce_key(key, key_type))
         lines = [f"    if type(key) is not {'str' if key_type == 'string' else 'int'}:",

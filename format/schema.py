@@ -140,6 +140,11 @@ def conform(table: pa.Table, schema: Schema) -> pa.Table:
     for arrow in target:
         if arrow.name in table.column_names:
             column = table.column(arrow.name)
+            if column.type != arrow.type and arrow.type == pa.null():
+                # Back to a version where the column was all null: Arrow casts nothing to null.
+                if column.null_count != len(column):
+                    raise FormatError(f"column {arrow.name!r} holds values, but the schema has it all null")
+                column = pa.nulls(len(column))
             columns.append(column if column.type == arrow.type else column.cast(arrow.type))
         else:
             columns.append(pa.nulls(table.num_rows, arrow.type))

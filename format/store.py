@@ -56,7 +56,13 @@ class Store(ABC):
 
     @abstractmethod
     def put_if_absent(self, path: str, data: bytes) -> bool:
-        """Create the object only if no object has that path; False if one does."""
+        """Create the object only if no object has that path; False if one does.
+
+        A store whose client may resend a request on its own (S3 over aiohttp)
+        may report True when the object already holds exactly ``data``: the
+        resent copy of our own write. Callers never write the same bytes twice
+        on purpose (manifests and announcements name their producer and time).
+        """
 
     @abstractmethod
     def compare_and_swap(self, path: str, data: bytes, expected: str | None) -> str | None:

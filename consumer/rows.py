@@ -92,7 +92,7 @@ def column_list(array: pa.Array | None, kind: str, rows: np.ndarray) -> list[Any
     """Values of ``array`` at ``rows`` as a Python list (None for nulls), built in C where possible."""
     if array is None or kind == "null":
         return [None] * len(rows)
-    taken = array.take(pa.array(rows, pa.int64())) if len(rows) != len(array) else array
+    taken = array.take(pa.array(rows, pa.int64()))
     if kind in ("int64", "float64") and taken.null_count == 0:
         return taken.to_numpy().tolist()  # type: ignore[no-any-return]
     if kind == "json":

@@ -1,0 +1,228 @@
+"""Views: lookups one by one and in batches, column projection, and no torn read under refresh."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from combe.format.errors import ConfigError, KeyTypeError
+from tests.support.changelog import canon
+from tests.support.feed import Feed, lookup_state, view_state
+
+
+def movie(i: int, year: int = 1990) -> dict[str, Any]:
+    return {"title": f"Movie {i}", "year": year + i % 7, "rating": i / 4, "seen": i % 2 == 0,
+            "tags": ["a", str(i)] if i % 3 else None}
+
+
+def test_get_and_get_many_equal_the_replay_through_deltas_and_removals(tmp_path: Path) -> None:
+    feed = Feed(tmp_path)
+    feed.publish([(f"m{i:04d}", movie(i)) for i in range(300)])
+    rng = random.Random(7)
+    with feed.consumer() as consumer:
+        for _ in range(4):
+            changes = [(f"m{rng.randrange(400):04d}", movie(rng.randrange(1000), 2000)) for _ in range(30)]
+            changes += [(f"m{rng.randrange(300):04d}", None) for _ in range(10)]
+            version = feed.publish(changes)
+            assert consumer.refresh()
+            with consumer.view() as view:
+                assert view.version == version and view.deltas_applied >= 1
+                keys = [f"m{i:04d}" for i in range(400)] + ["absent", "m0001", "m0001"]
+                assert lookup_state(view, keys) == feed.states[version]
+                assert view_state(view) == feed.states[version]
+                assert len(view) == len(feed.states[version])
+
+
+def test_int64_keys_one_by_one_and_in_batches(tmp_path: Path) -> None:
+    feed = Feed(tmp_path, key_type="int64")
+    feed.publish([(i * 3, movie(i)) for i in range(200)])
+    feed.publish([(1, movie(1)), (3, None), (600, movie(600))])
+    with feed.consumer() as consumer, consumer.view() as view:
+        keys = list(range(-5, 650))
+        assert lookup_state(view, keys) == feed.states[2]
+        assert view.get(6) == view.get("6") == view.get(np.int64(6)) == {"key": 6, **movie(2)}
+        assert view.get(2**70) is None
+        assert view.get_many([str(k) for k in range(40)]) == view.get_many(list(range(40)))
+        for wrong in (True, 1.5, "x", None):
+            with pytest.raises(KeyTypeError):
+                view.get(wrong)
+            with pytest.raises(KeyTypeError):
+                view.get_many([wrong] * 40)
+
+
+def test_string_keys_refuse_other_types_and_accept_any_text(tmp_path: Path) -> None:
+    feed = Feed(tmp_path)
+    feed.publish([("ключ", {"x": 1}), (" ", {"x": 2}), ("a\u0000b", {"x": 3})])
+    with feed.consumer() as consumer:
+        assert consumer.get("ключ") == {"key": "ключ", "x": 1}
+        assert consumer.get(" ") == {"key": " ", "x": 2}
+        assert consumer.get("") is None
+        assert consumer.get("a\u0000b") == {"key": "a\u0000b", "x": 3}
+        assert consumer.get("\udcff") is None  # cannot be stored, so cannot be found
+        with pytest.raises(KeyTypeError):
+            consumer.get(1)
+        with pytest.raises(KeyTypeError):
+            consumer.get_many(["ключ".encode()] * 40)
+
+
+def test_records_are_new_dicts_each_time(tmp_path: Path) -> None:
+    feed = Feed(tmp_path)
+    feed.publish([("a", {"x": 1}), ("b", {"x": 2})])
+    feed.publish([("b", {"x": 3})])
+    with feed.consumer(pin=1) as consumer:
+        consumer.set_pin(2)
+        for key in ("a", "b"):
+            consumer.get(key)["x"] = 99  # type: ignore[index]
+            consumer.get_many([key] * 40)[0]["x"] = 99  # type: ignore[index]
+        assert consumer.get_many(["a", "b"]) == [{"key": "a", "x": 1}, {"key": "b", "x": 3}]
+
+
+def test_column_projection_returns_only_those_columns(tmp_path: Path) -> None:
+    feed = Feed(tmp_path)
+    feed.publish([(f"m{i:03d}", movie(i)) for i in range(100)])
+    feed.publish([("m001", movie(5, 1800)), ("new", movie(7)), ("m002", None)])
+    with feed.consumer(columns=["year", "seen"], pin=1) as consumer:
+        for version in (1, 2):
+            consumer.set_pin(version)
+            with consumer.view() as view:
+                assert view.table.column_names == ["key", "year", "seen"]
+                expected = {k: {f: v for f, v in json.loads(c).items() if f in ("year", "seen")}
+                            for k, c in feed.states[version].items()}
+                keys = sorted(expected) + ["m002"]
+                got = {k: r for k, r in zip(keys, view.get_many(keys)) if r is not None}
+                assert {k: {f: v for f, v in r.items() if f != "key"} for k, r in got.items()} == expected
+                assert all(set(r) == {"key", "year", "seen"} for r in got.values())
+                assert view.get("new") == (None if version == 1 else {"key": "new", "year": 1990, "seen": False})
+        full_bytes = feed.consumer().view().base.nbytes
+        assert consumer.view().base.nbytes < full_bytes / 2
+    with pytest.raises(ConfigError, match="'yeer'"):
+        feed.consumer(columns=["yeer"])
+
+
+MEMORY_SCRIPT = """
+import gc, json, sys
+from combe.consumer import Consumer
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+store, columns, cache = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] or None
+before = rss()
+consumer = Consumer(store, "wide", columns=columns, cache_dir=cache)
+records = consumer.get_many([f"k{i:06d}" for i in range(0, 20000)])
+del records
+gc.collect()
+print(rss() - before)
+"""
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_column_projection_uses_less_memory(tmp_path: Path, cached: bool) -> None:
+    """Resident memory of a consumer in a fresh process: the unselected wide column is never resident."""
+    feed = Feed(tmp_path, name="wide")
+    feed.publish([(f"k{i:06d}", {"n": i, "text": f"{i:06d}" + "x" * 400}) for i in range(20000)])
+    cache = str(tmp_path / "cache") if cached else ""
+    if cached:
+        feed.consumer(cache_dir=cache)  # fills the cache; the measured processes map it
+
+    def resident(columns: list[str] | None) -> int:
+        out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, feed.store, json.dumps(columns), cache],
+                             check=True, capture_output=True, text=True)
+        return int(out.stdout)
+
+    text_bytes = 20000 * 406
+    full, projected = resident(None), resident(["n"])
+    assert full > text_bytes * 0.9, (full, projected)
+    assert projected < full - text_bytes * 0.7, (full, projected)
+
+
+class Invariant:
+    """What every version v of the torn-read test holds, checkable inside one View.
+
+    Version v sets all 40 ``g`` keys and ``meta`` to v, adds ``n<v>`` tagged
+    live and removes ``n<v-3>``: a View mixing two versions breaks one of the
+    checks. Version 1 also adds 400 records that never change, so that most
+    versions are deltas over an older snapshot.
+    """
+
+    GROUP = [f"g{i:02d}" for i in range(40)]
+
+    @staticmethod
+    def changes(v: int) -> list[tuple[str, Any]]:
+        changes: list[tuple[str, Any]] = [(key, {"v": v, "tag": "group"}) for key in Invariant.GROUP]
+        changes += [("meta", {"v": v, "tag": "meta"}), (f"n{v}", {"v": v, "tag": "live"})]
+        if v > 3:
+            changes.append((f"n{v - 3}", None))
+        if v == 1:
+            changes += [(f"f{i:03d}", {"v": -100, "tag": "filler"}) for i in range(400)]
+        return changes
+
+    @staticmethod
+    def check(view: Any, full: bool) -> None:
+        v = view.version
+        assert view.get("meta") == {"key": "meta", "v": v, "tag": "meta"}
+        assert [r["v"] for r in view.get_many(Invariant.GROUP)] == [v] * 40
+        assert all(view.get(key)["v"] == v for key in Invariant.GROUP[::7])
+        live = {f"n{u}" for u in range(max(1, v - 2), v + 1)}
+        assert {r["key"] for r in view.index("tag").get("live")} == live
+        assert view.get(f"n{v - 3}") is None
+        assert {r["key"] for r in view.index("v").get(v)} == {*Invariant.GROUP, "meta", f"n{v}"}
+        assert [r["v"] for r in view.index("v").range(v - 2, None)] == [*range(max(1, v - 2), v), *[v] * 42]
+        if full:
+            table = view.table
+            assert set(table.column("v").to_pylist()) == {-100, *range(max(1, v - 2), v + 1)}
+
+
+def test_readers_never_see_a_torn_version(tmp_path: Path) -> None:
+    feed = Feed(tmp_path, snapshot_every=4)
+    feed.publish(Invariant.changes(1))
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    seen: set[int] = set()
+    reads = [0] * 8
+    with feed.consumer(refresh_interval=0.002, max_deltas=3) as consumer:
+        consumer.index("tag")
+        consumer.index("v")
+
+        def reader(slot: int) -> None:
+            while not stop.is_set():
+                try:
+                    with consumer.view() as view:
+                        Invariant.check(view, full=reads[slot] % 25 == 0)
+                        seen.add(view.version)
+                    reads[slot] += 1
+                    time.sleep(0.001)  # let the producer and the refresher have the GIL too
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    failures.append(exc)
+                    return
+
+        threads = [threading.Thread(target=reader, args=(slot,)) for slot in range(8)]
+        for thread in threads:
+            thread.start()
+        try:
+            for v in range(2, 18):
+                feed.publish(Invariant.changes(v))
+        finally:
+            deadline = time.monotonic() + 10
+            while consumer.version != 17 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            stop.set()
+            for thread in threads:
+                thread.join()
+        assert not failures, failures[0]
+        assert consumer.version == 17
+        assert min(reads) > 20 and len(seen) >= 5, (reads, sorted(seen))
+        assert consumer.status()["refresh_errors"] == 0
+        manifests = [feed.dataset.manifest(v) for v in range(1, 18)]
+        assert sum(m.snapshot is None for m in manifests) >= 8  # most versions were reached by deltas
+        Invariant.check(consumer.view(), full=True)

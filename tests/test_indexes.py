@@ -1,0 +1,109 @@
+"""Secondary indexes: equality and ranges checked against a brute-force scan of the replayed state."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from combe.format.errors import ConfigError, KeyTypeError
+from tests.support.changelog import canon
+from tests.support.feed import Feed
+
+GENRES = ["drama", "comedy", "horror", "noir"]
+
+
+def film(rng: random.Random) -> dict[str, Any]:
+    value: dict[str, Any] = {"genre": rng.choice(GENRES), "year": rng.randrange(1990, 2000),
+                             "rating": rng.choice([0.0, -0.0, 1.5, 2.0, 7.25]), "cult": rng.random() < 0.3}
+    if rng.random() < 0.2:
+        value["genre"] = None  # nulls are indexed too (get(None)) but never in a range
+    if rng.random() < 0.3:
+        value["tags"] = rng.choice([["a"], ["a", "b"], {"x": 1}])
+    return value
+
+
+def scan(state: dict[Any, str], predicate: Any) -> list[str]:
+    """Keys of the replayed records (JSON text) matching ``predicate``, in key order."""
+    return sorted(k for k, text in state.items() if predicate(json.loads(text)))
+
+
+def keys_of(records: list[dict[str, Any]]) -> list[Any]:
+    return [r["key"] for r in records]
+
+
+def check_indexes(view: Any, state: dict[Any, str]) -> None:
+    for genre in [*GENRES, None, "absent"]:
+        assert keys_of(view.index("genre").get(genre)) == scan(state, lambda r, g=genre: r.get("genre") == g)
+    for year in range(1989, 2001):
+        assert keys_of(view.index("year").get(year)) == scan(state, lambda r, y=year: r["year"] == y)
+        for genre in GENRES[:2]:
+            got = keys_of(view.index(("genre", "year")).get((genre, year)))
+            assert got == scan(state, lambda r, g=genre, y=year: (r.get("genre"), r["year"]) == (g, y))
+    assert keys_of(view.index("rating").get(0)) == scan(state, lambda r: r["rating"] == 0)  # -0.0 too
+    assert keys_of(view.index("cult").get(True)) == scan(state, lambda r: r["cult"] is True)
+    assert keys_of(view.index("tags").get(["a", "b"])) == scan(state, lambda r: r.get("tags") == ["a", "b"])
+    for lo, hi in [(1992, 1995), (None, 1993), (1997, None), (1995, 1995), (None, None)]:
+        records = view.index("year").range(lo, hi)
+        assert sorted(keys_of(records)) == scan(
+            state, lambda r, a=lo, b=hi: (a is None or r["year"] >= a) and (b is None or r["year"] < b))
+        years = [r["year"] for r in records]
+        assert years == sorted(years)
+    by_genre = view.index("genre").range("comedy", "horror")
+    assert sorted(keys_of(by_genre)) == scan(state, lambda r: r.get("genre") in ("comedy", "drama"))
+    assert [r["genre"] for r in by_genre] == sorted(r["genre"] for r in by_genre)
+    both = view.index(("genre", "year")).range(("drama", 1995), ("horror", 1991))
+    expected = scan(state, lambda r: r.get("genre") is not None
+                    and ("drama", 1995) <= (r["genre"], r["year"]) < ("horror", 1991))
+    assert sorted(keys_of(both)) == expected
+    assert keys_of(view.index("key").range("k010", "k020")) == [k for k in sorted(state) if "k010" <= k < "k020"]
+    for record in view.index("genre").get("noir"):
+        assert canon(record) == state[record["key"]]
+
+
+def test_indexes_equal_a_scan_through_deltas_rollbacks_and_snapshots(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    feed = Feed(tmp_path, snapshot_every=4)
+    feed.publish([(f"k{i:03d}", film(rng)) for i in range(400)])
+    for _ in range(6):
+        changes = [(f"k{rng.randrange(430):03d}", film(rng)) for _ in range(12)]
+        feed.publish(changes + [(f"k{rng.randrange(430):03d}", None) for _ in range(4)])
+    with feed.consumer(pin=1) as consumer:
+        for version in [1, 2, 3, 5, 7, 6, 2, 4]:
+            consumer.set_pin(version)
+            check_indexes(consumer.view(), feed.states[version])
+
+
+def test_the_snapshot_part_is_shared_across_delta_refreshes(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    feed = Feed(tmp_path, snapshot_every=100, snapshot_ratio=100.0)
+    feed.publish([(f"k{i:03d}", film(rng)) for i in range(200)])
+    with feed.consumer() as consumer:
+        live = consumer.index("genre")
+        first = consumer.view()
+        feed.publish([("k001", {**film(rng), "genre": "noir"}), ("k002", None), ("k900", film(rng))])
+        assert consumer.refresh()
+        second = consumer.view()
+        assert second.base is first.base
+        assert ("genre",) in second._indexes  # built before the swap, not by the first reader
+        assert second.index("genre").base is first.index("genre").base  # the snapshot's part was reused
+        assert keys_of(live.get("noir")) == scan(feed.states[2], lambda r: r.get("genre") == "noir")
+        assert keys_of(first.index("genre").get("noir")) == scan(feed.states[1], lambda r: r.get("genre") == "noir")
+
+
+def test_index_errors_say_what_is_wrong(tmp_path: Path) -> None:
+    feed = Feed(tmp_path)
+    feed.publish([("a", {"year": 1, "tags": [1]}), ("b", {"year": 2})])
+    with feed.consumer() as consumer:
+        with pytest.raises(ConfigError, match="no such column"):
+            consumer.index("nope")
+        with pytest.raises(KeyTypeError, match="year"):
+            consumer.index("year").get("1999")
+        with pytest.raises(KeyTypeError, match="tuple of 2"):
+            consumer.index(("year", "tags")).get(1)
+        with pytest.raises(ConfigError, match="sortable"):
+            consumer.index("tags").range(None, None)
+        assert keys_of(consumer.index("year").range(2, None)) == ["b"]

@@ -1,0 +1,119 @@
+"""Run every benchmark scenario, print the figures as a table and write them as JSON.
+
+    python bench/run.py [--quick] [--out PATH] [--scenario NAME ...]
+
+Full mode uses a million records and takes a while on a small machine;
+``--quick`` uses 20,000 and runs in a minute or two (CI runs it as a smoke
+test). Every figure is the median of several runs, with min and max beside
+it; bench/README.md says what each one means.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, Python puts bench/ first on sys.path, where a bench module named like a
+# standard one (bench/http.py) would shadow it; import the benchmark as the package `bench`.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench.machine import describe  # noqa: E402
+from bench.scenarios import cold_start, fold, lookups, memory, refresh, write  # noqa: E402
+from bench.stats import Figure  # noqa: E402
+from bench.workspace import FULL, QUICK, Workspace, workspace  # noqa: E402
+
+log = logging.getLogger("bench")
+
+SCENARIOS = {
+    "cold_start": cold_start.run,
+    "refresh": refresh.run,
+    "memory": memory.run,
+    "lookups": lookups.run,
+    "write": write.run,
+    "fold": fold.run,
+}
+DEFAULT_OUT = _HERE / "results.json"
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+
+
+def table(figures: list[Figure]) -> str:
+    width = max(len(f.name) for f in figures)
+    lines = [f"{'figure':<{width}}  {'median':>12} {'min':>12} {'max':>12}  {'unit':<7} goal"]
+    for f in figures:
+        goal = "" if f.goal is None else f"{f.goal[0]} {_number(f.goal[1])}  {'met' if f.met else 'MISSED'}"
+        lines.append(f"{f.name:<{width}}  {_number(f.median):>12} {_number(f.min):>12} {_number(f.max):>12}"
+                     f"  {f.unit:<7} {goal}")
+    return "\n".join(lines)
+
+
+def report(ws: Workspace, figures: list[Figure], errors: dict[str, str], seconds: float) -> dict[str, Any]:
+    """The JSON document: every figure's median at the top level, details under ``figures``."""
+    out: dict[str, Any] = {
+        "mode": ws.mode.name, "records": ws.mode.records, "runs": ws.mode.runs,
+        "machine": describe(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(seconds, 1),
+    }
+    out.update({f.name: f.median for f in figures})
+    out["goals"] = {f.name: {"goal": f"{f.goal[0]} {f.goal[1]:g}", "median": f.median, "met": f.met}
+                    for f in figures if f.goal is not None}
+    out["figures"] = {f.name: f.to_json() for f in figures}
+    if errors:
+        out["errors"] = errors
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="20,000 records instead of 1,000,000")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default: {DEFAULT_OUT})")
+    parser.add_argument("--records", type=int, help="override the mode's record count")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
+                        help="run only this scenario (repeatable; default: all)")
+    parser.add_argument("--tmp", type=Path, help="directory for the data, store and broker files (default: $TMPDIR)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("combe", "bench.workspace"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    mode = QUICK if args.quick else FULL
+    if args.records:
+        mode = replace(mode, records=args.records)
+    started = time.perf_counter()
+    figures: list[Figure] = []
+    errors: dict[str, str] = {}
+    log.info("%s mode: %d records, %d runs per figure; building the data, store and topic",
+             mode.name, mode.records, mode.runs)
+    with workspace(mode, args.tmp) as ws:
+        log.info("ready after %.0f s", time.perf_counter() - started)
+        for name in args.scenario or SCENARIOS:
+            log.info("scenario %s", name)
+            try:
+                figures += SCENARIOS[name](ws)
+            except Exception:  # noqa: BLE001 - report the scenario that failed, run the others
+                errors[name] = traceback.format_exc()
+                log.error("scenario %s failed:\n%s", name, errors[name])
+        document = report(ws, figures, errors, time.perf_counter() - started)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    if figures:
+        print(table(figures))
+    print(f"\n{mode.name} mode, {mode.records:,} records, {time.perf_counter() - started:.0f} s; wrote {args.out}")
+    if errors:
+        print(f"failed scenarios: {', '.join(errors)}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Refresh listeners: every change set equals the real difference between the two replayed versions."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from combe.consumer import Update
+from tests.support.feed import Feed
+
+
+def difference(before: dict[Any, str], after: dict[Any, str]) -> tuple[set[Any], set[Any], set[Any]]:
+    added = set(after) - set(before)
+    removed = set(before) - set(after)
+    updated = {k for k in set(before) & set(after) if before[k] != after[k]}
+    return added, updated, removed
+
+
+def assert_real(update: Update, feed: Feed) -> None:
+    before, after = feed.states[update.from_version], feed.states[update.to_version]
+    assert (set(update.added), set(update.updated), set(update.removed)) == difference(before, after), update
+
+
+def test_change_sets_equal_the_real_difference_on_every_path(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    feed = Feed(tmp_path, snapshot_every=3)
+    feed.publish([(f"k{i:03d}", {"n": i}) for i in range(150)])
+    updates: list[Update] = []
+    plans: list[str] = []
+    with feed.consumer(max_deltas=3) as consumer:
+        consumer.on_update(updates.append)
+        for _ in range(8):
+            for _ in range(rng.choice([1, 1, 2, 3])):  # sometimes the consumer skips versions
+                changes: list[tuple[Any, Any]] = [(f"k{rng.randrange(180):03d}", {"n": rng.randrange(5)})
+                                                  for _ in range(15)]
+                changes += [(f"k{rng.randrange(180):03d}", None) for _ in range(5)]
+                key = f"k{rng.randrange(150):03d}"  # changed, then changed back within one refresh
+                changes += [(key, {"n": -1}), (key, {"n": rng.randrange(5)})]
+                feed.publish(changes)
+            assert consumer.refresh()
+            plans.append(consumer.status()["last_load"])
+        latest = max(feed.states)
+        for version in (latest - 1, 2, 9, 4, 1, latest):  # rollbacks and jumps, by reverse deltas or snapshots
+            consumer.set_pin(version)
+            plans.append(consumer.status()["last_load"])
+    # Every way a change set is found: deltas from the view, deltas from its snapshot, a whole new snapshot.
+    assert any(p.startswith("the current view") for p in plans), plans
+    assert any("reverse" in p for p in plans), plans
+    assert any("already loaded" in p for p in plans), plans
+    assert any(p.startswith("snapshot") and "already" not in p for p in plans), plans
+    assert len(updates) == 14
+    starts = {u.from_version for u in updates}
+    assert len(starts) > 5
+    for update in updates:
+        assert_real(update, feed)
+    assert any(len(update) for update in updates)
+
+
+def test_a_failing_listener_is_logged_and_does_not_break_refresh(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    feed = Feed(tmp_path)
+    feed.publish([("a", {"n": 1}), ("b", {"n": 2})])
+    seen: list[Update] = []
+    with feed.consumer() as consumer:
+
+        @consumer.on_update
+        def broken(update: Update) -> None:
+            raise RuntimeError("listener bug")
+
+        consumer.on_update(seen.append)
+        feed.publish([("a", {"n": 5}), ("b", None), ("c", {"n": 3})])
+        with caplog.at_level(logging.ERROR, logger="combe.consumer"):
+            assert consumer.refresh()
+        assert consumer.version == 2
+        assert "listener bug" in caplog.text and "broken" in caplog.text
+        assert seen == [Update("movies", 1, 2, frozenset({"c"}), frozenset({"a"}), frozenset({"b"}))]
+        assert consumer.status()["last_error"] is None
+        consumer.remove_listener(broken)
+        feed.publish([("a", {"n": 6})])
+        assert consumer.refresh() and len(seen) == 2
+
+
+def test_a_projected_consumer_hears_about_its_columns(tmp_path: Path) -> None:
+    feed = Feed(tmp_path)
+    feed.publish([("a", {"n": 1, "other": "x"}), ("b", {"n": 2, "other": "y"})])
+    seen: list[Update] = []
+    with feed.consumer(columns=["n"]) as consumer:
+        consumer.on_update(seen.append)
+        feed.publish([("a", {"n": 1, "other": "changed"}), ("b", {"n": 3, "other": "y"})])
+        assert consumer.refresh()
+    assert seen[0].updated == {"b"}  # "a" changed only in a column this consumer does not load

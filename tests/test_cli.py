@@ -230,3 +230,16 @@ def test_get_a_version_that_does_not_exist_exits_1(tmp_path: Path, changelog: Pa
     capsys.readouterr()
     assert main(["get", *dataset, "--at", "7", "up"]) == 1
     assert "no version 7" in capsys.readouterr().err
+
+
+def test_a_corrupted_manifest_exits_1_naming_it(tmp_path: Path, changelog: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    dataset = ["--store", str(tmp_path / "store"), "--dataset", "movies"]
+    assert main(["publish", "--source", str(changelog), *dataset, "--once"]) == 0
+    manifest = tmp_path / "store" / "movies" / "versions" / "000000000001.json"
+    manifest.write_text(manifest.read_text().replace('"format_version": 1', '"format_version": 9'))
+    capsys.readouterr()
+    for command in (["inspect"], ["get", "up"]):
+        assert main([command[0], *dataset, *command[1:]]) == 1
+        error = capsys.readouterr().err
+        assert f"{manifest} has format_version 9" in error and "Upgrade combe" in error, error

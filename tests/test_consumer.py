@@ -11,7 +11,7 @@ import pytest
 
 from combe.consumer import Consumer
 from combe.format.dataset import Dataset
-from combe.format.errors import IntegrityError, StoreError
+from combe.format.errors import FormatError, IntegrityError, StoreError
 from combe.format.manifest import Pointer, utc_now
 from combe.producer import PublishOptions, Publisher, open_source
 from tests.support.changelog import append_jsonl, canon, replay, table_state
@@ -114,6 +114,16 @@ def test_a_corrupted_reverse_delta_is_refused_on_rollback(tmp_path: Path) -> Non
         with pytest.raises(IntegrityError, match=reverse.name):
             consumer.set_pin(2)
         assert consumer.version == 3 and state_of(consumer) == feed.states[3]
+
+
+@pytest.mark.parametrize("name", ["announced.json", "versions/000000000001.json"])
+def test_a_truncated_manifest_or_announcement_is_a_format_error(tmp_path: Path, name: str) -> None:
+    feed = Feed(tmp_path)
+    feed.publish(movies(5, 2000))
+    path = Path(feed.store) / "movies" / name
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(FormatError, match=f"{path}.* is not valid JSON"):
+        Consumer(feed.store, "movies")
 
 
 # -- readers during refresh --------------------------------------------------------------------

@@ -311,3 +311,29 @@ def test_kill_script_is_real(tmp_path: Path, store: str, changelog: Path) -> Non
                           text=True, timeout=60, env={**os.environ})
     assert done.returncode == 1 and "the kill did not happen" in done.stderr
     assert Dataset.open(store, "movies").announced().version == 1
+
+
+@pytest.mark.parametrize("every, ratio, snapshots", [
+    (3, 1e9, [True, False, False, True, False, False, True]),  # by version count
+    (100, 0.01, [True] * 7),                                    # deltas pass 1% of the snapshot at once
+    (100, 1e9, [True] + [False] * 6),
+])
+def test_snapshot_policy(store: str, changelog: Path, every: int, ratio: float, snapshots: list[bool]) -> None:
+    append_jsonl(changelog, FIRST)
+    assert publish(store, changelog, snapshot_every=every, snapshot_ratio=ratio).version == 1
+    for version in range(2, 8):
+        append_jsonl(changelog, [(f"m{version}", {"title": f"v{version}", "year": 2000 + version})])
+        assert publish(store, changelog, snapshot_every=every, snapshot_ratio=ratio).version == version
+    dataset = Dataset.open(store, "movies")
+    manifests = [dataset.manifest(v) for v in range(1, 8)]
+    assert [m.snapshot is not None for m in manifests] == snapshots
+    last_snapshot = 0
+    for manifest in manifests:
+        last_snapshot = manifest.version if manifest.snapshot else last_snapshot
+        assert manifest.snapshot_version == last_snapshot
+        assert (manifest.delta is None) == (manifest.version == 1) == (manifest.reverse is None)
+        for ref in (manifest.snapshot, manifest.delta, manifest.reverse):
+            if ref is not None:
+                assert len(dataset.read_blob(ref)) == ref.bytes  # read_blob verifies the sha256
+    assert stored_state(store, 7) == replay(FIRST + [(f"m{v}", {"title": f"v{v}", "year": 2000 + v})
+                                                     for v in range(2, 8)])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from combe.consumer import Consumer, View
+from combe.format.manifest import BlobRef
 from combe.format.dataset import Dataset
 from combe.producer import PublishOptions, Publisher, RecordFormat, open_source
 from tests.support.changelog import Change, append_jsonl, canon, replay, table_state
@@ -48,3 +49,23 @@ def lookup_state(view: View, keys: list[Any]) -> dict[Any, str]:
     one_by_one = [view.get(key) for key in keys]
     assert view.get_many(keys) == one_by_one
     return {key: canon(record) for key, record in zip(keys, one_by_one) if record is not None}  # type: ignore[misc]
+
+
+def record_reads(consumer: Consumer) -> list[str]:
+    """The blob paths this consumer fetches from now on (the real reads, recorded on the way)."""
+    reads: list[str] = []
+    read = consumer.dataset.read_blob
+
+    def recording(ref: BlobRef) -> bytes:
+        reads.append(ref.path)
+        return read(ref)
+
+    consumer.dataset.read_blob = recording  # type: ignore[method-assign]
+    return reads
+
+
+def blob(feed: Feed, version: int, kind: str) -> str:
+    """The path of ``version``'s snapshot, delta or reverse blob."""
+    ref = getattr(feed.dataset.manifest(version), kind)
+    assert ref is not None
+    return str(ref.path)

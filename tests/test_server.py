@@ -35,7 +35,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
 
 @pytest.fixture(scope="module")
 def app(published: Published) -> Iterator[Flask]:
-    app = create_app(str(published.store), ["movies", "counts"], ready_timeout=10,
+    app = create_app(str(published.store), ["movies", "counts"],
                      settings=Settings(batch_limit=5, max_body_bytes=2000, page_size=4, index=("genre", "year")))
     yield app
     app.extensions["combe"].close()
@@ -315,7 +315,7 @@ def test_metrics_in_prometheus_text_format(client: FlaskClient) -> None:
 def test_not_ready_until_published_then_follows_new_versions(tmp_path: Path) -> None:
     published = Published(tmp_path / "store", tmp_path)
     published.publish("other", [("a", {"x": 1})])  # the store exists; "films" does not yet
-    app = create_app(str(published.store), ["films"], settings=Settings(refresh_interval=0.1))
+    app = create_app(str(published.store), ["films"], settings=Settings(refresh_interval=0.1, ready_wait=0))
     client = app.test_client()
     try:
         assert client.get("/healthz").status_code == 200
@@ -344,7 +344,7 @@ def test_not_ready_until_published_then_follows_new_versions(tmp_path: Path) -> 
 def test_refresh_errors_are_counted_and_shown(tmp_path: Path) -> None:
     published = Published(tmp_path / "store", tmp_path)
     published.publish("films", [("a", movie(1))])
-    app = create_app(str(published.store), ["films"], ready_timeout=10, settings=Settings(refresh_interval=0.05))
+    app = create_app(str(published.store), ["films"], settings=Settings(refresh_interval=0.05))
     client = app.test_client()
     announced = published.store / "films" / "announced.json"
     good = announced.read_bytes()

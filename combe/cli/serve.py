@@ -80,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
         if args.dev:
             serve_dev(factory, listen)
         else:
-            serve_gunicorn(factory, listen, scratch / "metrics")
+            serve_gunicorn(factory, listen, scratch / "metrics", settings.ready_wait)
     return 0

@@ -36,11 +36,13 @@ class _JSON(DefaultJSONProvider):
 
 def create_app(store: str | None = None, datasets: Iterable[str] = (), *, consumers: Iterable[Consumer] = (),
                settings: Settings | None = None, cache_dir: str | Path | None = None,
-               storage_options: dict[str, Any] | None = None, ready_timeout: float = 0.0) -> Flask:
+               storage_options: dict[str, Any] | None = None) -> Flask:
     """A flask app answering for ``datasets`` in ``store`` (loaded in the background) and for ``consumers``.
 
-    ``ready_timeout`` waits that long for every dataset to load before
-    returning. ``app.extensions["combe"].close()`` stops the background work.
+    It returns once every dataset has loaded, or after ``settings.ready_wait``
+    seconds (datasets still loading then answer 503 until they load), so a
+    gunicorn worker accepts requests only when it can answer them.
+    ``app.extensions["combe"].close()`` stops the background work.
     """
     settings = settings or Settings()
     catalog = Catalog(store, datasets, refresh_interval=settings.refresh_interval, cache_dir=cache_dir,
@@ -55,8 +57,7 @@ def create_app(store: str | None = None, datasets: Iterable[str] = (), *, consum
     app.before_request(_started)
     app.after_request(_finish)
     catalog.start(on_tick=server.metrics.update)
-    if ready_timeout:
-        catalog.wait_ready(ready_timeout)
+    catalog.wait_ready(settings.ready_wait)
     return app
 
 

@@ -65,8 +65,13 @@ def scratch_directory(prefix: str) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def serve_gunicorn(factory: AppFactory, listen: Listen, metrics_dir: Path) -> None:
-    """Run gunicorn in this process until SIGTERM or SIGINT (graceful: in-flight requests finish)."""
+def serve_gunicorn(factory: AppFactory, listen: Listen, metrics_dir: Path, ready_wait: float) -> None:
+    """Run gunicorn in this process until SIGTERM or SIGINT (graceful: in-flight requests finish).
+
+    A worker builds its app (waiting up to ``ready_wait`` seconds for its
+    datasets) before it accepts a request; gunicorn's worker timeout is
+    kept above that so a slow load is not taken for a hung worker.
+    """
     try:
         from gunicorn.app.base import BaseApplication
     except ImportError as exc:
@@ -94,6 +99,7 @@ def serve_gunicorn(factory: AppFactory, listen: Listen, metrics_dir: Path) -> No
         "threads": listen.threads,
         "worker_class": "gthread" if listen.threads > 1 else "sync",
         "graceful_timeout": listen.graceful_timeout,
+        "timeout": max(30, int(ready_wait) + 30),
         "proc_name": "combe-serve",
         "accesslog": "-" if listen.access_log else None,
         "loglevel": logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),

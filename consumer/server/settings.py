@@ -21,6 +21,8 @@ class Settings:
     page_size: int = _setting(100, "items per page when a paged route gets no limit=")
     page_limit: int = _setting(1000, "largest limit= a paged route accepts")
     refresh_interval: float = _setting(10.0, "seconds between polls of each dataset's announcement")
+    ready_wait: float = _setting(20.0, "seconds a starting worker waits for its datasets before it accepts "
+                                       "requests; any still loading then answer 503 until they load")
     index: tuple[str, ...] = _setting((), "a field /query can match, in every dataset that has it (repeatable); "
                                           "the key field always can")
 
@@ -32,6 +34,8 @@ class Settings:
             raise ConfigError("--page-size must not exceed --page-limit")
         if self.refresh_interval <= 0:
             raise ConfigError("--refresh-interval must be above 0 seconds")
+        if self.ready_wait < 0:
+            raise ConfigError("--ready-wait must be 0 seconds or more")
 
 
 def setting_help() -> list[tuple[str, type, Any, str]]:

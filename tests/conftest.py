@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from combe.format.store import Store
+    from tests.support.fault_proxy import FaultProxy
     from tests.support.kafka_broker import KafkaBroker
+    from tests.support.s3_server import S3Server
 
 
 @pytest.fixture(autouse=True)
@@ -29,3 +33,43 @@ def kafka_broker() -> Iterator[KafkaBroker]:
 
     with KafkaBroker() as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One S3 server (moto, over HTTP) for the session: starting it costs a second, prefixes nothing."""
+    from tests.support.s3_server import BUCKET, S3Server  # imported here: only S3 tests need moto
+
+    with S3Server() as server:
+        server.make_bucket(BUCKET)
+        yield server
+
+
+@pytest.fixture
+def s3_url(s3_server: S3Server) -> str:
+    """A fresh, empty ``s3://`` store in the test bucket."""
+    from tests.support.s3_server import BUCKET
+
+    return f"s3://{BUCKET}/{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def s3_store_factory(s3_server: S3Server) -> Callable[..., Store]:
+    """Opens a store at a fresh prefix of the test bucket, optionally through another endpoint (a proxy)."""
+    from combe.format.store import open_store
+    from tests.support.s3_server import BUCKET
+
+    def make(endpoint_url: str | None = None, **options: Any) -> Store:
+        storage_options = {**s3_server.storage_options(endpoint_url), **options}
+        return open_store(f"s3://{BUCKET}/{uuid.uuid4().hex}", storage_options)
+
+    return make
+
+
+@pytest.fixture
+def fault_proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
+    """A proxy in front of the S3 server that fails, delays or drops requests on cue and logs them."""
+    from tests.support.fault_proxy import FaultProxy
+
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        yield proxy

@@ -19,37 +19,11 @@ from combe.format.errors import ConfigError, ObjectNotFound, StoreError, StoreUn
 from combe.format.store import Store, open_store
 from combe.format.store_s3 import DEFAULT_RETRY_DEADLINE
 from tests.support.fault_proxy import FaultProxy
-from tests.support.s3_server import S3Server
+from tests.support.s3_server import BUCKET, S3Server
 
-BUCKET = "combe-tests"
 RACERS = 16
 
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """One S3 server for the session: starting it costs a second, buckets and prefixes nothing."""
-    with S3Server() as server:
-        yield server
-
-
-@pytest.fixture
-def s3_store_factory(s3_server: S3Server) -> Callable[..., Store]:
-    """Opens a store at a fresh prefix of the test bucket, optionally through another endpoint."""
-    s3_server.make_bucket(BUCKET)
-
-    def make(endpoint_url: str | None = None, **options: Any) -> Store:
-        storage_options = {**s3_server.storage_options(endpoint_url), **options}
-        return open_store(f"s3://{BUCKET}/{uuid.uuid4().hex}", storage_options)
-
-    return make
-
-
-@pytest.fixture
-def fault_proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
-    with FaultProxy(s3_server.endpoint_url) as proxy:
-        yield proxy
 
 
 @pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])

@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
+BUCKET = "combe-tests"  # the bucket the shared fixtures create; tests use a fresh prefix in it
 # moto accepts any credentials; fixed dummies keep clients from looking for real ones.
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"

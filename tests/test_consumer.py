@@ -269,9 +269,10 @@ def wait_for(condition: Any, timeout: float = 10.0) -> bool:
 def test_background_refresh_picks_up_new_versions_and_close_stops_it(tmp_path: Path) -> None:
     feed = Feed(tmp_path)
     feed.publish(movies(10, 2000))
+    before = set(threading.enumerate())
     consumer = Consumer(feed.store, "movies", refresh_interval=0.05)
     try:
-        threads = [t for t in threading.enumerate() if t.name.startswith("combe-refresh")]
+        threads = [t for t in set(threading.enumerate()) - before if t.name.startswith("combe-refresh")]
         assert len(threads) == 1 and threads[0].daemon
         feed.publish([("m001", {"title": "Two", "year": 2002})])
         assert wait_for(lambda: consumer.version == 2)

@@ -95,13 +95,10 @@ class Base:
         lines = [
             "try:", f"    {encode}", f"except {error}:", f"    {miss}",
             "h = (_crc(b) * _N) >> 32",
-            "j = _ends[h - 1] if h else 0",
-            "e = _ends[h]",
-            "while j < e:",
+            "for j in range(_ends[h - 1] if h else 0, _ends[h]):",
             "    r = _rows[j]",
             f"    if {same}:",
             f"        {hit}",
-            "    j += 1",
             miss,
         ]
         return "".join(f"{indent}{line}\n" for line in lines)

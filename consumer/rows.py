@@ -22,7 +22,24 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+try:
+    import orjson
+except ImportError:  # optional
+    orjson = None
+
 Record = dict[str, Any]
+
+
+def _loads_orjson(text: bytes | str) -> Any:
+    """A JSON column's value: orjson first, the stdlib for what orjson refuses (ints beyond 64 bits, NaN)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+# orjson, when installed, parses the small nested values of a JSON column about 3x faster.
+loads: Callable[[bytes | str], Any] = _loads_orjson if orjson is not None else json.loads
 
 
 def typed_view(buffer: pa.Buffer | None, fmt: str) -> memoryview:
@@ -82,7 +99,7 @@ def record_source(key_field: str, exprs: list[tuple[str, str]]) -> str:
 
 def compile_function(source: str, name: str, env: dict[str, Any]) -> Callable[..., Any]:
     """Compile generated ``source`` defining ``name`` with ``env`` as its globals."""
-    scope: dict[str, Any] = {"_loads": json.loads, **env}
+    scope: dict[str, Any] = {"_loads": loads, **env}
     exec(compile(source, f"<combe generated {name}>", "exec"), scope)  # noqa: S102 - source built here
     function: Callable[..., Any] = scope[name]
     return function
@@ -96,7 +113,7 @@ def column_list(array: pa.Array | None, kind: str, rows: np.ndarray) -> list[Any
     if kind in ("int64", "float64") and taken.null_count == 0:
         return taken.to_numpy().tolist()  # type: ignore[no-any-return]
     if kind == "json":
-        return [None if text is None else json.loads(text) for text in taken.to_pylist()]
+        return [None if text is None else loads(text) for text in taken.to_pylist()]
     if kind in ("string", "binary"):
         return taken.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
     return taken.to_pylist()  # type: ignore[no-any-return]

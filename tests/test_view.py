@@ -226,3 +226,13 @@ def test_readers_never_see_a_torn_version(tmp_path: Path) -> None:
         manifests = [feed.dataset.manifest(v) for v in range(1, 18)]
         assert sum(m.snapshot is None for m in manifests) >= 8  # most versions were reached by deltas
         Invariant.check(consumer.view(), full=True)
+
+
+def test_nested_values_come_back_as_published(tmp_path: Path) -> None:
+    feed = Feed(tmp_path)
+    nested = {"big": 2**70, "list": [1, "two", None, {"x": 1.5}], "text": "ключ"}
+    feed.publish([("a", {"doc": nested, "n": 1}), ("b", {"doc": [1, 2], "n": 2})])
+    with feed.consumer() as consumer:
+        assert consumer.get("a") == {"key": "a", "doc": nested, "n": 1}
+        assert consumer.get_many(["a", "b"] * 20)[:2] == [{"key": "a", "doc": nested, "n": 1},
+                                                          {"key": "b", "doc": [1, 2], "n": 2}]

@@ -69,9 +69,14 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 class _LibrdkafkaLog:
     """librdkafka's own log lines, at debug level: the errors that matter reach the user as SourceErrors
-    that quote them, instead of as a stream of retries on stderr."""
+    that quote the last one, instead of as a stream of retries on stderr. Called from librdkafka's threads."""
+
+    def __init__(self) -> None:
+        self.last_error = ""
 
     def log(self, level: int, message: str, *args: Any) -> None:
+        if level <= 3:  # syslog severity: error or worse
+            self.last_error = str(args[-1] if args else message)
         log.debug("librdkafka: " + message, *args)
 
 
@@ -94,15 +99,17 @@ class KafkaSource(Source):
         for name, why in MANAGED.items():
             if name in settings:
                 raise ConfigError(f"-X {name} cannot be set: {why}")
-        self.group = group or settings.pop("group.id", None) or (f"combe-{dataset}" if dataset else None)
+        group_setting = settings.pop("group.id", None)
+        self.group = group or group_setting or (f"combe-{dataset}" if dataset else None)
         self.rebuild = rebuild
         self.timeout = timeout
         self.batch_messages = batch_messages
         self.read_committed = settings.get("isolation.level", "read_committed") == "read_committed"
         self._last_error = ""
+        self._log = _LibrdkafkaLog()
         self._commit_result: list[TopicPartition] | KafkaException | None = None
         self._lag = 0
-        common: dict[str, Any] = {**settings, "bootstrap.servers": self.bootstrap, "logger": _LibrdkafkaLog(),
+        common: dict[str, Any] = {**settings, "bootstrap.servers": self.bootstrap, "logger": self._log,
                                   "error_cb": self._on_error}
         consumer = {
             "isolation.level": "read_committed", **common,
@@ -170,8 +177,8 @@ class KafkaSource(Source):
             yield from self._fetch(where, ends, pending)
         # Every partition now stands at its start watermark, past any control records or compacted gaps.
         self._lag = 0
-        if not stored:
-            self.rebuild = "never" if self.rebuild == "now" else self.rebuild
+        if not stored and self.rebuild == "now":
+            self.rebuild = "never"  # the forced re-read is done: later cycles resume from its positions
         yield Batch(topic, [], {str(p): end for p, end in ends.items()})
 
     def commit(self, positions: Positions) -> None:
@@ -227,16 +234,18 @@ class KafkaSource(Source):
                 done: list[int] = []
                 p: int
                 o: int
+                end: int
                 for message in messages:
                     if message.error() is None:
                         # A message without an error always has a partition and an offset.
                         p = message.partition()  # type: ignore[assignment]
                         o = message.offset()  # type: ignore[assignment]
-                        if o < limit[p]:
+                        end = limit[p]
+                        if o < end:
                             append(Record(message.key(), message.value(), p, o, o + 1))
-                            if o + 1 < limit[p]:
+                            if o + 1 < end:
                                 continue
-                        elif limit[p] < 0:
+                        elif end < 0:
                             continue
                         # The last record before the watermark, or a later one: the partition is complete.
                         limit[p] = -1
@@ -253,6 +262,9 @@ class KafkaSource(Source):
                     consumer.pause([TopicPartition(topic, p) for p in done])
                 self._lag = sum(ends[p] - where[p] for p in pending)
                 yield Batch(topic, records, {str(tp.partition): where[tp.partition] for tp in assigned})
+        except KafkaException as exc:
+            raise SourceError(f"reading topic {topic} at {self.bootstrap} failed: {exc.args[0].str()}",
+                              source=self.uri) from exc
         finally:
             consumer.unassign()
 
@@ -348,8 +360,11 @@ class KafkaSource(Source):
             raise SourceError(f"topic {self.topic} at {self.bootstrap}: {error.str()}", source=self.uri) from exc
 
     def _unreachable(self, exc: BaseException) -> SourceError:
-        detail = self._last_error or (exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError)
-                                      else "timed out")
+        # Log lines and error callbacks wait in the consumer's queue until served; nothing is assigned here,
+        # so a poll serves them and returns no data.
+        self._consumer.poll(0)
+        detail = self._log.last_error or self._last_error or (
+            exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else "timed out")
         return SourceError(f"cannot reach Kafka at {self.bootstrap} within {self.timeout:g} s ({detail}); check "
                            "the address and any -X security settings", source=self.uri)
 

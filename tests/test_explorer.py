@@ -1,0 +1,113 @@
+"""The explorer page in a real headless Chromium (Debian's chromium and chromium-driver, driven by selenium).
+
+The page is served by the real app on 127.0.0.1; the test picks a dataset,
+looks keys up, reads the version history and a version's changes, and keeps
+a screenshot in test-artifacts/explorer.png.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+from werkzeug.serving import make_server
+
+from combe.consumer.server import create_app
+from tests.support.served import Published, publish_all
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1100")
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
+    return publish_all(tmp_path_factory.mktemp("explorer"))
+
+
+@pytest.fixture(scope="module")
+def base_url(published: Published) -> Iterator[str]:
+    app = create_app(str(published.store), ["movies", "counts"])
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="explorer-test-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+    app.extensions["combe"].close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait_for(browser: WebDriver, css: str) -> None:
+    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, css))
+
+
+def look_up(browser: WebDriver, key: str) -> None:
+    message = browser.find_element(By.ID, "lookup-message")
+    browser.execute_script("arguments[0].textContent = ''", message)
+    field = browser.find_element(By.ID, "key")
+    field.clear()
+    field.send_keys(key)
+    browser.find_element(By.CSS_SELECTOR, "#lookup button[type=submit]").click()
+    WebDriverWait(browser, 10).until(lambda b: message.text)
+
+
+def test_explorer_looks_up_keys_and_shows_history_and_changes(browser: WebDriver, base_url: str,
+                                                               published: Published) -> None:
+    browser.get(base_url + "/")
+    wait_for(browser, "body[data-dataset=movies]")
+    facts = browser.find_element(By.ID, "facts").text
+    assert "3" in facts and str(len(published.latest("movies"))) in facts
+
+    look_up(browser, "m2")
+    assert json.loads(browser.find_element(By.ID, "record").text) == published.latest("movies")["m2"]
+    assert browser.find_element(By.ID, "lookup-message").text == "version 3"
+
+    versions = [row.get_attribute("data-version")
+                for row in browser.find_elements(By.CSS_SELECTOR, "#versions tbody tr")]
+    assert versions == ["3", "2", "1"]
+    browser.find_element(By.CSS_SELECTOR, "#versions tr[data-version='2'] button").click()
+    wait_for(browser, "body[data-changes='2']")
+    rows = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")[:2]]
+            for row in browser.find_elements(By.CSS_SELECTOR, "#changes tbody tr")]
+    assert rows == [["removed", "m1"], ["added", "m100"], ["updated", "m2"]]
+    assert "+1 added, ~1 updated, -1 removed since version 1" in browser.find_element(By.ID, "changes-summary").text
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "explorer.png"))
+
+    look_up(browser, "m1")
+    assert "no record with key 'm1'" in browser.find_element(By.ID, "lookup-message").text
+    assert not browser.find_element(By.ID, "record").is_displayed()
+
+    Select(browser.find_element(By.ID, "dataset")).select_by_value("counts")
+    wait_for(browser, "body[data-dataset=counts]")
+    look_up(browser, "-2")
+    assert json.loads(browser.find_element(By.ID, "record").text) == {"key": -2, "n": -2, "square": 4}
+    look_up(browser, "two")
+    assert "int64" in browser.find_element(By.ID, "lookup-message").text
+
+    errors = [entry for entry in browser.get_log("browser")
+              if entry["level"] == "SEVERE" and "the server responded with a status of 4" not in entry["message"]]
+    assert errors == []

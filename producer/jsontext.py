@@ -23,7 +23,15 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _stdlib_loads(data: bytes | str) -> Any:
-    return json.loads(data, parse_constant=_refuse_constant)
+    value = json.loads(data, parse_constant=_refuse_constant)
+    # A \uD800-style escape can decode to a lone surrogate, which is not text
+    # and would fail much later, inside Arrow. Refuse it here, as orjson does.
+    if (b"\\ud" if isinstance(data, bytes) else "\\ud") in data.lower():
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ValueError("the JSON holds a lone surrogate escape, which is not valid text") from None
+    return value
 
 
 if HAVE_ORJSON:

@@ -3,12 +3,16 @@
 The position is the byte offset after the last line folded, so publishing an
 appended file again continues exactly where the announced version stopped.
 A file that has become shorter than that offset was truncated or replaced:
-continuing would skip or refold records, so it is an error. Standard input
-(``-``) cannot be resumed and is read whole every time.
+continuing would skip or refold records, so it is an error. A last line with
+no newline yet may be half written by an appending writer, so it is left for
+the next run (with a warning); standard input (``-``) has ended when it
+ends, so its last line is read, and it cannot be resumed: it is read whole
+every time.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +21,8 @@ from typing import BinaryIO
 from combe.format.errors import SourceError
 
 from .base import Batch, Positions, Record, Source
+
+log = logging.getLogger(__name__)
 
 BATCH_LINES = 8192
 STDIN = "-"
@@ -62,6 +68,10 @@ class FileSource(Source):
         offset = start
         for raw in handle:
             if end is not None and offset >= end:
+                break
+            if end is not None and not raw.endswith(b"\n"):
+                log.warning("%s line %d has no newline yet; it is left for the next run "
+                            "(end the file with a newline if it is complete)", self.stream, line)
                 break
             offset += len(raw)
             text = raw.rstrip(b"\r\n")

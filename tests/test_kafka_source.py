@@ -19,6 +19,7 @@ from combe.format.dataset import Dataset
 from combe.format.errors import BadRecordError, ConfigError, SourceError
 from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat
 from combe.producer.sources.kafka import KafkaSource
+from combe.producer.validators import Limits
 from tests.support.kafka_broker import KafkaBroker
 from tests.support.kafka_data import (
     RESUMABLE, end_offsets, group_offsets, produce, published, random_changes, replay, unique,
@@ -235,6 +236,24 @@ def test_positions_older_than_delete_retention_need_a_rebuild(kafka_broker: Kafk
     result = publish(kafka_broker, topic, dataset, rebuild="auto")
     assert (result.version, result.rebuilt) == (2, True)
     assert published(dataset) == replay(first, second)
+
+
+def test_switching_topics_needs_a_rebuild(kafka_broker: KafkaBroker, dataset: Dataset) -> None:
+    old, new = unique("old"), unique("new")
+    for topic in (old, new):
+        kafka_broker.create_topic(topic, partitions=1, config=RESUMABLE)
+    first = [(f"k{i}", {"n": i}) for i in range(10)]
+    second = [(f"k{i}", {"n": i}) for i in range(5, 12)]
+    produce(kafka_broker.bootstrap, old, first)
+    produce(kafka_broker.bootstrap, new, second)
+    publish(kafka_broker, old, dataset)
+
+    with pytest.raises(SourceError, match=rf"folded from {old}, not from this topic.*--rebuild"):
+        publish(kafka_broker, new, dataset)
+    result = publish(kafka_broker, new, dataset, rebuild="now", options=PublishOptions(limits=Limits(max_removed=None)))
+    assert (result.added, result.updated, result.removed) == (2, 0, 5)
+    assert published(dataset) == replay(second)
+    assert positions(dataset) == {new: {"0": 7}}
 
 
 def _messages(broker: KafkaBroker, topic: str, partitions: int) -> list[tuple[bytes | None, bytes | None]]:

@@ -147,9 +147,11 @@ class KafkaSource(Source):
             return True
         offsets = self._offsets(self._partitions())
         stored = positions.get(self.topic, {})
-        problems = _position_problems(stored, offsets)
-        if not problems:
-            problems = self._stale(stored, offsets, recorded_at)
+        if positions and not stored:
+            # Folding this topic on top of another's state would keep every key only the other one had.
+            problems = [f"the announced version was folded from {', '.join(sorted(positions))}, not from this topic"]
+        else:
+            problems = _position_problems(stored, offsets) or self._stale(stored, offsets, recorded_at)
         if not problems:
             return False
         message = f"topic {self.topic}: {'; '.join(problems)}"

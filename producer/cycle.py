@@ -38,6 +38,8 @@ from .validators import Limits, ValidationContext, Validator, run_validators
 log = logging.getLogger(__name__)
 
 ON_BAD_RECORD = ("fail", "skip")
+# Compare-and-swaps of the announcement lost only to pin changes before the cycle gives up.
+ANNOUNCE_ATTEMPTS = 5
 
 
 def default_producer_id() -> str:
@@ -188,8 +190,14 @@ class Publisher:
             log.info("%s: %d messages, no change; nothing to publish", self.dataset.name, messages)
             return CycleResult("noop", base.announced.version, messages, bad, seconds=time.monotonic() - started,
                                rebuilt=rebuild)
-        manifest, written = self._write_version(base, result, positions, messages, bad, bool(changes.retyped))
-        self._announce(manifest, base.announced)
+        try:
+            manifest, written = self._write_version(base, result, positions, messages, bad, bool(changes.retyped))
+            self._announce(manifest, base.announced)
+        except ConflictError:
+            # Another producer's version is announced now: the state kept from this producer's last
+            # version is stale, so drop it; the next cycle loads the winner's state and its positions.
+            self._cached = None
+            raise
         self._cached = (manifest.version, result.state)
         self.source.commit(positions)
         log.info("%s: published version %d (+%d ~%d -%d)", self.dataset.name, manifest.version,
@@ -305,13 +313,22 @@ class Publisher:
         run_validators([*self.options.limits.validators(), *self.options.validators], context)
 
     def _announce(self, manifest: Manifest, announced: Announced) -> None:
-        pin = announced.pointer.pin if announced.pointer else None
-        pointer = Pointer(self.dataset.name, manifest.version, utc_now(), self.options.producer_id, pin)
-        if self.dataset.announce(pointer, announced.tag) is not None:
-            return
-        # Lost the swap. If the winner announced this very manifest (it adopted it), we are done.
-        if self.dataset.announced().version == manifest.version:
-            return
+        """Move the announcement from ``announced`` (the manifest's parent) to the manifest, by compare-and-swap.
+
+        A swap lost to a pin change (``combe pin``: same version, new tag) is tried again on top of it.
+        """
+        for _ in range(ANNOUNCE_ATTEMPTS):
+            pin = announced.pointer.pin if announced.pointer else None
+            pointer = Pointer(self.dataset.name, manifest.version, utc_now(), self.options.producer_id, pin)
+            if self.dataset.announce(pointer, announced.tag) is not None:
+                return
+            announced = self.dataset.announced()
+            # If another producer announced this very manifest (it adopted it, maybe publishing more on
+            # top since), it is announced: versions only ever advance one by one.
+            if (announced.version or 0) >= manifest.version:
+                return
+            if announced.version != manifest.parent:
+                break
         raise ConflictError(f"{self.dataset.name}: another producer announced a version while this one "
                             f"was publishing version {manifest.version}; nothing was announced by this one",
                             dataset=self.dataset.name, version=manifest.version)

@@ -4,7 +4,8 @@ Clients use the proxy's ``url`` as their endpoint; it relays each request to ``u
 unchanged (including the Host header, which the request signature covers). Tests tell it at
 run time to answer 500/503 with an S3 error body, to delay answers, or to drop connections
 without answering (before relaying, or after: the server acted but the client never hears), for
-the next N requests or until ``clear()``. It logs every exchange, so a test can count GETs or
+the next N requests or until ``clear()``; optionally only requests of one method whose path
+contains a given text (``method="PUT", path="/versions/"``: the manifest write). It logs every exchange, so a test can count GETs or
 check that an answer carried no body.
 """
 
@@ -48,6 +49,11 @@ class _Fault:
     status: int = 0
     seconds: float = 0.0
     relay_first: bool = False  # for "drop": let the server act, then lose its answer
+    method: str | None = None  # affect only requests of this method...
+    path: str | None = None  # ...whose path contains this
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (self.path is None or self.path in path)
 
 
 class FaultProxy:
@@ -90,19 +96,22 @@ class FaultProxy:
 
     # -- faults -------------------------------------------------------------
 
-    def fail(self, status: int = 503, times: int | None = None) -> None:
+    def fail(self, status: int = 503, times: int | None = None, *, method: str | None = None,
+             path: str | None = None) -> None:
         """Answer ``status`` (500 or 503) with an S3 error body instead of relaying."""
         if status not in _S3_ERRORS:
             raise ValueError(f"status must be one of {sorted(_S3_ERRORS)}")
-        self._set(_Fault("fail", times, status=status))
+        self._set(_Fault("fail", times, status=status, method=method, path=path))
 
-    def delay(self, seconds: float, times: int | None = None) -> None:
+    def delay(self, seconds: float, times: int | None = None, *, method: str | None = None,
+              path: str | None = None) -> None:
         """Relay, but hold the answer back for ``seconds``."""
-        self._set(_Fault("delay", times, seconds=seconds))
+        self._set(_Fault("delay", times, seconds=seconds, method=method, path=path))
 
-    def drop(self, times: int | None = None, after_relay: bool = False) -> None:
+    def drop(self, times: int | None = None, after_relay: bool = False, *, method: str | None = None,
+             path: str | None = None) -> None:
         """Close the connection without answering: before relaying, or after (the server acted)."""
-        self._set(_Fault("drop", times, relay_first=after_relay))
+        self._set(_Fault("drop", times, relay_first=after_relay, method=method, path=path))
 
     def clear(self) -> None:
         """Relay faithfully again and forget the exchanges seen so far."""
@@ -114,11 +123,13 @@ class FaultProxy:
         with self._lock:
             self._fault = fault
 
-    def _take_fault(self) -> _Fault | None:
-        """The fault for this request, counting it against the fault's budget."""
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        """The fault for this request if it applies to it, counting it against the fault's budget."""
         with self._lock:
             fault = self._fault
-            if fault is not None and fault.remaining is not None:
+            if fault is None or not fault.matches(method, path):
+                return None
+            if fault.remaining is not None:
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self._fault = None
@@ -163,7 +174,7 @@ class FaultProxy:
         if "chunked" in request.headers.get("Transfer-Encoding", ""):
             raise NotImplementedError("the fault proxy relays only Content-Length request bodies")
         body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
-        fault = self._take_fault()
+        fault = self._take_fault(method, path)
         if fault is not None and fault.kind == "drop":
             if fault.relay_first:
                 self._relay(method, path, request, body)

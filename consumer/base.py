@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from combe.format.index import build_index, split_index
 from combe.format.schema import Schema, type_of_field
 
-from .rows import byte_slicer, compile_function, typed_view
+from .rows import ColumnReader, byte_slicer, compile_function, typed_view
 
 if TYPE_CHECKING:
     from .indexes import BaseIndex, Fields
@@ -72,8 +72,16 @@ class Base:
         # Secondary indexes over these rows, shared by every View on this Base (indexes.py).
         self.indexes: dict[Fields, BaseIndex] = {}
         self.index_lock = threading.Lock()
+        self._readers: dict[tuple[str, str], ColumnReader] = {}
         self.find: Callable[[Any], int] = compile_function(
             "def find(key):\n" + self.lookup_source("return r", "return -1"), "find", self.lookup_env)
+
+    def column_reader(self, name: str, kind: str) -> ColumnReader:
+        """The batch reader of column ``name`` (read as ``kind``), made once per Base."""
+        found = self._readers.get((name, kind))
+        if found is None:
+            found = self._readers[(name, kind)] = ColumnReader(self.arrays.get(name), kind)
+        return found
 
     @property
     def nbytes(self) -> int:

@@ -105,18 +105,49 @@ def compile_function(source: str, name: str, env: dict[str, Any]) -> Callable[..
     return function
 
 
-def column_list(array: pa.Array | None, kind: str, rows: np.ndarray) -> list[Any]:
-    """Values of ``array`` at ``rows`` as a Python list (None for nulls), built in C where possible."""
-    if array is None or kind == "null":
-        return [None] * len(rows)
-    taken = array.take(pa.array(rows, pa.int64()))
-    if kind in ("int64", "float64") and taken.null_count == 0:
-        return taken.to_numpy().tolist()  # type: ignore[no-any-return]
-    if kind == "json":
-        return [None if text is None else loads(text) for text in taken.to_pylist()]
-    if kind in ("string", "binary"):
-        return taken.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
-    return taken.to_pylist()  # type: ignore[no-any-return]
+class ColumnReader:
+    """Values of one column at many rows as a Python list (None for nulls), built in C where possible.
+
+    Fixed-width values come from numpy views of the Arrow buffers (zero-copy;
+    a fancy index and ``tolist``), validity bits are read for the asked rows
+    only; strings go through Arrow ``take``.
+    """
+
+    def __init__(self, array: pa.Array | None, kind: str) -> None:
+        self.array, self.kind = array, kind
+        if array is None or kind == "null":
+            return
+        buffers, offset, length = array.buffers(), array.offset, len(array)
+        self.bits = None if not array.null_count else np.frombuffer(buffers[0], np.uint8)
+        self.offset = offset
+        if kind in ("int64", "float64"):
+            self.values_np = np.frombuffer(buffers[1], np.int64 if kind == "int64" else np.float64,
+                                           count=length, offset=offset * 8) if length else np.zeros(0)
+        elif kind == "bool":
+            self.values_np = np.frombuffer(buffers[1], np.uint8) if length else np.zeros(0, np.uint8)
+
+    def _bit(self, bits: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        at = rows + self.offset
+        return (bits[at >> 3] >> (at & 7).astype(np.uint8)) & 1  # type: ignore[no-any-return]
+
+    def values(self, rows: np.ndarray, indices: pa.Array) -> list[Any]:
+        """``rows`` as numpy int64, ``indices`` the same rows as an Arrow array."""
+        kind, array = self.kind, self.array
+        if array is None or kind == "null":
+            return [None] * len(rows)
+        if kind in ("string", "binary", "json"):
+            taken = array.take(indices)
+            if kind == "json":
+                return [None if text is None else loads(text) for text in taken.to_pylist()]
+            return taken.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
+        if kind == "bool":
+            out = self._bit(self.values_np, rows).astype(bool).tolist()
+        else:
+            out = self.values_np[rows].tolist()
+        if self.bits is not None:
+            for i in np.flatnonzero(self._bit(self.bits, rows) == 0).tolist():
+                out[i] = None
+        return out  # type: ignore[no-any-return]
 
 
 def batch_builder(key_field: str, names: list[str]) -> Callable[[list[Any], list[list[Any]]], list[Record]]:

@@ -28,7 +28,7 @@ from combe.format.schema import Schema, conform, json_text
 
 from .base import Base
 from .indexes import Fields, Index, base_index, normalize_fields
-from .rows import Record, batch_builder, column_list, compile_function, record_source, value_source
+from .rows import Record, batch_builder, compile_function, record_source, value_source
 
 # Below this many keys, get_many looks keys up one by one: the vectorised path has a fixed cost.
 BATCH_MIN = 32
@@ -85,6 +85,7 @@ class View:
         # (Arrow type null) and typed by a later version reads as None, and the reverse.
         self._kinds = [base.kinds.get(name, kind) for name, kind in self.schema.columns.items()]
         self._build = batch_builder(self.schema.key_field, self._names)
+        self._readers = [base.column_reader(name, kind) for name, kind in self.schema.columns.items()]
         self.get = self._compile_get()
         key_type = self.schema.to_arrow().field(self.schema.key_field).type
         self._overlay_keys = pa.array(list(self.overlay), key_type)
@@ -164,8 +165,8 @@ class View:
 
     def _records(self, keys: list[Any], rows: np.ndarray) -> list[Record]:
         """The base's records at ``rows`` (whose keys are ``keys``), built columnwise."""
-        arrays = self.base.arrays
-        columns = [column_list(arrays.get(name), kind, rows) for name, kind in zip(self._names, self._kinds)]
+        indices = pa.array(rows, pa.int64())
+        columns = [reader.values(rows, indices) for reader in self._readers]
         return self._build(keys, columns)
 
     def records_at(self, rows: np.ndarray) -> list[Record]:

@@ -44,13 +44,16 @@ def test_get_and_get_many_equal_the_replay_through_deltas_and_removals(tmp_path:
 
 def test_int64_keys_one_by_one_and_in_batches(tmp_path: Path) -> None:
     feed = Feed(tmp_path, key_type="int64")
-    feed.publish([(i * 3, movie(i)) for i in range(200)])
-    feed.publish([(1, movie(1)), (3, None), (600, movie(600))])
+    feed.publish([(i * 3, movie(i)) for i in range(200)] + [(602, {"title": "sparse"})])
+    feed.publish([(1, movie(1)), (3, None), (600, movie(600)), (601, {"title": "nulls elsewhere"})])
     with feed.consumer() as consumer, consumer.view() as view:
         keys = list(range(-5, 650))
         assert lookup_state(view, keys) == feed.states[2]
         assert view.get(6) == view.get("6") == view.get(np.int64(6)) == {"key": 6, **movie(2)}
         assert view.get(2**70) is None
+        assert view.get_many([602] * 40)[0] == {**view.get_many([601] * 40)[0], "key": 602, "title": "sparse"}
+        assert view.get_many([601] * 40)[0] == {"key": 601, "title": "nulls elsewhere", "year": None, "rating": None,
+                                                "seen": None, "tags": None}
         assert view.get_many([str(k) for k in range(40)]) == view.get_many(list(range(40)))
         for wrong in (True, 1.5, "x", None):
             with pytest.raises(KeyTypeError):

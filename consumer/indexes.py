@@ -63,7 +63,7 @@ def _normalize_value(value: Any, kind: str, field: str) -> Any:
                                   "binary": (bytes,)}.get(kind, ())
     if not isinstance(value, expected) or (kind in ("int64", "float64") and isinstance(value, bool)):
         raise KeyTypeError(f"{value!r} is a {type(value).__name__}, but column {field!r} holds {kind} values")
-    return float(value) + 0.0 if kind == "float64" else value  # + 0.0 makes -0.0 equal 0.0 by bytes too
+    return float(value) + 0.0 if kind == "float64" else value  # type: ignore[arg-type]  # + 0.0: -0.0 == 0.0 by bytes
 
 
 def _value_hash(value: Any, kind: str) -> int:
@@ -124,8 +124,8 @@ class BaseIndex:
         order = np.argsort(hashes, kind="stable")
         self.rows = order.astype(np.int32)
         self.hashes = hashes[order].astype(np.uint32)
-        self._hash_view = memoryview(self.hashes)
-        self._order: Sequence[int] | None = None
+        self._hash_view = memoryview(self.hashes)  # type: ignore[arg-type]
+        self._order: range | np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -149,7 +149,7 @@ class BaseIndex:
             values_at = self.values_at
             return np.array([r for r in candidates.tolist() if values_at(r) == values], np.int64)
         taken = pa.array(candidates)
-        match = None
+        match: Any = None
         for array, value in zip(self.arrays, values):
             column = pa.nulls(len(candidates)) if array is None else array.take(taken)
             same = pc.is_null(column) if value is None else pc.fill_null(pc.equal(column, value), False)
@@ -163,9 +163,9 @@ class BaseIndex:
         stop = len(order) if high is None else bisect.bisect_left(order, high, key=self.values_at)
         if isinstance(order, range):
             return np.arange(start, max(start, stop), dtype=np.int64)
-        return order[start:max(start, stop)].astype(np.int64)  # type: ignore[no-any-return]
+        return order[start:max(start, stop)].astype(np.int64)
 
-    def _sorted(self) -> Sequence[int]:
+    def _sorted(self) -> range | np.ndarray:
         """Row numbers in value order, without rows holding a null; built on first use."""
         if self._order is not None:
             return self._order
@@ -173,20 +173,20 @@ class BaseIndex:
         if unsortable:
             raise ConfigError(f"range() needs sortable columns; {', '.join(unsortable)} cannot be ordered")
         if self.fields == (self.base.key_field,):
-            self._order = range(self.base.count)  # the snapshot is sorted by key already
-            return self._order
+            self._order = identity = range(self.base.count)  # the snapshot is sorted by key already
+            return identity
         present = [(f, a) for f, a in zip(self.fields, self.arrays) if a is not None]
         if len(present) < len(self.fields) or not self.base.count:
-            self._order = np.zeros(0, np.int32)  # a column this snapshot lacks is all null
-            return self._order
+            self._order = empty = np.zeros(0, np.int32)  # a column this snapshot lacks is all null
+            return empty
         table = pa.table({f: a for f, a in present})
         order = pc.sort_indices(table, sort_keys=[(f, "ascending") for f in self.fields]).to_numpy()
         valid = np.ones(self.base.count, bool)
         for _, array in present:
             if array.null_count:
                 valid &= array.is_valid().to_numpy(zero_copy_only=False)
-        self._order = order[valid[order]].astype(np.int32)
-        return self._order
+        self._order = sorted_rows = order[valid[order]].astype(np.int32)
+        return sorted_rows
 
 
 def base_index(base: Base, schema: Schema, fields: Fields) -> BaseIndex:

@@ -57,7 +57,9 @@ def changes(old: View, new: View, touched: list[pa.Array] | None) -> Update:
 
 def _diff_keys(old: View, new: View, touched: list[pa.Array]) -> tuple[frozenset[Any], ...]:
     keys = list({key for array in touched for key in array.to_pylist()})
-    added, updated, removed = set(), set(), set()
+    added: set[Any] = set()
+    updated: set[Any] = set()
+    removed: set[Any] = set()
     for key, before, after in zip(keys, old.get_many(keys), new.get_many(keys)):
         if before == after:
             continue

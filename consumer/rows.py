@@ -25,7 +25,7 @@ import pyarrow as pa
 try:
     import orjson
 except ImportError:  # optional
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 Record = dict[str, Any]
 
@@ -45,7 +45,7 @@ loads: Callable[[bytes | str], Any] = _loads_orjson if orjson is not None else j
 def typed_view(buffer: pa.Buffer | None, fmt: str) -> memoryview:
     """A typed memoryview of an Arrow buffer (empty when the buffer is absent)."""
     raw = memoryview(buffer).cast("B") if buffer is not None and buffer.size else memoryview(b"")
-    return raw.cast(fmt) if fmt != "B" else raw
+    return raw.cast(fmt) if fmt != "B" else raw  # type: ignore[call-overload]
 
 
 def byte_slicer(buffer: pa.Buffer | None) -> Any:

@@ -145,7 +145,7 @@ class View:
                 overlaid = np.flatnonzero(in_overlay).tolist()
         hit = np.flatnonzero(rows >= 0)
         if len(hit) == len(keys):
-            return self._records(keys, rows)
+            return self._records(keys, rows)  # type: ignore[return-value]
         out: list[Record | None] = [None] * len(keys)
         if len(hit):
             positions = hit.tolist()

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from combe.format.errors import ConfigError, KeyTypeError
-from tests.support.changelog import canon
 from tests.support.feed import Feed, lookup_state, view_state
 
 

@@ -83,6 +83,9 @@ class Store(ABC):
     def child(self, name: str) -> Store:
         """The same store rooted one folder deeper."""
 
+    def check_publishable(self) -> None:
+        """Raise UnsupportedStore when this store cannot be published to safely; a producer asks first."""
+
     def exists(self, path: str) -> bool:
         from .errors import ObjectNotFound
 
@@ -106,6 +109,9 @@ class ReadOnlyStore(Store, ABC):
             "memory:// or s3://, and read from here.",
             url=self.url,
         )
+
+    def check_publishable(self) -> None:
+        raise self._refuse("create-only write and compare-and-swap")
 
     def write(self, path: str, data: bytes) -> None:
         raise self._refuse("write")

@@ -17,14 +17,17 @@ from .store import ObjectInfo, ReadOnlyStore
 
 class FsspecStore(ReadOnlyStore):
     def __init__(self, protocol: str, path: str, storage_options: dict[str, Any]) -> None:
-        try:
-            self.fs = fsspec.filesystem(protocol, **storage_options)
-        except (ImportError, ValueError) as exc:
-            raise ConfigError(f"cannot open {protocol}:// stores: {exc}") from exc
         self.protocol = protocol
         self.options = storage_options
-        self.root = path.rstrip("/")
-        self.url = f"{protocol}://{self.root}"
+        self.path = path.rstrip("/")
+        self.url = f"{protocol}://{self.path}"
+        try:
+            # url_to_fs, not filesystem(protocol): it gives the path in the form the filesystem wants
+            # (whole URLs for http) and opens chained URLs such as simplecache::gcs://bucket/prefix.
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
+        except (ImportError, ValueError) as exc:
+            raise ConfigError(f"cannot open {protocol}:// stores: {exc}") from exc
+        self.root = self.root.rstrip("/")
 
     def read(self, path: str) -> bytes:
         try:
@@ -51,4 +54,4 @@ class FsspecStore(ReadOnlyStore):
         )
 
     def child(self, name: str) -> FsspecStore:
-        return FsspecStore(self.protocol, f"{self.root}/{name}", self.options)
+        return FsspecStore(self.protocol, f"{self.path}/{name}", self.options)

@@ -105,6 +105,7 @@ class Publisher:
 
     def __init__(self, dataset: Dataset, source: Source, options: PublishOptions | None = None,
                  on_progress: Callable[[int], None] | None = None) -> None:
+        dataset.store.check_publishable()  # before any work: a read-only protocol refuses the first write
         self.dataset = dataset
         self.source = source
         self.options = options or PublishOptions()

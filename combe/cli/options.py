@@ -23,7 +23,16 @@ def key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def storage_options(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(key_values(args.storage_option, "--storage-option"))
+    """--storage-option values, JSON where they parse as JSON so that ``anon=false`` is False, not the
+    (true) string "false", and ``client_kwargs={"region_name": "eu-west-1"}`` is a dict; else the text."""
+    return {key: _option_value(value) for key, value in key_values(args.storage_option, "--storage-option").items()}
+
+
+def _option_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def add_dataset_options(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
@@ -39,7 +48,8 @@ def add_dataset_options(parser: argparse.ArgumentParser, *, many: bool = False) 
         group.add_argument("--dataset", default=os.environ.get("COMBE_DATASET"),
                            help="the dataset's name (default: $COMBE_DATASET)")
     group.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                       help="passed to the fsspec filesystem, e.g. endpoint_url=... (repeatable)")
+                       help="passed to the fsspec filesystem, e.g. endpoint_url=...; a value that parses "
+                            "as JSON is passed as such: anon=true, max_attempts=3 (repeatable)")
 
 
 def require_dataset(args: argparse.Namespace) -> tuple[str, str]:

@@ -1,55 +1,284 @@
 """A local directory of verified blobs, kept decompressed and loaded by memory-mapping.
 
-A blob is downloaded and checked against its manifest's sha256 once; its
-Arrow IPC file is then written under the sha256 (content-addressed, so one
-name can only ever hold one content) by an atomic rename. Later loads, in
-this process or another on the host, map the file: no download, no
-decompression, and the page cache is shared between processes.
+A blob is downloaded and checked against its manifest's sha256 once, then its
+Arrow IPC file is kept as ``<sha256>.arrow`` (named by the compressed blob's
+sha256, so one name only ever holds one content) beside ``<sha256>.check``, a
+small JSON record of what was written: the file's size, the CRC-32 of its
+bytes, its row count and a digest of its Arrow schema. Later loads, in this
+process or another on the host, map the file: no download, no decompression,
+and the page cache is shared between the processes.
+
+Checking a cached file. The manifest's sha256 is of the compressed blob, so it
+cannot check the decompressed file; the ``.check`` record can. Hashing the
+whole file costs a full read, which would turn a millisecond restart into
+seconds for a large snapshot, so:
+
+- every open checks what costs nothing: the size against the record (a
+  truncated or torn file), the Arrow IPC footer and every record batch header
+  (read to map the table), the row count and the schema digest;
+- with ``verify=True`` (``Consumer(verify_cache=True)``) the first open of a
+  file in each BlobCache also compares the CRC-32 of all its bytes, which
+  catches a flipped byte anywhere in the data.
+
+A file that fails either check is removed and the blob fetched again. Files
+are never fsynced: after a power loss a file may be empty or short under its
+final name, and the size check catches exactly that.
+
+Several processes share a directory safely. Files are written under a temporary
+name and renamed into place (atomic: a reader sees a whole file or none), the
+``.check`` record first, so a data file always has its record (or the reader
+treats it as missing). Two processes fetching one blob at once both write it;
+the contents are identical, the last rename wins, and a process that mapped the
+first copy keeps reading it.
+
+Bounded size (``max_bytes``): after each load the least recently used files
+(by modification time, which every open touches) are removed until the ``.arrow``
+files fit, skipping the files any View this process still holds was built from.
+Those are protected even when they alone pass the bound.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from combe.format.codec import decompress, read_ipc
 from combe.format.dataset import Dataset
-from combe.format.errors import CombeError, FormatError
+from combe.format.errors import ConfigError, FormatError
 from combe.format.manifest import BlobRef
+
+if TYPE_CHECKING:
+    from .loader import Loaded
+    from .view import View
 
 log = logging.getLogger(__name__)
 
+DATA = ".arrow"
+CHECK = ".check"
+TEMP_PREFIX = ".incoming-"
+# A temporary file this old was left by a process killed while writing it (writes take seconds).
+STALE_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What was written for one blob: enough to tell a damaged cache file from a whole one."""
+
+    blob: str  # the sha256 of the compressed blob, as its manifest records it
+    size: int
+    crc32: int
+    rows: int
+    schema: str  # sha256 of the serialised Arrow schema, first 32 hex digits
+
+    @classmethod
+    def of(cls, blob: str, ipc: bytes, table: pa.Table) -> _Record:
+        return cls(blob, len(ipc), zlib.crc32(ipc), table.num_rows, _schema_digest(table.schema))
+
+    @classmethod
+    def load(cls, path: Path) -> _Record:
+        fields = json.loads(path.read_bytes())
+        return cls(str(fields["blob"]), int(fields["size"]), int(fields["crc32"]), int(fields["rows"]),
+                   str(fields["schema"]))
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+
+class _Damaged(Exception):
+    """A cached file that does not match its record (never leaves this module)."""
+
+
+def _schema_digest(schema: pa.Schema) -> str:
+    return hashlib.sha256(schema.serialize()).hexdigest()[:32]
+
 
 class BlobCache:
-    def __init__(self, dataset: Dataset, directory: Path) -> None:
+    """Blob tables for a Loader, from ``directory`` when they are there and whole, else fetched and kept."""
+
+    def __init__(self, dataset: Dataset, directory: Path, *, max_bytes: int | None = None,
+                 verify: bool = False) -> None:
+        if max_bytes is not None and max_bytes < 0:
+            raise ConfigError(f"cache_max_bytes={max_bytes}: give a size in bytes, 0 or more")
         self.dataset = dataset
         self.directory = directory
+        self.max_bytes = max_bytes
+        self.verify = verify
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._verified: set[str] = set()  # blobs whose file passed the full check in this process
+        # The blobs each View still alive in this process was built from. Weak keys: a View the
+        # Consumer replaced and no reader holds any more drops out by itself, and its files with it.
+        self._kept: weakref.WeakKeyDictionary[View, frozenset[str]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._remove_stale_temporaries()
 
     def path(self, ref: BlobRef) -> Path:
-        return self.directory / f"{ref.sha256}.arrow"
+        return self.directory / f"{ref.sha256}{DATA}"
 
     def table(self, ref: BlobRef) -> pa.Table:
-        path = self.path(ref)
-        if path.exists():
-            try:
-                return read_ipc(pa.memory_map(str(path)), path=str(path))
-            except (CombeError, OSError) as exc:
-                log.warning("cached blob %s is unreadable (%s); fetching it again", path, exc)
-        data = self.dataset.read_blob(ref)
-        self._store(path, decompress(data, path=f"{self.dataset.url}/{ref.path}"))
-        return read_ipc(pa.memory_map(str(path)), path=str(path))
+        """The blob's table, mapped from the cache file; fetched, verified and cached first if needed."""
+        table = self._open(ref)
+        if table is not None:
+            return table
+        location = f"{self.dataset.url}/{ref.path}"
+        ipc = decompress(self.dataset.read_blob(ref), path=location)  # read_blob checks the sha256
+        fetched = read_ipc(ipc, path=location)
+        self._store(ref, ipc, fetched)
+        # Map what was written, so the pages are shared with other processes; the in-memory copy
+        # serves only if the file is already gone again (removed by another process's eviction).
+        return self._open(ref) or fetched
 
-    def _store(self, path: Path, ipc: bytes) -> None:
-        fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".incoming-", suffix=".arrow")
+    # -- reading -------------------------------------------------------------------
+
+    def _open(self, ref: BlobRef) -> pa.Table | None:
+        """The mapped table if the cached file is there and passes its checks; None otherwise."""
+        data, check = self.path(ref), self.directory / f"{ref.sha256}{CHECK}"
+        try:
+            table = self._checked(ref, _Record.load(check), pa.memory_map(str(data)))
+        except FileNotFoundError:
+            return None  # not cached (or removed meanwhile by another process)
+        except (_Damaged, OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("cached blob %s failed its check (%s); fetching it again", data, exc)
+            self._remove(ref.sha256)
+            return None
+        try:
+            os.utime(data)  # the time of last use, for least-recently-used eviction
+        except OSError:
+            pass  # removed since it was mapped: the mapping stays valid
+        return table
+
+    def _checked(self, ref: BlobRef, record: _Record, mapped: pa.MemoryMappedFile) -> pa.Table:
+        """The table of a cached file that matches its record; _Damaged says what does not."""
+        if record.blob != ref.sha256:
+            raise _Damaged(f"its record names blob {record.blob}")
+        size = mapped.size()
+        if size != record.size:
+            raise _Damaged(f"it has {size} bytes where {record.size} were written")
+        if self.verify and ref.sha256 not in self._verified:
+            crc = zlib.crc32(mapped.read_buffer())
+            mapped.seek(0)
+            if crc != record.crc32:
+                raise _Damaged(f"its CRC-32 is {crc:08x} where {record.crc32:08x} was written")
+            self._verified.add(ref.sha256)
+        try:
+            table = read_ipc(mapped, path=str(self.path(ref)))
+        except FormatError as exc:
+            raise _Damaged(str(exc)) from exc
+        if table.num_rows != record.rows or _schema_digest(table.schema) != record.schema:
+            raise _Damaged("its rows or schema differ from what was written")
+        return table
+
+    # -- writing -------------------------------------------------------------------
+
+    def _store(self, ref: BlobRef, ipc: bytes, table: pa.Table) -> None:
+        """Write the record, then the data file, each under a temporary name renamed into place."""
+        record = _Record.of(ref.sha256, ipc, table)
+        self._write(self.directory / f"{ref.sha256}{CHECK}", record.to_json())
+        self._write(self.path(ref), ipc)
+        if self.verify:
+            self._verified.add(ref.sha256)  # its CRC was just computed from the verified blob
+
+    def _write(self, path: Path, content: bytes) -> None:
+        fd, temp = tempfile.mkstemp(dir=self.directory, prefix=TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(ipc)
-            os.replace(temp, path)  # atomic: other processes see the whole file or none
+                handle.write(content)
+            os.replace(temp, path)  # atomic: other processes see the whole file or the previous one
         except OSError as exc:
-            os.unlink(temp)
-            raise FormatError(f"cannot write cache file {path}: {exc}", path=str(path)) from exc
+            Path(temp).unlink(missing_ok=True)
+            raise FormatError(f"cannot write cache file {path}: {exc}; check the space and permissions "
+                              f"of the cache directory {self.directory}", path=str(path)) from exc
+
+    # -- bounding ------------------------------------------------------------------
+
+    def keep(self, loaded: Loaded, previous: View | None) -> None:
+        """Record which blobs the View just loaded is built from, then evict down to the bound.
+
+        Called by the Consumer after each load; ``previous`` is the View the load started from.
+        """
+        plan = loaded.plan
+        blobs = {ref.sha256 for _, ref in plan.steps}
+        with self._lock:
+            if plan.start == "current" and previous is not None:
+                blobs |= self._kept.get(previous, frozenset())  # the View it extends, deltas included
+            elif plan.snapshot.snapshot is not None:
+                blobs.add(plan.snapshot.snapshot.sha256)
+            self._kept[loaded.view] = frozenset(blobs)
+        try:
+            self.evict()
+        except OSError as exc:  # the new version is served; a cache that cannot shrink only wastes disk
+            log.warning("blob cache %s: cannot evict (%s)", self.directory, exc)
+
+    def evict(self) -> None:
+        """Remove least recently used files no View held in this process needs, until the bound holds."""
+        if self.max_bytes is None:
+            return
+        files = sorted(self._data_files())
+        total = sum(size for _, _, size in files)
+        if total <= self.max_bytes:
+            return
+        with self._lock:
+            # A copy: the weak dictionary loses entries whenever a View is collected, even mid-iteration.
+            needed = frozenset().union(*list(self._kept.values()))
+        removed = 0
+        for _, sha256, size in files:
+            if total <= self.max_bytes:
+                break
+            if sha256 in needed:
+                continue
+            # Unlinking a file another process has mapped is safe on Linux (and macOS): the mapping
+            # keeps the file's pages until it is unmapped; only the name goes, and a later open
+            # finds nothing and fetches the blob again. (Windows refuses; the file then stays.)
+            if self._remove(sha256):
+                total -= size
+                removed += 1
+        if removed:
+            log.info("blob cache %s: evicted %d file(s), %d bytes kept", self.directory, removed, total)
+        if total > self.max_bytes:
+            log.info("blob cache %s holds %d bytes, over its bound of %d: the versions in use need them",
+                     self.directory, total, self.max_bytes)
+
+    def _data_files(self) -> Iterator[tuple[float, str, int]]:
+        """(last use, sha256, bytes) of every cached data file."""
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.endswith(DATA) and not entry.name.startswith("."):
+                    try:
+                        stat = entry.stat()
+                    except FileNotFoundError:
+                        continue  # removed meanwhile by another process
+                    yield stat.st_mtime, entry.name[:-len(DATA)], stat.st_size
+
+    def _remove(self, sha256: str) -> bool:
+        """Remove a blob's data file and then its record; False if the data file cannot be removed."""
+        try:
+            (self.directory / f"{sha256}{DATA}").unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove cached blob %s%s from %s: %s", sha256, DATA, self.directory, exc)
+            return False
+        (self.directory / f"{sha256}{CHECK}").unlink(missing_ok=True)
+        return True
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove files left half-written by killed processes; a writer renames its file within seconds."""
+        cutoff = time.time() - STALE_SECONDS
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.startswith(TEMP_PREFIX):
+                    try:
+                        if entry.stat().st_mtime < cutoff:
+                            os.unlink(entry.path)
+                    except FileNotFoundError:
+                        pass

@@ -21,15 +21,19 @@ from combe.format.dataset import Dataset
 from combe.format.errors import CombeError, ConfigError, DatasetNotFound
 from combe.format.manifest import Pointer
 
+from .cache import BlobCache
 from .indexes import Fields, Index, normalize_fields
 from .listeners import Listener, Listeners, changes
-from .loader import Blobs, Loaded, Loader
+from .loader import Loaded, Loader
 from .rows import Record
 from .view import View
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 300.0
+# After failures the wait doubles, up to this many refresh intervals (and MAX_BACKOFF): a consumer
+# catches up within that many intervals of the store recovering, however long the outage was.
+MAX_BACKOFF_INTERVALS = 16
 
 
 class Consumer:
@@ -39,7 +43,9 @@ class Consumer:
     when ``refresh()`` is called); ``pin`` holds this consumer at one version
     (over the store-wide pin, ``combe pin``); ``cache_dir`` keeps verified
     blobs on local disk, decompressed and memory-mapped, so restarts skip the
-    download and processes share pages; ``columns`` loads only those value
+    download and processes share pages (``cache_max_bytes`` bounds it,
+    ``verify_cache`` hashes each cached file fully on its first use; see
+    consumer/cache.py); ``columns`` loads only those value
     columns (the key always); ``max_deltas`` caps the deltas kept over a
     snapshot before a snapshot is loaded instead (so does a delta chain
     bigger than its snapshot).
@@ -48,14 +54,16 @@ class Consumer:
     def __init__(self, store: str, dataset: str, *, refresh_interval: float | None = None,
                  pin: int | None = None, cache_dir: str | Path | None = None,
                  storage_options: dict[str, Any] | None = None, max_deltas: int = 32,
-                 columns: Collection[str] | None = None) -> None:
+                 columns: Collection[str] | None = None, cache_max_bytes: int | None = None,
+                 verify_cache: bool = False) -> None:
         if isinstance(columns, str):
             raise ConfigError(f"columns={columns!r}: give a list of column names, e.g. columns=[{columns!r}]")
         self._dataset = Dataset.open(store, dataset, storage_options)
         self.name = dataset
         self.pin = pin
         self.refresh_interval = refresh_interval
-        self._loader = Loader(self._dataset, self._blobs(cache_dir), max_deltas=max_deltas, columns=columns)
+        self._cache = self._blob_cache(cache_dir, cache_max_bytes, verify_cache)
+        self._loader = Loader(self._dataset, self._cache, max_deltas=max_deltas, columns=columns)
         # One refresh at a time; readers never take it. Reentrant so that a listener may call refresh().
         self._lock = threading.RLock()
         self._listeners = Listeners(dataset)
@@ -75,18 +83,20 @@ class Consumer:
         self._check_columns(columns, target)
         loaded = self._loader.load(target)
         self._view: View = loaded.view
+        if self._cache is not None:
+            self._cache.keep(loaded, None)
         self.last_plan = loaded.plan.describe()
         self.last_refresh = time.time()
         if refresh_interval:
             self._thread = threading.Thread(target=self._run, name=f"combe-refresh-{dataset}", daemon=True)
             self._thread.start()
 
-    def _blobs(self, cache_dir: str | Path | None) -> Blobs | None:
+    def _blob_cache(self, cache_dir: str | Path | None, max_bytes: int | None, verify: bool) -> BlobCache | None:
         if cache_dir is None:
+            if max_bytes is not None or verify:
+                raise ConfigError("cache_max_bytes and verify_cache apply to a blob cache: give cache_dir too")
             return None
-        from .cache import BlobCache
-
-        return BlobCache(self._dataset, Path(cache_dir))
+        return BlobCache(self._dataset, Path(cache_dir), max_bytes=max_bytes, verify=verify)
 
     def _check_columns(self, columns: Collection[str] | None, version: int) -> None:
         """Refuse a misspelt column before loading anything."""
@@ -190,6 +200,8 @@ class Consumer:
                 self._failed(exc)
                 raise
             self._view = loaded.view  # the swap: one assignment
+            if self._cache is not None:
+                self._cache.keep(loaded, previous)
             self.last_plan = loaded.plan.describe()
             self._succeeded()
             log.info("%s: version %d -> %d by %s", self.name, previous.version, loaded.view.version,
@@ -228,7 +240,7 @@ class Consumer:
         interval = float(self.refresh_interval or 1.0)
         if not self._failures:
             return interval
-        backoff = min(MAX_BACKOFF, interval * 2 ** min(self._failures, 16))
+        backoff = min(MAX_BACKOFF, interval * MAX_BACKOFF_INTERVALS, interval * 2 ** min(self._failures, 16))
         return backoff * random.uniform(0.5, 1.0)
 
     def _run(self) -> None:

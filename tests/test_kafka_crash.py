@@ -48,7 +48,8 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def _publish_command(broker: KafkaBroker, topic: str, store: Path, crash_at: str = "") -> subprocess.CompletedProcess[str]:
+def _publish_command(broker: KafkaBroker, topic: str, store: Path,
+                     crash_at: str = "") -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-c", CRASHING_PUBLISH, crash_at, "publish", "--once", "--source",
             f"kafka://{broker.bootstrap}/{topic}", "--store", str(store), "--dataset", "ds"]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess, values
@@ -58,11 +59,18 @@ class Metrics:
         self.refresh_errors = Counter("combe_dataset_refresh_errors",
                                       "Failed refreshes and failed initial loads", ["dataset"], registry=own)
         self._counted: dict[str, int] = {}
+        # (method, route, status) -> its counter and histogram; routes are rule templates, so this stays small
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._lock = threading.Lock()  # the loader's tick and a scrape may update at the same time
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        """Count one request and its latency (on every request: the labelled series are looked up once)."""
+        series = self._series.get((method, route, status))
+        if series is None:
+            series = self._series[method, route, status] = (self.requests.labels(method, route, str(status)),
+                                                             self.latency.labels(route))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def update(self) -> None:
         """Set the dataset gauges from this process's consumers."""

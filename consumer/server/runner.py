@@ -89,9 +89,9 @@ def serve_gunicorn(factory: AppFactory, listen: Listen, metrics_dir: Path, ready
         multiprocess.mark_process_dead(worker.pid)  # drop its live gauges; its counters stay counted
 
     def worker_exit(server: Any, worker: Any) -> None:
-        app = getattr(worker, "wsgi", None)
-        if app is not None:
-            app.extensions["combe"].close()
+        state = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("combe")
+        if state is not None:  # any flask app can be served this way (bench/http.py serves a plain one)
+            state.close()
 
     options: dict[str, Any] = {
         "bind": [listen.bind],

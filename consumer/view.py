@@ -135,14 +135,7 @@ class View:
         keys = keys if isinstance(keys, list) else list(keys)
         if len(keys) < BATCH_MIN:
             return list(map(self.get, keys))
-        keys, array = self._key_array(keys)
-        rows = self.base.find_many(keys, array)
-        overlaid: list[int] = []
-        if self.overlay:
-            in_overlay = pc.is_in(array, value_set=self._overlay_keys).to_numpy(zero_copy_only=False)
-            if in_overlay.any():
-                rows[in_overlay] = -1
-                overlaid = np.flatnonzero(in_overlay).tolist()
+        keys, rows, overlaid = self._locate(keys)
         hit = np.flatnonzero(rows >= 0)
         if len(hit) == len(keys):
             return self._records(keys, rows)  # type: ignore[return-value]
@@ -155,6 +148,36 @@ class View:
             found = self.overlay[keys[i]]
             out[i] = None if found is None else dict(found)
         return out
+
+    def get_table(self, keys: Iterable[Any]) -> pa.Table:
+        """The records for ``keys`` as a pyarrow Table in the order of ``keys``; absent keys are left out.
+
+        No Python object per value: the fastest way to fetch many records
+        (JSON columns stay JSON text, as in ``table``).
+        """
+        keys = keys if isinstance(keys, list) else list(keys)
+        keys, rows, overlaid = self._locate(keys)
+        hit = np.flatnonzero(rows >= 0)
+        found = conform(self.base.table.take(pa.array(rows[hit], pa.int64())), self.schema)
+        if not overlaid:
+            return found
+        changed = [(i, self.overlay[keys[i]]) for i in overlaid]
+        kept = [(i, _encode_json(row, self.schema)) for i, row in changed if row is not None]
+        extra = pa.Table.from_pylist([row for _, row in kept], schema=self.schema.to_arrow())
+        positions = np.concatenate([hit, np.array([i for i, _ in kept], np.int64)])
+        return pa.concat_tables([found, extra]).take(pa.array(np.argsort(positions, kind="stable")))
+
+    def _locate(self, keys: list[Any]) -> tuple[list[Any], np.ndarray, list[int]]:
+        """The keys coerced, their base rows (-1: absent or overridden) and the positions the overlay answers."""
+        keys, array = self._key_array(keys)
+        rows = self.base.find_many(keys, array)
+        overlaid: list[int] = []
+        if self.overlay:
+            in_overlay = pc.is_in(array, value_set=self._overlay_keys).to_numpy(zero_copy_only=False)
+            if in_overlay.any():
+                rows[in_overlay] = -1
+                overlaid = np.flatnonzero(in_overlay).tolist()
+        return keys, rows, overlaid
 
     def _key_array(self, keys: list[Any]) -> tuple[list[Any], pa.Array]:
         """The keys coerced to the key type, and as an Arrow array."""

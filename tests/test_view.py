@@ -238,3 +238,19 @@ def test_nested_values_come_back_as_published(tmp_path: Path) -> None:
         assert consumer.get("a") == {"key": "a", "doc": nested, "n": 1}
         assert consumer.get_many(["a", "b"] * 20)[:2] == [{"key": "a", "doc": nested, "n": 1},
                                                           {"key": "b", "doc": [1, 2], "n": 2}]
+
+
+def test_get_table_holds_the_same_records_in_key_order(tmp_path: Path) -> None:
+    feed = Feed(tmp_path)
+    feed.publish([(f"m{i:03d}", movie(i)) for i in range(200)])
+    feed.publish([("m001", movie(9, 2020)), ("m002", None), ("new", movie(4))])
+    with feed.consumer() as consumer, consumer.view() as view:
+        keys = ["new", "m002", "absent", "m001", "m150", "m001", *[f"m{i:03d}" for i in range(100, 60, -1)]]
+        table = view.get_table(keys)
+        assert table.schema == view.table.schema
+        expected = [r for r in view.get_many(keys) if r is not None]
+        rows = table.to_pylist()
+        for row in rows:
+            row["tags"] = None if row["tags"] is None else json.loads(row["tags"])
+        assert rows == expected
+        assert view.get_table([]).num_rows == 0

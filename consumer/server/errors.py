@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Response, jsonify
+from flask import jsonify
+from werkzeug.wrappers import Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from combe.format.errors import CombeError

@@ -17,8 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from combe.format.dataset import Dataset
-from combe.format.errors import CombeError, ConfigError, DatasetNotFound
+from combe.format.errors import ConfigError, DatasetNotFound
 from combe.format.manifest import Pointer
 
 from .cache import BlobCache
@@ -124,6 +126,10 @@ class Consumer:
     def get_many(self, keys: Iterable[Any]) -> list[Record | None]:
         """Records for ``keys`` in order, None where absent, all from one version."""
         return self._view.get_many(keys)
+
+    def get_table(self, keys: Iterable[Any]) -> pa.Table:
+        """The records for ``keys`` as a pyarrow Table, in order, absent keys left out (fastest for many keys)."""
+        return self._view.get_table(keys)
 
     def view(self) -> View:
         """The current version, fixed for as long as it is held (``with consumer.view() as v``)."""

@@ -407,7 +407,9 @@ def start_serve(published: Published, *extra: str,
 
 
 def stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
+    """SIGTERM (once) and wait; the exit code and stderr."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=30)
     return process.returncode, err.decode()
 
@@ -455,6 +457,16 @@ def test_serve_with_gunicorn_workers_sharing_one_cache(published: Published, tmp
                         body=iter([b'{"keys": ["', b"x" * (2 << 20), b'"]}']))  # no Content-Length, over 1 MiB
         assert chunked.getresponse().status == 413
         chunked.close()
+
+        # Graceful stop: a request in flight when SIGTERM arrives is still answered.
+        with socket.create_connection((host, int(port)), timeout=5) as slow:
+            slow.sendall(b"GET /v1/datasets/movies/records/m4 HTTP/1.1\r\nHost: test\r\n")
+            time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert process.poll() is None
+            slow.sendall(b"Connection: close\r\n\r\n")
+            assert slow.recv(100).startswith(b"HTTP/1.1 200")
     finally:
         code, err = stop(process)
     assert code == 0, err

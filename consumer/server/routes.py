@@ -11,6 +11,7 @@ import functools
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from combe.format.errors import DatasetNotFound, RecordNotFound, RequestError, RequestTooLarge
@@ -54,9 +55,9 @@ def list_datasets() -> Response:
     datasets = []
     for name in catalog.names:
         entry = loaded.get(name)
-        datasets.append({"name": name, "ready": entry is not None,
-                         "version": entry.consumer.version if entry else None,
-                         "records": len(entry.consumer) if entry else None})
+        view = entry.consumer.view() if entry else None  # once: version and count from the same View
+        datasets.append({"name": name, "ready": view is not None,
+                         "version": view.version if view else None, "records": len(view) if view else None})
     return jsonify({"datasets": datasets})
 
 

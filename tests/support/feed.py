@@ -1,4 +1,4 @@
-"""A changelog published version by version into a local store, with every version's replayed state.
+"""A changelog published version by version into a store (local unless given), with every version's replayed state.
 
 The replayed state (tests/support/changelog.py) is the independent truth a
 consumer's View is compared with: a plain dict built from the changes alone.
@@ -17,12 +17,14 @@ from tests.support.changelog import Change, append_jsonl, canon, replay, table_s
 
 
 class Feed:
-    def __init__(self, tmp_path: Path, name: str = "movies", key_type: str = "string", **options: Any) -> None:
-        self.store = str(tmp_path / "store")
+    def __init__(self, tmp_path: Path, name: str = "movies", key_type: str = "string", *, store: str | None = None,
+                 storage_options: dict[str, Any] | None = None, **options: Any) -> None:
+        self.store = store or str(tmp_path / "store")
+        self.storage_options = storage_options
         self.name = name
         self.path = tmp_path / f"{name}.jsonl"
         self.path.touch()
-        self.dataset = Dataset.open(self.store, name)
+        self.dataset = Dataset.open(self.store, name, storage_options)
         options.setdefault("fmt", RecordFormat(key_type=key_type))
         self.publisher = Publisher(self.dataset, open_source(str(self.path)), PublishOptions(**options))
         self.states: dict[int, dict[Any, str]] = {}
@@ -36,6 +38,7 @@ class Feed:
         return result.version
 
     def consumer(self, **options: Any) -> Consumer:
+        options.setdefault("storage_options", self.storage_options)
         return Consumer(self.store, self.name, **options)
 
 

@@ -9,8 +9,14 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = {"combe": "combe", "combe/cli": "combe/cli", "combe/format": "format", "combe/producer": "producer",
-            "combe/producer/sources": "producer/sources", "combe/consumer": "consumer"}
+# Source folder -> where it lives in the combe namespace (DESIGN.md, "Layout").
+ROOTS = {"combe": "combe", "format": "combe/format", "producer": "combe/producer", "consumer": "combe/consumer"}
+# Every package in the tree, found rather than listed, so a new subpackage cannot be left out of the wheel.
+PACKAGES = {
+    f"{package}/{init.parent.relative_to(REPO / folder).as_posix()}".rstrip("/.") or package:
+        init.parent.relative_to(REPO).as_posix()
+    for folder, package in ROOTS.items() for init in sorted((REPO / folder).rglob("__init__.py"))
+}
 
 
 def test_wheel_holds_every_subpackage_and_the_command(tmp_path: Path) -> None:
@@ -35,6 +41,7 @@ def test_wheel_holds_every_subpackage_and_the_command(tmp_path: Path) -> None:
         packed = {n.rsplit("/", 1)[1] for n in names if n.rsplit("/", 1)[0] == package and n.endswith(".py")}
         assert modules <= packed, f"{package}: missing {sorted(modules - packed)}"
     assert "combe/__main__.py" in names
+    assert {"combe/consumer/server/openapi.json", "combe/consumer/server/static/index.html"} <= set(names)
     assert not any(n.startswith(("format/", "producer/", "consumer/", "tests/")) for n in names), \
         "the architecture folders are installed only inside the combe namespace"
     assert "[console_scripts]" in scripts and "combe = combe.cli:main" in scripts

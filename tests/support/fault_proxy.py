@@ -66,6 +66,7 @@ class FaultProxy:
         self._fault: _Fault | None = None
         self._exchanges: list[Exchange] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True  # stop() does not wait out an answer being delayed
         self._thread: threading.Thread | None = None
 
     @property
@@ -73,7 +74,8 @@ class FaultProxy:
         return f"http://127.0.0.1:{self._server.server_port}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fault-proxy",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

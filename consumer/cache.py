@@ -204,7 +204,7 @@ class BlobCache:
     # -- bounding ------------------------------------------------------------------
 
     def keep(self, loaded: Loaded, previous: View | None) -> None:
-        """Record which blobs the View just loaded is built from, then evict down to the bound.
+        """Record which blobs the View just loaded is built from, so that eviction spares them while it lives.
 
         Called by the Consumer after each load; ``previous`` is the View the load started from.
         """
@@ -216,16 +216,16 @@ class BlobCache:
             elif plan.snapshot.snapshot is not None:
                 blobs.add(plan.snapshot.snapshot.sha256)
             self._kept[loaded.view] = frozenset(blobs)
-        try:
-            self.evict()
-        except OSError as exc:  # the new version is served; a cache that cannot shrink only wastes disk
-            log.warning("blob cache %s: cannot evict (%s)", self.directory, exc)
 
     def evict(self) -> None:
-        """Remove least recently used files no View held in this process needs, until the bound holds."""
+        """Remove least recently used files no View alive in this process needs, until the bound holds."""
         if self.max_bytes is None:
             return
-        files = sorted(self._data_files())
+        try:
+            files = sorted(self._data_files())
+        except OSError as exc:  # the version is served already; a cache that cannot shrink only wastes disk
+            log.warning("blob cache %s: cannot list it to evict (%s)", self.directory, exc)
+            return
         total = sum(size for _, _, size in files)
         if total <= self.max_bytes:
             return

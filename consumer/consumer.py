@@ -87,6 +87,7 @@ class Consumer:
         self._view: View = loaded.view
         if self._cache is not None:
             self._cache.keep(loaded, None)
+            self._cache.evict()
         self.last_plan = loaded.plan.describe()
         self.last_refresh = time.time()
         if refresh_interval:
@@ -213,6 +214,9 @@ class Consumer:
             log.info("%s: version %d -> %d by %s", self.name, previous.version, loaded.view.version,
                      self.last_plan)
             self._notify(previous, loaded)
+            if self._cache is not None:
+                del previous  # the View just replaced is kept from eviction only if a reader still holds it
+                self._cache.evict()
             return True
 
     def _notify(self, previous: View, loaded: Loaded) -> None:

@@ -124,15 +124,16 @@ class Base:
             return np.where(self._sorted_keys[rows] == wanted, rows, -1)
         hashes = np.fromiter(map(zlib.crc32, map(str.encode, keys)), np.uint64, count)
         buckets = ((hashes * np.uint64(self.count)) >> np.uint64(32)).astype(np.int64)
-        ends = self.index_ends[buckets].astype(np.int64)
-        position = np.where(buckets > 0, self.index_ends[buckets - 1], 0).astype(np.int64)
+        ends = self.index_ends[buckets]
+        starts = self.index_ends[buckets - 1]  # bucket 0 reads the last entry (-1): set right below
+        starts[buckets == 0] = 0
+        # Every candidate of every key in one pass (buckets hold about two rows for a present key):
+        # ``owner`` is the key each candidate belongs to, ``candidates`` its row.
+        sizes = ends - starts
+        owner = np.repeat(np.arange(count), sizes)
+        firsts = np.cumsum(sizes) - sizes
+        candidates = self.index_rows[starts[owner] + np.arange(len(owner)) - firsts[owner]].astype(np.int64)
+        same = pc.equal(array.take(owner), self.keys.take(candidates)).to_numpy(zero_copy_only=False)
         found = np.full(count, -1, np.int64)
-        active = np.flatnonzero(position < ends)
-        # Bucket chains are short (about 1.5 probes per key): each pass compares one candidate per key.
-        while active.size:
-            candidates = self.index_rows[position[active]].astype(np.int64)
-            same = pc.equal(array.take(active), self.keys.take(candidates)).to_numpy(zero_copy_only=False)
-            found[active[same]] = candidates[same]
-            position[active] += 1
-            active = active[~same & (position[active] < ends[active])]
+        found[owner[same]] = candidates[same]
         return found

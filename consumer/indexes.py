@@ -68,8 +68,8 @@ def _normalize_value(value: Any, kind: str, field: str) -> Any:
 
 def _value_hash(value: Any, kind: str) -> int:
     """CRC-32 of one normalized value's canonical bytes (what ``_column_hashes`` gives for it)."""
-    if value is None:
-        return 0
+    if value is None or kind == "null":
+        return 0  # a null column holds no value: a non-null lookup finds nothing once checked
     if kind == "bool":
         return _TRUE if value else _FALSE
     if kind == "int64":
@@ -110,14 +110,16 @@ class BaseIndex:
         self.fields = fields
         kinds = {schema.key_field: schema.key_type, **schema.columns}
         # JSON is compared as its canonical text, which is what the column stores.
-        self.kinds = ["string" if kinds[f] == "json" else kinds[f] for f in fields]
+        # Read by the snapshot's own column types (a column all null when it was written is Arrow null).
+        self.kinds = ["string" if k == "json" else k for k in (base.kinds.get(f, kinds[f]) for f in fields)]
         self._kinds_in = [kinds[f] for f in fields]
         self.base = base
         self.arrays = [base.arrays.get(f) for f in fields]
         env: dict[str, Any] = {}
-        exprs = [value_source(i, array, kind, env) for i, (array, kind) in enumerate(zip(self.arrays, self.kinds))]
+        sources = [value_source(i, array, kind, env) for i, (array, kind) in enumerate(zip(self.arrays, self.kinds))]
+        body = [load for loads, _ in sources for load in loads] + [f"return ({', '.join(e for _, e in sources)},)"]
         self.values_at: Callable[[int], tuple[Any, ...]] = compile_function(
-            f"def values_at(r):\n    return ({', '.join(exprs)},)\n", "values_at", env)
+            "def values_at(r):\n" + "".join(f"    {line}\n" for line in body), "values_at", env)
         count = base.count
         hashes = _combine([np.zeros(count, np.uint64) if array is None else _column_hashes(array, kind)
                            for array, kind in zip(self.arrays, self.kinds)]) if count else np.zeros(0, np.uint64)

@@ -42,6 +42,17 @@ def _loads_orjson(text: bytes | str) -> Any:
 loads: Callable[[bytes | str], Any] = _loads_orjson if orjson is not None else json.loads
 
 
+def loads_all(texts: list[str | None]) -> list[Any]:
+    """A JSON column's values (None stays None), parsed in one comprehension, not a call per value."""
+    if orjson is not None:
+        parse = orjson.loads
+        try:
+            return [None if text is None else parse(text) for text in texts]
+        except orjson.JSONDecodeError:
+            pass  # a value orjson refuses: parse them all with the fallback
+    return [None if text is None else loads(text) for text in texts]
+
+
 def typed_view(buffer: pa.Buffer | None, fmt: str) -> memoryview:
     """A typed memoryview of an Arrow buffer (empty when the buffer is absent)."""
     raw = memoryview(buffer).cast("B") if buffer is not None and buffer.size else memoryview(b"")
@@ -59,42 +70,48 @@ def byte_slicer(buffer: pa.Buffer | None) -> Any:
     return (ctypes.c_char * buffer.size).from_address(buffer.address)
 
 
-def _bit(name: str, offset: int) -> str:
-    row = f"(r + {offset})" if offset else "r"
-    return f"{name}[{row} >> 3] >> ({row} & 7) & 1"
+def value_source(i: int, array: pa.Array | None, kind: str, env: dict[str, Any]) -> tuple[list[str], str]:
+    """Statements that load column ``i``'s words at row ``r``, and the expression of its value.
 
-
-def value_source(i: int, array: pa.Array | None, kind: str, env: dict[str, Any]) -> str:
-    """A Python expression for column ``i``'s value at row ``r``; adds the names it uses to ``env``.
-
+    Adds the names it uses to ``env``. The loads only depend on ``r``, so a
+    record's loads are placed together before the dict is built: the memory
+    misses of different columns then overlap instead of queueing one after
+    another (a random row misses the cache once or twice per column).
     ``array`` is None for a column this snapshot lacks (added by a later
     version's schema): its value is None.
     """
     if array is None or kind == "null":
-        return "None"
+        return [], "None"
     offset, length = array.offset, len(array)
     buffers = array.buffers()
+    at = f"r + {offset}" if offset else "r"
+    loads: list[str] = []
     if kind in ("int64", "float64"):
         env[f"c{i}"] = typed_view(buffers[1], "q" if kind == "int64" else "d")[offset:offset + length]
-        expr = f"c{i}[r]"
+        loads.append(f"x{i} = c{i}[r]")
+        expr = f"x{i}"
     elif kind == "bool":
         env[f"b{i}"] = typed_view(buffers[1], "B")
-        expr = f"{_bit(f'b{i}', offset)} == 1"
+        loads.append(f"x{i} = b{i}[({at}) >> 3]")
+        expr = f"x{i} >> (({at}) & 7) & 1 == 1"
     else:
         env[f"o{i}"] = typed_view(buffers[1], "i")[offset:offset + length + 1]
         env[f"d{i}"], env[f"keep{i}"] = byte_slicer(buffers[2]), buffers[2]
-        text = f"d{i}[o{i}[r]:o{i}[r + 1]]"
+        loads.append(f"s{i} = o{i}[r]; e{i} = o{i}[r + 1]")
+        text = f"d{i}[s{i}:e{i}]"
         expr = text if kind == "binary" else f"_loads({text})" if kind == "json" else f"{text}.decode()"
     if array.null_count:
         env[f"v{i}"] = typed_view(buffers[0], "B")
-        expr = f"({expr} if {_bit(f'v{i}', offset)} else None)"
-    return expr
+        loads.append(f"n{i} = v{i}[({at}) >> 3]")
+        expr = f"({expr} if n{i} >> (({at}) & 7) & 1 else None)"
+    return loads, expr
 
 
-def record_source(key_field: str, exprs: list[tuple[str, str]]) -> str:
-    """The dict display of one record: the key (as asked for) and every column's expression."""
-    items = [f"{key_field!r}: key", *(f"{name!r}: {expr}" for name, expr in exprs)]
-    return "{" + ", ".join(items) + "}"
+def record_source(key_field: str, columns: list[tuple[str, tuple[list[str], str]]]) -> str:
+    """One line: every column's loads, then ``return`` the record's dict display (the key as asked for)."""
+    loads = [load for _, (column_loads, _) in columns for load in column_loads]
+    items = [f"{key_field!r}: key", *(f"{name!r}: {expr}" for name, (_, expr) in columns)]
+    return "; ".join([*loads, "return {" + ", ".join(items) + "}"])
 
 
 def compile_function(source: str, name: str, env: dict[str, Any]) -> Callable[..., Any]:
@@ -138,7 +155,7 @@ class ColumnReader:
         if kind in ("string", "binary", "json"):
             taken = array.take(indices)
             if kind == "json":
-                return [None if text is None else loads(text) for text in taken.to_pylist()]
+                return loads_all(taken.to_pylist())
             return taken.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
         if kind == "bool":
             out = self._bit(self.values_np, rows).astype(bool).tolist()

@@ -85,7 +85,7 @@ class View:
         # (Arrow type null) and typed by a later version reads as None, and the reverse.
         self._kinds = [base.kinds.get(name, kind) for name, kind in self.schema.columns.items()]
         self._build = batch_builder(self.schema.key_field, self._names)
-        self._readers = [base.column_reader(name, kind) for name, kind in self.schema.columns.items()]
+        self._readers = [base.column_reader(name, kind) for name, kind in zip(self._names, self._kinds)]
         self.get = self._compile_get()
         key_type = self.schema.to_arrow().field(self.schema.key_field).type
         self._overlay_keys = pa.array(list(self.overlay), key_type)
@@ -95,8 +95,8 @@ class View:
 
     def _compile_get(self) -> Callable[[Any], Record | None]:
         env: dict[str, Any] = dict(self.base.lookup_env)
-        exprs = [(name, value_source(i, self.base.arrays.get(name), kind, env))
-                 for i, (name, kind) in enumerate(zip(self._names, self._kinds))]
+        columns = [(name, value_source(i, self.base.arrays.get(name), kind, env))
+                   for i, (name, kind) in enumerate(zip(self._names, self._kinds))]
         key_type = self.schema.key_type
         env.update(_overlay=self.overlay, _coerce=lambda key: coerce_key(key, key_type))
         lines = [f"    if type(key) is not {'str' if key_type == 'string' else 'int'}:",
@@ -106,7 +106,7 @@ class View:
                       "        found = _overlay[key]",
                       "        return None if found is None else dict(found)"]
         source = ("def get(key):\n" + "\n".join(lines) + "\n"
-                  + self.base.lookup_source(f"return {record_source(self.schema.key_field, exprs)}", "return None"))
+                  + self.base.lookup_source(record_source(self.schema.key_field, columns), "return None"))
         return compile_function(source, "get", env)
 
     def __enter__(self) -> View:

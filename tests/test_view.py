@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +255,17 @@ def test_get_table_holds_the_same_records_in_key_order(tmp_path: Path) -> None:
             row["tags"] = None if row["tags"] is None else json.loads(row["tags"])
         assert rows == expected
         assert view.get_table([]).num_rows == 0
+
+
+def test_batches_find_keys_in_the_first_and_last_hash_buckets(tmp_path: Path) -> None:
+    count = 50
+    candidates = [f"k{i}" for i in range(5000)]
+    bucket = {k: (zlib.crc32(k.encode()) * count) >> 32 for k in candidates}
+    edges = [k for k in candidates if bucket[k] in (0, count - 1)][:6]
+    keys = edges + [k for k in candidates if k not in edges][:count - len(edges)]
+    assert {bucket[k] for k in edges} == {0, count - 1}
+    feed = Feed(tmp_path)
+    feed.publish([(k, {"n": i}) for i, k in enumerate(keys)])
+    with feed.consumer() as consumer:
+        assert consumer.get_many(keys) == [{"key": k, "n": i} for i, k in enumerate(keys)]
+        assert consumer.get_table(keys).column("key").to_pylist() == keys

@@ -113,7 +113,9 @@ class BaseIndex:
         # Read by the snapshot's own column types (a column all null when it was written is Arrow null).
         self.kinds = ["string" if k == "json" else k for k in (base.kinds.get(f, kinds[f]) for f in fields)]
         self._kinds_in = [kinds[f] for f in fields]
-        self.base = base
+        # No reference to the Base itself: it holds this index, and a cycle would keep a replaced
+        # snapshot in memory until the garbage collector happened to run.
+        self.count, self.key_field = base.count, base.key_field
         self.arrays = [base.arrays.get(f) for f in fields]
         env: dict[str, Any] = {}
         sources = [value_source(i, array, kind, env) for i, (array, kind) in enumerate(zip(self.arrays, self.kinds))]
@@ -140,6 +142,10 @@ class BaseIndex:
         if not isinstance(values, tuple) or len(values) != len(self.fields):
             raise KeyTypeError(f"the index on {self.fields} takes a tuple of {len(self.fields)} values, not {value!r}")
         return tuple(_normalize_value(v, kind, f) for v, kind, f in zip(values, self._kinds_in, self.fields))
+
+    def values_of(self, record: Record) -> tuple[Any, ...]:
+        """A record's values on the indexed fields, in compared form."""
+        return tuple(_normalize_value(record.get(f), kind, f) for f, kind in zip(self.fields, self._kinds_in))
 
     def rows_equal(self, values: tuple[Any, ...]) -> np.ndarray:
         """Rows whose fields equal ``values`` (normalized), in row order."""
@@ -174,16 +180,16 @@ class BaseIndex:
         unsortable = [f for f, kind in zip(self.fields, self._kinds_in) if kind in _UNSORTABLE]
         if unsortable:
             raise ConfigError(f"range() needs sortable columns; {', '.join(unsortable)} cannot be ordered")
-        if self.fields == (self.base.key_field,):
-            self._order = identity = range(self.base.count)  # the snapshot is sorted by key already
+        if self.fields == (self.key_field,):
+            self._order = identity = range(self.count)  # the snapshot is sorted by key already
             return identity
         present = [(f, a) for f, a in zip(self.fields, self.arrays) if a is not None]
-        if len(present) < len(self.fields) or not self.base.count:
+        if len(present) < len(self.fields) or not self.count:
             self._order = empty = np.zeros(0, np.int32)  # a column this snapshot lacks is all null
             return empty
         table = pa.table({f: a for f, a in present})
         order = pc.sort_indices(table, sort_keys=[(f, "ascending") for f in self.fields]).to_numpy()
-        valid = np.ones(self.base.count, bool)
+        valid = np.ones(self.count, bool)
         for _, array in present:
             if array.null_count:
                 valid &= array.is_valid().to_numpy(zero_copy_only=False)
@@ -200,25 +206,26 @@ def base_index(base: Base, schema: Schema, fields: Fields) -> BaseIndex:
         return found
 
 
+def overlay_index(overlay: dict[Any, Record | None], base: BaseIndex) -> dict[tuple[Any, ...], list[Any]]:
+    """The overlay's live records by their values on ``base.fields``: a View's part of an index."""
+    by_value: dict[tuple[Any, ...], list[Any]] = {}
+    for key, record in overlay.items():
+        if record is not None:
+            by_value.setdefault(base.values_of(record), []).append(key)
+    return by_value
+
+
 class Index:
     """A View's index on ``fields``: ``get(value)`` and ``range(lo, hi)`` return records (dicts).
 
     Results come in key order from ``get`` and in field order from ``range``.
     """
 
-    def __init__(self, view: View, base: BaseIndex) -> None:
+    def __init__(self, view: View, base: BaseIndex, overlay: dict[tuple[Any, ...], list[Any]]) -> None:
         self.fields = base.fields
         self.view = view
         self.base = base
-        self._overlay: dict[tuple[Any, ...], list[Any]] = {}
-        if view.overlay:
-            for key, record in view.overlay.items():
-                if record is not None:
-                    self._overlay.setdefault(self._values_of(record), []).append(key)
-
-    def _values_of(self, record: Record) -> tuple[Any, ...]:
-        return tuple(_normalize_value(record.get(f), kind, f)
-                     for f, kind in zip(self.fields, self.base._kinds_in))
+        self._overlay = overlay
 
     def _from_base(self, rows: np.ndarray) -> list[Record]:
         """Records at the base's ``rows``, leaving out keys the overlay changed or removed."""
@@ -249,7 +256,7 @@ class Index:
                  for k in keys]
         if extra:
             records += extra
-            records.sort(key=self._values_of)
+            records.sort(key=self.base.values_of)
         return records
 
     def __repr__(self) -> str:

@@ -27,7 +27,7 @@ from combe.format.manifest import Manifest
 from combe.format.schema import Schema, conform, json_text
 
 from .base import Base
-from .indexes import Fields, Index, base_index, normalize_fields
+from .indexes import BaseIndex, Fields, Index, base_index, normalize_fields, overlay_index
 from .rows import Record, batch_builder, compile_function, record_source, value_source
 
 # Below this many keys, get_many looks keys up one by one: the vectorised path has a fixed cost.
@@ -90,7 +90,7 @@ class View:
         key_type = self.schema.to_arrow().field(self.schema.key_field).type
         self._overlay_keys = pa.array(list(self.overlay), key_type)
         self._table: pa.Table | None = None
-        self._indexes: dict[Fields, Index] = {}
+        self._indexes: dict[Fields, tuple[BaseIndex, dict[tuple[Any, ...], list[Any]]]] = {}
         self._lock = threading.Lock()
 
     def _compile_get(self) -> Callable[[Any], Record | None]:
@@ -209,14 +209,15 @@ class View:
         if missing:
             raise ConfigError(f"cannot index {', '.join(map(repr, missing))}: {self.manifest.dataset} version "
                               f"{self.version} has no such column (columns: {', '.join(self.schema.columns)})")
+        # Cached without the Index itself, which refers to this View: no cycle keeps a View alive.
         found = self._indexes.get(names)
         if found is None:
             with self._lock:
                 found = self._indexes.get(names)
                 if found is None:
-                    found = Index(self, base_index(self.base, self.schema, names))
-                    self._indexes[names] = found
-        return found
+                    shared = base_index(self.base, self.schema, names)
+                    found = self._indexes[names] = (shared, overlay_index(self.overlay, shared))
+        return Index(self, *found)
 
     # -- the whole table -----------------------------------------------------------
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import subprocess
 import sys
 import threading
 import time
+import weakref
 import zlib
 from pathlib import Path
 from typing import Any
@@ -269,3 +271,23 @@ def test_batches_find_keys_in_the_first_and_last_hash_buckets(tmp_path: Path) ->
     with feed.consumer() as consumer:
         assert consumer.get_many(keys) == [{"key": k, "n": i} for i, k in enumerate(keys)]
         assert consumer.get_table(keys).column("key").to_pylist() == keys
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_replaced_snapshot_is_freed_at_once(tmp_path: Path, cached: bool) -> None:
+    """No reference cycle holds an old View or its snapshot until the garbage collector runs."""
+    feed = Feed(tmp_path, snapshot_every=1)
+    feed.publish([(f"m{i:03d}", movie(i)) for i in range(50)])
+    cache = tmp_path / "cache" if cached else None
+    with feed.consumer(max_deltas=0, cache_dir=cache) as consumer:  # every version from its snapshot
+        consumer.index("year").get(1990)
+        consumer.index(("title", "year")).range(None, None)
+        consumer.on_update(lambda update: None)
+        old_view, old_base = weakref.ref(consumer.view()), weakref.ref(consumer.view().base)
+        gc.disable()
+        try:
+            feed.publish([("m001", movie(1, 2000))])
+            assert consumer.refresh() and consumer.view().base_version == 2
+            assert old_view() is None and old_base() is None
+        finally:
+            gc.enable()

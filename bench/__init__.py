@@ -1,0 +1,1 @@
+"""Benchmarks that compare combe with what users would do instead: ``python bench/run.py [--quick]``."""

@@ -1,7 +1,6 @@
 """The alternative combe replaces: replay the compacted topic from the broker into a dict.
 
-Also the bare consume loop the producer's fold is compared with, and the
-producer that writes the dataset into the topic. Everything here is plain
+Also the producer that writes the dataset into the topic. Everything here is plain
 confluent-kafka, written the way a read service would write it: assign every
 partition from the beginning, read in batches up to the high watermarks seen
 at start, keep the latest value per key, drop tombstoned keys.
@@ -15,15 +14,13 @@ from collections.abc import Iterable, Iterator
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from .data import Change
+# The fold's readers use these settings too: the replay gets the same tuning (no 500 ms wait at the end).
+from .kafka_fold import CLIENT_SETTINGS
 
 BATCH = 10_000
 # Since confluent-kafka 2.13 consume() waits until it has BATCH messages or the timeout passes, so the
 # last call of a read waits this long; keep it short.
 TIMEOUT = 0.05
-# Client settings for every reader in the benchmark, the fold's source included. The broker holds a
-# fetch at the end of a partition for fetch.wait.max.ms (default 500 ms) before the end-of-partition
-# event arrives; a tuned replay would not wait that long, so none of the readers does.
-CLIENT_SETTINGS = {"fetch.wait.max.ms": "10"}
 
 
 def produce(bootstrap: str, topic: str, items: Iterable[Change]) -> int:
@@ -81,21 +78,6 @@ class TopicReader:
             self.pending.discard(message.partition())
             return
         raise RuntimeError(f"consuming {self.topic}: {error}")
-
-
-def raw_consume(bootstrap: str, topic: str) -> int:
-    """The bare loop: fetch every message and touch its key and value, nothing else; the count."""
-    reader = TopicReader(bootstrap, topic)
-    count = 0
-    for batch in reader.batches():
-        for message in batch:
-            if message.error() is not None:
-                reader.error(message)
-                continue
-            message.key()
-            message.value()
-            count += 1
-    return count
 
 
 def replay_into_dict(bootstrap: str, topic: str, key_type: str) -> dict[str | int, dict]:

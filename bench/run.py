@@ -28,7 +28,8 @@ from dataclasses import replace  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.machine import describe  # noqa: E402
-from bench.scenarios import cold_start, fold, lookups, memory, refresh, write  # noqa: E402
+from bench.scenarios import (cold_start, fold, http_endpoint, lookups, memory, refresh,  # noqa: E402
+                             shared_memory, write)
 from bench.stats import Figure  # noqa: E402
 from bench.workspace import FULL, QUICK, Workspace, workspace  # noqa: E402
 
@@ -39,8 +40,10 @@ SCENARIOS = {
     "refresh": refresh.run,
     "memory": memory.run,
     "lookups": lookups.run,
+    "shared_memory": shared_memory.run,
     "write": write.run,
     "fold": fold.run,
+    "http": http_endpoint.run,
 }
 DEFAULT_OUT = _HERE / "results.json"
 

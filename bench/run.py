@@ -28,6 +28,7 @@ from dataclasses import replace  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.machine import describe  # noqa: E402
+from bench.report import text  # noqa: E402
 from bench.scenarios import (cold_start, fold, http_endpoint, lookups, memory, refresh,  # noqa: E402
                              shared_memory, write)
 from bench.stats import Figure  # noqa: E402
@@ -46,20 +47,6 @@ SCENARIOS = {
     "http": http_endpoint.run,
 }
 DEFAULT_OUT = _HERE / "results.json"
-
-
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
-
-
-def table(figures: list[Figure]) -> str:
-    width = max(len(f.name) for f in figures)
-    lines = [f"{'figure':<{width}}  {'median':>12} {'min':>12} {'max':>12}  {'unit':<7} goal"]
-    for f in figures:
-        goal = "" if f.goal is None else f"{f.goal[0]} {_number(f.goal[1])}  {'met' if f.met else 'MISSED'}"
-        lines.append(f"{f.name:<{width}}  {_number(f.median):>12} {_number(f.min):>12} {_number(f.max):>12}"
-                     f"  {f.unit:<7} {goal}")
-    return "\n".join(lines)
 
 
 def report(ws: Workspace, figures: list[Figure], errors: dict[str, str], seconds: float) -> dict[str, Any]:
@@ -111,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     if figures:
-        print(table(figures))
+        print(text(document))
     print(f"\n{mode.name} mode, {mode.records:,} records, {time.perf_counter() - started:.0f} s; wrote {args.out}")
     if errors:
         print(f"failed scenarios: {', '.join(errors)}", file=sys.stderr)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -31,7 +32,7 @@ from combe.format.schema import Schema, conform
 from .evolution import convert_changes, retype_state
 from .fold import Changes, FoldResult, fold
 from .records import Decoder, RecordFormat
-from .sources.base import Positions, Source
+from .sources.base import Positions, Record, Source
 from .state import load_state
 from .validators import Limits, ValidationContext, Validator, run_validators
 
@@ -208,33 +209,68 @@ class Publisher:
                            manifest.schema_change, rebuild)
 
     def _collect(self, changes: Changes, positions: Positions) -> tuple[int, int]:
-        """Read every record the source has after ``positions``; advance them. Returns (messages, bad)."""
+        """Read every record the source has after ``positions``; advance them. Returns (messages, bad).
+
+        Sources that say ``latest_only`` (compacted Kafka topics) keep only the
+        latest record per raw key while reading and decode those at the end: the
+        fold keeps only the latest value per key anyway, so a record superseded in
+        the same cycle is never decoded, just as if the log cleaner had removed
+        it, and the per-message work is one dict update. Other sources (files,
+        written by people) have every record decoded as it comes, so every bad
+        line is reported. Either way, with ``--on-bad-record fail`` the error
+        names the first bad record in source order.
+        """
         messages = bad = 0
-        jsonl = self.source.jsonl
-        decode = self.decoder.decode_jsonl if jsonl else self.decoder.decode
-        skip = self.options.on_bad_record == "skip"
+        one_by_one = not self.source.latest_only
+        latest: dict[Any, tuple[str, Record]] = {}
+        keyless: list[tuple[str, Record]] = []
         for batch in self.source.read(positions):
-            for record in batch.records:
-                try:
-                    key, row = decode(record.value) if jsonl else decode(record.key, record.value)  # type: ignore[call-arg]
-                    changes.add(key, row)
-                except ValueError as exc:
-                    error = BadRecordError(str(exc), stream=batch.stream, partition=record.partition,
-                                           offset=record.offset,
-                                           where=self.source.describe(batch.stream, record.partition, record.offset))
-                    if not skip:
-                        raise error from None
-                    bad += 1
-                    log.warning("skipped %s", error)
+            stream = batch.stream
+            if one_by_one:
+                for record in batch.records:
+                    bad += self._skip_or_raise([self._fold_record(changes, stream, record)])
+            else:
+                for record in batch.records:
+                    key = record.key
+                    if key is None:  # a keyless record supersedes nothing: each one is bad on its own
+                        keyless.append((stream, record))
+                        continue
+                    # pop, then insert: the dict's order is the order of each key's last record, which is
+                    # the order to fold in when two raw keys decode to one key ("7" and "07" as int64).
+                    latest.pop(key, None)
+                    latest[key] = (stream, record)
             # Per batch, not per record: a batch that raised is never published, so no position is lost.
             ends = batch.positions
             if ends is None:
                 ends = {str(record.partition): record.next_offset for record in batch.records}
-            positions.setdefault(batch.stream, {}).update(ends)
+            positions.setdefault(stream, {}).update(ends)
             messages += len(batch.records)
             if self.on_progress:
                 self.on_progress(messages)
-        return messages, bad
+        errors = [self._fold_record(changes, stream, record) for stream, record in [*latest.values(), *keyless]]
+        return messages, bad + self._skip_or_raise(errors)
+
+    def _fold_record(self, changes: Changes, stream: str, record: Record) -> BadRecordError | None:
+        """Decode one record into ``changes``; the error, if it cannot be folded."""
+        try:
+            if self.source.jsonl:
+                key, row = self.decoder.decode_jsonl(record.value)
+            else:
+                key, row = self.decoder.decode(record.key, record.value)
+            changes.add(key, row)
+            return None
+        except ValueError as exc:
+            return BadRecordError(str(exc), stream=stream, partition=record.partition, offset=record.offset,
+                                  where=self.source.describe(stream, record.partition, record.offset))
+
+    def _skip_or_raise(self, errors: list[BadRecordError | None]) -> int:
+        """Apply --on-bad-record: raise the earliest error, or log them all and count them."""
+        found = [error for error in errors if error is not None]
+        if found and self.options.on_bad_record != "skip":
+            raise min(found, key=lambda error: (error.stream, error.partition, error.offset))
+        for error in found:
+            log.warning("skipped %s", error)
+        return len(found)
 
     def _needs_snapshot(self, base: _Base, version: int, delta_bytes: int) -> bool:
         if base.manifest is None:

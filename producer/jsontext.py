@@ -26,7 +26,8 @@ def _stdlib_loads(data: bytes | str) -> Any:
     value = json.loads(data, parse_constant=_refuse_constant)
     # A \uD800-style escape can decode to a lone surrogate, which is not text
     # and would fail much later, inside Arrow. Refuse it here, as orjson does.
-    if (b"\\ud" if isinstance(data, bytes) else "\\ud") in data.lower():
+    escape = b"\\ud" if isinstance(data, bytes) else "\\ud"
+    if escape in data.lower():  # type: ignore[operator]
         try:
             json.dumps(value, ensure_ascii=False).encode()
         except UnicodeEncodeError:

@@ -42,6 +42,9 @@ class Source(ABC):
     uri: str
     # True when each record is a whole JSONL line (key and value inside), not raw key/value bytes.
     jsonl: bool = False
+    # True for Kafka topics: only the latest record per key in a cycle needs decoding
+    # (a superseded record is what the log cleaner removes anyway). See Publisher._collect.
+    latest_only: bool = False
     # Said with "the record has no key", where a source knows a likelier cause.
     no_key_hint: str = ""
 

@@ -84,6 +84,8 @@ class KafkaSource(Source):
     """Every partition of one topic; ``client_config`` is passed to librdkafka like kcat's -X."""
 
     no_key_hint = "a Kafka message without a key"
+    # A topic is a log that compaction thins to the latest record per key; the fold may do the same.
+    latest_only = True
 
     def __init__(self, uri: str, *, client_config: dict[str, str] | None = None, dataset: str | None = None,
                  group: str | None = None, rebuild: str = "never", timeout: float = DEFAULT_TIMEOUT,

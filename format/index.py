@@ -98,6 +98,10 @@ def split_index(table: pa.Table) -> tuple[pa.Table, np.ndarray | None, np.ndarra
     metadata = table.schema.metadata or {}
     if INDEX_ROWS not in table.column_names or metadata.get(INDEX_METADATA) != INDEX_SCHEME:
         return table.drop_columns([c for c in (INDEX_ROWS, INDEX_ENDS) if c in table.column_names]), None, None
-    rows = table.column(INDEX_ROWS).combine_chunks().to_numpy()
-    ends = table.column(INDEX_ENDS).combine_chunks().to_numpy()
+    rows, ends = (_values(table.column(name)) for name in (INDEX_ROWS, INDEX_ENDS))
     return table.drop_columns([INDEX_ROWS, INDEX_ENDS]), rows, ends
+
+
+def _values(column: pa.ChunkedArray) -> np.ndarray:
+    """A column's values as numpy, over the blob's own buffer when it is one chunk (combine_chunks copies)."""
+    return (column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()).to_numpy()

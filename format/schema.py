@@ -128,9 +128,21 @@ class Schema:
         return self.to_arrow().empty_table()
 
 
-def json_text(value: Any) -> str:
-    """The canonical JSON text of a nested value, so equal values compare equal as text."""
+def _stdlib_json_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+try:  # orjson writes the same canonical form (sorted keys, no spaces, UTF-8) about 10x faster
+    import orjson
+
+    def json_text(value: Any) -> str:
+        """The canonical JSON text of a nested value, so equal values compare equal as text."""
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONEncodeError:  # integers beyond 64 bits
+            return _stdlib_json_text(value)
+except ImportError:
+    json_text = _stdlib_json_text
 
 
 def conform(table: pa.Table, schema: Schema) -> pa.Table:

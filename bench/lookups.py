@@ -8,8 +8,12 @@ Figures (medians over ``--runs``; every run measures combe and the dict back to 
   (the perf_counter pair adds about 0.1 us on both sides). Goal <= 2 us.
 - ``get_many_keys_per_s``: ``consumer.get_many`` over batches of ``--batch``
   random keys, and over all sample keys in one call. Goal >= 2M keys/s.
+  ``get_table_keys_per_s``: the same batches as one pyarrow Table each.
 - ``index_bytes_per_record``: the key index a consumer holds beyond the Arrow
   columns (the snapshot's two int32 columns). Goal <= 16.
+- ``beyond_arrow_after_load_bytes_per_record``: resident bytes a fresh process
+  holds right after loading, beyond the Arrow columns (the key index and the
+  blob's framing). Goal <= 16.
 - ``rss_bytes_per_record``: resident memory a fresh process gains by loading
   the dataset (combe without and with a cache dir, after touching every
   record) or by building the dict of dicts from the same JSON values,
@@ -125,7 +129,7 @@ def measure_lookups(n_records: int, *, key_type: str = "string", samples: int = 
     keys = [key_of(rng.randrange(n_records), key_type) for _ in range(samples)]
     figures: dict[str, list[float]] = {name: [] for name in (
         "get_p50_us", "dict_get_p50_us", "get_many_keys_per_s", "get_many_all_at_once_keys_per_s",
-        "dict_get_many_keys_per_s")}
+        "get_table_keys_per_s", "dict_get_many_keys_per_s")}
     with Consumer(store, "products", columns=columns) as consumer:
         view = consumer.view()
         for _ in range(runs):
@@ -133,6 +137,7 @@ def measure_lookups(n_records: int, *, key_type: str = "string", samples: int = 
             figures["dict_get_p50_us"].append(get_p50_us(state.get, keys))
             figures["get_many_keys_per_s"].append(keys_per_s(consumer.get_many, keys, batch))
             figures["get_many_all_at_once_keys_per_s"].append(keys_per_s(consumer.get_many, keys, len(keys)))
+            figures["get_table_keys_per_s"].append(keys_per_s(consumer.get_table, keys, batch))
             figures["dict_get_many_keys_per_s"].append(
                 keys_per_s(lambda ks: [state.get(k) for k in ks], keys, batch))
         index_bytes = view.base.index_rows.nbytes + view.base.index_ends.nbytes
@@ -158,15 +163,18 @@ def probe(kind: str, source: str, key_type: str, n_records: int, cache: str) -> 
     keys = [key_of(i, key_type) for i in range(n_records)]  # the harness's, not the dataset's: made first
     gc.collect()
     before = _resident()
+    loaded = 0
     if kind == "dict":
         held: Any = replay(Path(source))
         touched = sum(1 for key in keys if held.get(key) is not None)
     else:
         held = Consumer(source, "products", cache_dir=cache or None)
+        gc.collect()
+        loaded = _resident() - before  # the columns and the key index, before any lookup
         touched = sum(sum(r is not None for r in held.get_many(keys[i:i + 10_000]))
                       for i in range(0, len(keys), 10_000))
     gc.collect()
-    return {"resident_bytes": _resident() - before, "touched": touched,
+    return {"resident_bytes": _resident() - before, "loaded_bytes": loaded, "touched": touched,
             "arrow_bytes": held.view().table.nbytes if kind == "combe" else None}
 
 
@@ -187,6 +195,8 @@ def measure_memory(n_records: int, *, key_type: str = "string", work: Path = WOR
     arrow = combe["arrow_bytes"] / n_records
     result = {
         "records": n_records, "arrow_bytes_per_record": arrow,
+        # Resident right after loading, beyond the Arrow columns: the key index and the blob's framing.
+        "beyond_arrow_after_load_bytes_per_record": combe["loaded_bytes"] / n_records - arrow,
         "rss_bytes_per_record": combe["resident_bytes"] / n_records,
         "rss_bytes_per_record_cache_dir": mapped["resident_bytes"] / n_records,
         "dict_rss_bytes_per_record": plain["resident_bytes"] / n_records,

@@ -93,3 +93,19 @@ def test_a_projected_consumer_hears_about_its_columns(tmp_path: Path) -> None:
         feed.publish([("a", {"n": 1, "other": "changed"}), ("b", {"n": 3, "other": "y"})])
         assert consumer.refresh()
     assert seen[0].updated == {"b"}  # "a" changed only in a column this consumer does not load
+
+
+def test_a_listener_may_refresh_and_read_the_new_version(tmp_path: Path) -> None:
+    feed = Feed(tmp_path)
+    feed.publish([("a", {"n": 1})])
+    seen: list[tuple[int, Any]] = []
+    with feed.consumer() as consumer:
+
+        @consumer.on_update
+        def check(update: Update) -> None:
+            assert not consumer.refresh()  # nothing newer: the nested poll finds the same version
+            seen.append((consumer.version, consumer.get("a")))
+
+        feed.publish([("a", {"n": 2})])
+        assert consumer.refresh()
+    assert seen == [(2, {"key": "a", "n": 2})]

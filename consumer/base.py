@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from combe.format.index import build_index, split_index
 from combe.format.schema import Schema, type_of_field
 
-from .rows import ColumnReader, byte_slicer, compile_function, typed_view
+from .rows import ColumnReader, byte_slicer, typed_view
 
 if TYPE_CHECKING:
     from .indexes import BaseIndex, Fields
@@ -73,8 +73,6 @@ class Base:
         self.indexes: dict[Fields, BaseIndex] = {}
         self.index_lock = threading.Lock()
         self._readers: dict[tuple[str, str], ColumnReader] = {}
-        self.find: Callable[[Any], int] = compile_function(
-            "def find(key):\n" + self.lookup_source("return r", "return -1"), "find", self.lookup_env)
 
     def column_reader(self, name: str, kind: str) -> ColumnReader:
         """The batch reader of column ``name`` (read as ``kind``), made once per Base."""

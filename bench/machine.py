@@ -8,10 +8,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka
 import numpy
 import pyarrow
 import zstandard
-from confluent_kafka import libversion, version
+
+import combe.consumer
 
 from tests.support.kafka_broker import kafka_version
 
@@ -28,16 +30,22 @@ def _proc_field(path: str, name: str) -> str | None:
     return None
 
 
-def commit() -> str:
-    """The commit measured, with "+dirty" when the working tree differs from it."""
+def combe_tree() -> Path:
+    """The source tree combe is imported from: an editable install elsewhere means other code is measured."""
+    return Path(combe.consumer.__file__).resolve().parents[1]
+
+
+def commit(tree: Path) -> str:
+    """The commit of ``tree``, with "+dirty" when its tracked files differ from it."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+        return subprocess.run(["git", *args], cwd=tree, capture_output=True, text=True, check=False).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
     return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def describe() -> dict[str, Any]:
+    tree = combe_tree()
     memory = _proc_field("/proc/meminfo", "MemTotal")
     return {
         "nproc": len(os.sched_getaffinity(0)),
@@ -48,8 +56,9 @@ def describe() -> dict[str, Any]:
         "pyarrow": pyarrow.__version__,
         "numpy": numpy.__version__,
         "zstandard": zstandard.__version__,
-        "confluent_kafka": version()[0],
-        "librdkafka": libversion()[0],
+        "confluent_kafka": confluent_kafka.__version__,
+        "librdkafka": confluent_kafka.libversion()[0],
         "kafka_broker": kafka_version(),
-        "commit": commit(),
+        "combe_tree": str(tree),
+        "commit": commit(tree),
     }

@@ -27,7 +27,7 @@ import traceback  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import combe_tree, describe  # noqa: E402
 from bench.report import text  # noqa: E402
 from bench.scenarios import (cold_start, fold, http_endpoint, lookups, memory, refresh,  # noqa: E402
                              shared_memory, write)
@@ -49,11 +49,12 @@ SCENARIOS = {
 DEFAULT_OUT = _HERE / "results.json"
 
 
-def report(ws: Workspace, figures: list[Figure], errors: dict[str, str], seconds: float) -> dict[str, Any]:
+def report(ws: Workspace, machine: dict[str, Any], figures: list[Figure], errors: dict[str, str],
+           seconds: float) -> dict[str, Any]:
     """The JSON document: every figure's median at the top level, details under ``figures``."""
     out: dict[str, Any] = {
         "mode": ws.mode.name, "records": ws.mode.records, "runs": ws.mode.runs,
-        "machine": describe(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(seconds, 1),
     }
     out.update({f.name: f.median for f in figures})
@@ -81,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.records:
         mode = replace(mode, records=args.records)
     started = time.perf_counter()
+    machine = describe()  # now: the commit whose code this process has imported
+    if combe_tree() != _HERE.parent:
+        log.warning("combe is imported from %s, not from this checkout (%s): the figures measure that tree. "
+                    "pip install -e %s to measure this one.", combe_tree(), _HERE.parent, _HERE.parent)
     figures: list[Figure] = []
     errors: dict[str, str] = {}
     log.info("%s mode: %d records, %d runs per figure; building the data, store and topic",
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:  # noqa: BLE001 - report the scenario that failed, run the others
                 errors[name] = traceback.format_exc()
                 log.error("scenario %s failed:\n%s", name, errors[name])
-        document = report(ws, figures, errors, time.perf_counter() - started)
+        document = report(ws, machine, figures, errors, time.perf_counter() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     if figures:

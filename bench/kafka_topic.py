@@ -1,9 +1,10 @@
 """The alternative combe replaces: replay the compacted topic from the broker into a dict.
 
-Also the producer that writes the dataset into the topic. Everything here is plain
-confluent-kafka, written the way a read service would write it: assign every
-partition from the beginning, read in batches up to the high watermarks seen
-at start, keep the latest value per key, drop tombstoned keys.
+Also the producer that writes the dataset into the topic. Everything here is
+plain confluent-kafka, written the way a read service would write it: assign
+every partition from the beginning, read in batches until every partition
+reports its end, ``json.loads`` each value, keep the latest value per key,
+drop tombstoned keys.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from collections.abc import Iterable, Iterator
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from .data import Change
-# The fold's readers use these settings too: the replay gets the same tuning (no 500 ms wait at the end).
-from .kafka_fold import CLIENT_SETTINGS
+from .kafka_fold import CLIENT_SETTINGS  # the fold's readers' tuning: no 500 ms wait at the end either
 
 BATCH = 10_000
 # Since confluent-kafka 2.13 consume() waits until it has BATCH messages or the timeout passes, so the

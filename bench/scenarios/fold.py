@@ -19,4 +19,5 @@ def run(ws: Workspace) -> list[Figure]:
     read = Figure("fold_read_phase_messages_per_s", "msg/s", found.fold_read,
                   "the same cycle until its read ended (decode and collect, before fold and write)")
     raw = Figure("raw_consume_messages_per_s", "msg/s", found.raw, "bare confluent-kafka consume loop")
-    return [fold, read, raw, ratio("fold_fraction_of_raw_consume", fold, raw, goal=(">=", 0.60))]
+    return [fold, read, raw, ratio("fold_fraction_of_raw_consume", fold, raw, goal=(">=", 0.60)),
+            ratio("fold_read_phase_fraction_of_raw_consume", read, raw)]

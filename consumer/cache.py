@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from combe.format.codec import decompress, read_ipc
+from combe.format.codec import read_ipc
 from combe.format.dataset import Dataset
 from combe.format.errors import ConfigError, FormatError
 from combe.format.manifest import BlobRef
@@ -135,7 +135,7 @@ class BlobCache:
         if table is not None:
             return table
         location = f"{self.dataset.url}/{ref.path}"
-        ipc = decompress(self.dataset.read_blob(ref), path=location)  # read_blob checks the sha256
+        ipc = self.dataset.blob_ipc(ref)  # checked against the manifest's sha256
         fetched = read_ipc(ipc, path=location)
         self._store(ref, ipc, fetched)
         # Map what was written, so the pages are shared with other processes; the in-memory copy

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from combe.format.codec import decode_blob, ipc_file_bytes, read_ipc
+from combe.format.codec import ipc_file_bytes, read_ipc
 from combe.format.dataset import Dataset
 from combe.format.delta import OP_COLUMN
 from combe.format.errors import DatasetNotFound
@@ -51,7 +51,7 @@ class StoreBlobs:
 
     def table(self, ref: BlobRef) -> pa.Table:
         path = f"{self.dataset.url}/{ref.path}"
-        table = decode_blob(self.dataset.read_blob(ref), ref.sha256, path=path)
+        table = read_ipc(self.dataset.blob_ipc(ref), path=path)
         if self.columns is None or set(table.column_names) <= self.columns:
             return table
         # The key column comes first in every blob; keep it whatever it is named.

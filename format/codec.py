@@ -9,6 +9,7 @@ file after decompression.
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import pyarrow as pa
 import zstandard
@@ -18,6 +19,8 @@ from .errors import FormatError, IntegrityError
 ZSTD_LEVEL = 3
 # A blob that claims to decompress to more than this is refused rather than allocated.
 MAX_DECOMPRESSED = 64 * 2**30
+# Below this size a blob is hashed and then decompressed; above it, both at once (see verified_ipc).
+PARALLEL_FROM = 1 << 20
 
 
 def sha256_hex(data: bytes | memoryview) -> str:
@@ -44,7 +47,10 @@ def encode_table(table: pa.Table) -> bytes:
 
 
 def verify(data: bytes, expected_sha256: str, *, path: str) -> None:
-    actual = sha256_hex(data)
+    _check_digest(sha256_hex(data), expected_sha256, path=path)
+
+
+def _check_digest(actual: str, expected_sha256: str, *, path: str) -> None:
     if actual != expected_sha256:
         raise IntegrityError(
             f"blob {path} has sha256 {actual} but its manifest records {expected_sha256}; "
@@ -73,7 +79,31 @@ def read_ipc(source: bytes | pa.Buffer | pa.MemoryMappedFile, *, path: str) -> p
         raise FormatError(f"blob {path} does not hold an Arrow IPC file: {exc}", path=path) from exc
 
 
+def verified_ipc(data: bytes, expected_sha256: str, *, path: str) -> bytes:
+    """The IPC file bytes inside a blob, returned only once the blob's sha256 matched.
+
+    Hashing and decompressing both release the GIL, so for a large blob the
+    hash runs in a second thread while this one decompresses: on two cores
+    the check then costs no time beyond the decompression a load needs anyway.
+    The decompressed bytes are dropped unless the hash matches.
+    """
+    if len(data) < PARALLEL_FROM:
+        verify(data, expected_sha256, path=path)
+        return decompress(data, path=path)
+    digest: list[str] = []
+    hasher = threading.Thread(target=lambda: digest.append(sha256_hex(data)), name="combe-sha256", daemon=True)
+    hasher.start()
+    try:
+        ipc = decompress(data, path=path)
+    except FormatError:
+        hasher.join()
+        _check_digest(digest[0], expected_sha256, path=path)  # corrupted: say so by its sha256
+        raise
+    hasher.join()
+    _check_digest(digest[0], expected_sha256, path=path)
+    return ipc
+
+
 def decode_blob(data: bytes, expected_sha256: str, *, path: str) -> pa.Table:
     """Verify, decompress and read a blob."""
-    verify(data, expected_sha256, path=path)
-    return read_ipc(decompress(data, path=path), path=path)
+    return read_ipc(verified_ipc(data, expected_sha256, path=path), path=path)

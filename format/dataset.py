@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import verify
+from .codec import verified_ipc, verify
 from .errors import DatasetNotFound, FormatError, ObjectNotFound
 from .layout import ANNOUNCED, VERSIONS_DIR, check_dataset_name, manifest_path, manifest_version
 from .manifest import BlobRef, Manifest, Pointer
@@ -108,6 +108,10 @@ class Dataset:
         data = self.store.read(ref.path)
         verify(data, ref.sha256, path=f"{self.url}/{ref.path}")
         return data
+
+    def blob_ipc(self, ref: BlobRef) -> bytes:
+        """The Arrow IPC file inside a blob, verified against the manifest's sha256 (see verified_ipc)."""
+        return verified_ipc(self.store.read(ref.path), ref.sha256, path=f"{self.url}/{ref.path}")
 
     def write_blob(self, path: str, data: bytes) -> None:
         self.store.write(path, data)

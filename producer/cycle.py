@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from combe.format.checksum import state_checksum
-from combe.format.codec import decode_blob, encode_table, sha256_hex
+from combe.format.codec import decompress, encode_table, read_ipc, sha256_hex
 from combe.format.dataset import Announced, Dataset
 from combe.format.delta import apply_delta
 from combe.format.errors import BadRecordError, ConfigError, ConflictError, FormatError, IntegrityError
@@ -332,7 +332,7 @@ class Publisher:
         """Decode the bytes about to be referenced and check they reach exactly the states they claim."""
         def table(name: str) -> pa.Table:
             path, data, _ = blobs[name]
-            return split_index(decode_blob(data, sha256_hex(data), path=path))[0]
+            return split_index(read_ipc(decompress(data, path=path), path=path))[0]
 
         schema = result.schema
         if "snapshot" in blobs and state_checksum(table("snapshot")) != checksum:

@@ -6,7 +6,7 @@ import logging
 
 import pyarrow as pa
 
-from combe.format.codec import decode_blob
+from combe.format.codec import read_ipc
 from combe.format.dataset import Dataset
 from combe.format.delta import apply_delta
 from combe.format.errors import FormatError
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def read_table(dataset: Dataset, ref: BlobRef) -> pa.Table:
-    table = decode_blob(dataset.read_blob(ref), ref.sha256, path=f"{dataset.url}/{ref.path}")
+    table = read_ipc(dataset.blob_ipc(ref), path=f"{dataset.url}/{ref.path}")
     return split_index(table)[0]
 
 

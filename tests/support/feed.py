@@ -57,13 +57,13 @@ def lookup_state(view: View, keys: list[Any]) -> dict[Any, str]:
 def record_reads(consumer: Consumer) -> list[str]:
     """The blob paths this consumer fetches from now on (the real reads, recorded on the way)."""
     reads: list[str] = []
-    read = consumer.dataset.read_blob
+    read = consumer.dataset.blob_ipc
 
     def recording(ref: BlobRef) -> bytes:
         reads.append(ref.path)
         return read(ref)
 
-    consumer.dataset.read_blob = recording  # type: ignore[method-assign]
+    consumer.dataset.blob_ipc = recording  # type: ignore[method-assign]
     return reads
 
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, Python puts bench/ first on sys.path, where a bench module named like a
-# standard one (bench/http.py) would shadow it; import the benchmark as the package `bench`.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+# Run as a script: import the benchmark modules as the package `bench`, from the repository root.
 sys.path.insert(0, str(_HERE.parent))
 
 import argparse  # noqa: E402

@@ -21,15 +21,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lookups import WORK, build_store  # noqa: E402  (a sibling script, importable as bench.lookups too)
+if __name__ == "__main__":  # run as a script: import the benchmark modules as the package `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.lookups import WORK, build_store  # noqa: E402
 
 WORKER = """
 import sys
 from combe.consumer import Consumer
 store, cache, records, key_type, idle = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
 sys.path.insert(0, sys.argv[6])
-from lookups import key_of
+from bench.lookups import key_of
 if not idle:
     consumer = Consumer(store, "products", cache_dir=cache)
     keys = [key_of(i, key_type) for i in range(records)]
@@ -54,7 +55,7 @@ def rollup(pid: int) -> dict[str, int]:
 def measure_group(count: int, store: str, cache: str, records: int, key_type: str, *, idle: bool = False
                   ) -> list[dict[str, int]]:
     """Start ``count`` workers together, read their memory while all of them hold the dataset."""
-    here = str(Path(__file__).resolve().parent)
+    here = str(Path(__file__).resolve().parent.parent)
     workers = [subprocess.Popen([sys.executable, "-c", WORKER, store, cache, str(records), key_type,
                                  "1" if idle else "0", here], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True) for _ in range(count)]

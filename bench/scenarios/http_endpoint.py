@@ -1,13 +1,13 @@
 """The lookup HTTP endpoint (``combe serve``) against a flask app serving a dict, idle and while publishing.
 
-The measuring is bench/http.py's. Full mode uses its default setup (50,000
+The measuring is bench/http_serving.py's. Full mode uses its default setup (50,000
 records: request throughput hardly depends on the dataset's size, and each
 of the dict app's workers replays the whole changelog); quick mode a small one.
 """
 
 from __future__ import annotations
 
-from ..http import Setup, measure
+from ..http_serving import Setup, measure
 from ..stats import Figure
 from ..workspace import Workspace
 

@@ -1,9 +1,9 @@
 """Several processes with one cache_dir share the mapped pages: what 4 processes cost against 1.
 
 The measuring is bench/shared_memory.py's (PSS from /proc/<pid>/smaps_rollup
-of workers that hold the dataset); it runs as its own process each time,
-because it puts bench/ on sys.path to import its sibling module, and it
-publishes its own copy of the dataset into the workspace the first time.
+of workers that hold the dataset); it runs as its own process each time, so
+the memory its workers report is theirs alone, and it publishes its own copy
+of the dataset into the workspace the first time.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The lookup HTTP endpoint against a minimal flask app serving a dict: single-key GETs, idle and during refreshes.
 
-    python bench/http.py [--records 50000] [--runs 5] [--requests 3000] [--seconds 15] [--workers 2]
+    python bench/http_serving.py [--records 50000] [--runs 5] [--requests 3000] [--seconds 15] [--workers 2]
                          [--concurrency 4] [--out PATH]
 
 Both servers run at once under gunicorn with the same settings (combe's
@@ -28,12 +28,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, Python puts bench/ first on sys.path, where this very file would shadow the standard
-# library's http package; import everything as the package `bench` from the repository root instead.
-_HERE = Path(__file__).resolve().parent
-if __name__ == "__main__":
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-    sys.path.insert(0, str(_HERE.parent))
+if __name__ == "__main__":  # run as a script: import the benchmark modules as the package `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse  # noqa: E402
 import http.client  # noqa: E402
@@ -59,7 +55,7 @@ import numpy as np  # noqa: E402
 from bench import data  # noqa: E402
 from bench.stats import Figure, percentile, ratio  # noqa: E402
 
-log = logging.getLogger("bench.http")
+log = logging.getLogger("bench.http_serving")
 
 DATASET = "products"
 SYSTEMS = ("dict", "combe")
@@ -226,10 +222,10 @@ def server(command: list[str], port: int, probe: str, root: Path) -> Iterator[No
 
 
 def serve_dict(argv: list[str]) -> int:
-    """``bench/http.py baseline``: the dict app under the same gunicorn runner as combe serve."""
+    """``bench/http_serving.py baseline``: the dict app under the same gunicorn runner as combe serve."""
     from combe.consumer.server.runner import Listen, scratch_directory, serve_gunicorn
 
-    parser = argparse.ArgumentParser(prog="bench/http.py baseline")
+    parser = argparse.ArgumentParser(prog="bench/http_serving.py baseline")
     parser.add_argument("--changelog", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, required=True)
@@ -298,8 +294,8 @@ def run_load(port: int, keys_file: Path, setup: Setup) -> Load:
 
 
 def load_main(argv: list[str]) -> int:
-    """``bench/http.py load``: the load generator process; prints its result as JSON."""
-    parser = argparse.ArgumentParser(prog="bench/http.py load")
+    """``bench/http_serving.py load``: the load generator process; prints its result as JSON."""
+    parser = argparse.ArgumentParser(prog="bench/http_serving.py load")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--keys", type=Path, required=True)
     parser.add_argument("--requests", type=int, required=True)

@@ -1,14 +1,22 @@
-"""Blob bytes: an Arrow IPC file inside one zstd frame with its content checksum on.
+"""Blob bytes: an Arrow IPC file compressed with zstd, content checksums on.
+
+A small blob is one zstd frame. A large one is cut into frames of
+``FRAME_BYTES`` of IPC data each, after a zstd *skippable* frame that lists
+their sizes: any zstd decoder still reads the whole blob as one stream (it
+skips the table and concatenates the frames), and combe decompresses the
+frames in parallel, straight into one buffer, so a load is not bound to one
+core's decompression speed. docs/FORMAT.md gives the bytes.
 
 Pure functions on bytes and tables; no store access here. The sha256 of the
 compressed bytes is what a manifest records and what readers verify before a
-blob is used; the zstd frame checksum also catches corruption of a cached
-file after decompression.
+blob is used.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import struct
 import threading
 
 import pyarrow as pa
@@ -21,6 +29,11 @@ ZSTD_LEVEL = 3
 MAX_DECOMPRESSED = 64 * 2**30
 # Below this size a blob is hashed and then decompressed; above it, both at once (see verified_ipc).
 PARALLEL_FROM = 1 << 20
+# IPC bytes per zstd frame in a multi-frame blob.
+FRAME_BYTES = 8 << 20
+# The skippable frame that starts a multi-frame blob: magic, payload length, then the table.
+SKIPPABLE_MAGIC = 0x184D2A5C
+TABLE_TAG = b"combe-frames-v1\0"
 
 
 def sha256_hex(data: bytes | memoryview) -> str:
@@ -36,9 +49,79 @@ def ipc_file_bytes(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def compress(data: bytes | pa.Buffer, *, level: int = ZSTD_LEVEL) -> bytes:
+def compress(data: bytes | pa.Buffer, *, level: int = ZSTD_LEVEL, frame_bytes: int = FRAME_BYTES) -> bytes:
+    """Blob bytes for ``data``: one zstd frame, or a frame table and one frame per ``frame_bytes``."""
+    view = memoryview(data)
     compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True, threads=-1)
-    return compressor.compress(memoryview(data))
+    if len(view) <= frame_bytes:
+        return compressor.compress(view)
+    sizes = []
+    frames = []
+    for start in range(0, len(view), frame_bytes):
+        frame = compressor.compress(view[start:start + frame_bytes])
+        frames.append(frame)
+        sizes.append(struct.pack("<QQ", len(frame), min(frame_bytes, len(view) - start)))
+    table = TABLE_TAG + struct.pack("<I", len(frames)) + b"".join(sizes)
+    return struct.pack("<II", SKIPPABLE_MAGIC, len(table)) + table + b"".join(frames)
+
+
+def _frame_table(data: bytes, path: str) -> list[tuple[int, int, int, int]] | None:
+    """(compressed start, compressed size, decompressed start, decompressed size) per frame, or None."""
+    if len(data) < 8 or struct.unpack_from("<I", data)[0] != SKIPPABLE_MAGIC:
+        return None
+    (length,) = struct.unpack_from("<I", data, 4)
+    table = memoryview(data)[8:8 + length]
+    if bytes(table[:len(TABLE_TAG)]) != TABLE_TAG or len(table) < len(TABLE_TAG) + 4:
+        raise IntegrityError(f"blob {path} starts with a skippable frame that is not a combe frame table", path=path)
+    (count,) = struct.unpack_from("<I", table, len(TABLE_TAG))
+    if len(table) != len(TABLE_TAG) + 4 + 16 * count:
+        raise IntegrityError(f"blob {path} has a frame table of the wrong length", path=path)
+    frames = []
+    compressed, decompressed = 8 + length, 0
+    for index in range(count):
+        size, content = struct.unpack_from("<QQ", table, len(TABLE_TAG) + 4 + 16 * index)
+        frames.append((compressed, size, decompressed, content))
+        compressed, decompressed = compressed + size, decompressed + content
+    if compressed != len(data):
+        raise IntegrityError(f"blob {path}: its frame table covers {compressed} bytes of {len(data)}", path=path)
+    return frames
+
+
+def _decompress_frames(data: bytes, frames: list[tuple[int, int, int, int]], path: str) -> bytearray:
+    """Every frame into its place in one buffer, on as many threads as there are cores."""
+    total = sum(frame[3] for frame in frames)
+    if total > MAX_DECOMPRESSED:
+        raise FormatError(f"blob {path} claims {total} bytes decompressed; refusing", path=path)
+    out = bytearray(total)
+    target, source = memoryview(out), memoryview(data)
+    errors: list[str] = []
+
+    def work(mine: list[tuple[int, int, int, int]]) -> None:
+        # readinto decompresses into the buffer with the GIL released, so the threads really run at once.
+        for start, size, at, content in mine:
+            try:
+                reader = zstandard.ZstdDecompressor().stream_reader(source[start:start + size])
+                filled = 0
+                while filled < content:
+                    count = reader.readinto(target[at + filled:at + content])
+                    if not count:
+                        break
+                    filled += count
+                if filled != content or reader.read(1):  # reading on checks the frame's checksum too
+                    errors.append(f"a frame holds other than the {content} bytes its table says")
+            except zstandard.ZstdError as exc:
+                errors.append(str(exc))
+
+    workers = min(len(frames), os.cpu_count() or 1)
+    threads = [threading.Thread(target=work, args=(frames[i::workers],), name="combe-unzstd", daemon=True)
+               for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise IntegrityError(f"blob {path} does not decompress: {errors[0]}", path=path)
+    return out
 
 
 def encode_table(table: pa.Table) -> bytes:
@@ -59,8 +142,11 @@ def _check_digest(actual: str, expected_sha256: str, *, path: str) -> None:
         )
 
 
-def decompress(data: bytes, *, path: str) -> bytes:
+def decompress(data: bytes, *, path: str) -> bytes | bytearray:
     """The Arrow IPC file bytes inside a blob."""
+    frames = _frame_table(data, path)
+    if frames is not None:
+        return _decompress_frames(data, frames, path)
     try:
         params = zstandard.get_frame_parameters(data)
         if params.content_size > MAX_DECOMPRESSED:
@@ -70,7 +156,7 @@ def decompress(data: bytes, *, path: str) -> bytes:
         raise IntegrityError(f"blob {path} is not a valid zstd frame: {exc}", path=path) from exc
 
 
-def read_ipc(source: bytes | pa.Buffer | pa.MemoryMappedFile, *, path: str) -> pa.Table:
+def read_ipc(source: bytes | bytearray | pa.Buffer | pa.MemoryMappedFile, *, path: str) -> pa.Table:
     """The table in an Arrow IPC file; zero-copy from a buffer or a memory map."""
     try:
         reader = pa.ipc.open_file(pa.BufferReader(source) if not isinstance(source, pa.NativeFile) else source)
@@ -79,7 +165,7 @@ def read_ipc(source: bytes | pa.Buffer | pa.MemoryMappedFile, *, path: str) -> p
         raise FormatError(f"blob {path} does not hold an Arrow IPC file: {exc}", path=path) from exc
 
 
-def verified_ipc(data: bytes, expected_sha256: str, *, path: str) -> bytes:
+def verified_ipc(data: bytes, expected_sha256: str, *, path: str) -> bytes | bytearray:
     """The IPC file bytes inside a blob, returned only once the blob's sha256 matched.
 
     Hashing and decompressing both release the GIL, so for a large blob the

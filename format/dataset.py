@@ -109,7 +109,7 @@ class Dataset:
         verify(data, ref.sha256, path=f"{self.url}/{ref.path}")
         return data
 
-    def blob_ipc(self, ref: BlobRef) -> bytes:
+    def blob_ipc(self, ref: BlobRef) -> bytes | bytearray:
         """The Arrow IPC file inside a blob, verified against the manifest's sha256 (see verified_ipc)."""
         return verified_ipc(self.store.read(ref.path), ref.sha256, path=f"{self.url}/{ref.path}")
 

@@ -59,7 +59,7 @@ def record_reads(consumer: Consumer) -> list[str]:
     reads: list[str] = []
     read = consumer.dataset.blob_ipc
 
-    def recording(ref: BlobRef) -> bytes:
+    def recording(ref: BlobRef) -> bytes | bytearray:
         reads.append(ref.path)
         return read(ref)
 

@@ -1,0 +1,68 @@
+"""Multi-frame blobs: a frame table in a skippable frame, frames decompressed in parallel."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import pyarrow as pa
+import pytest
+import zstandard
+
+from combe.format import codec
+from combe.format.errors import IntegrityError
+
+
+@pytest.fixture
+def ipc() -> bytes:
+    table = pa.table({"key": [f"k{i:06d}" for i in range(20_000)], "n": list(range(20_000))})
+    return codec.ipc_file_bytes(table).to_pybytes()
+
+
+def test_a_large_blob_is_cut_into_frames_that_round_trip(ipc: bytes) -> None:
+    blob = codec.compress(ipc, frame_bytes=50_000)
+    frames = codec._frame_table(blob, "b")
+    assert frames is not None and len(frames) == -(-len(ipc) // 50_000)
+    assert bytes(codec.decompress(blob, path="b")) == ipc
+
+
+def test_any_zstd_decoder_reads_the_blob_as_one_stream(ipc: bytes) -> None:
+    blob = codec.compress(ipc, frame_bytes=50_000)
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob), read_across_frames=True)
+    assert reader.read() == ipc
+
+
+def test_a_small_blob_stays_one_plain_frame(ipc: bytes) -> None:
+    blob = codec.compress(ipc)
+    assert codec._frame_table(blob, "b") is None
+    assert zstandard.ZstdDecompressor().decompress(blob) == ipc
+
+
+def test_a_corrupted_frame_is_refused(ipc: bytes) -> None:
+    blob = bytearray(codec.compress(ipc, frame_bytes=50_000))
+    blob[-100] ^= 0xFF
+    with pytest.raises(IntegrityError, match="blob b does not decompress"):
+        codec.decompress(bytes(blob), path="b")
+
+
+def test_a_frame_table_that_lies_is_refused(ipc: bytes) -> None:
+    blob = bytearray(codec.compress(ipc, frame_bytes=50_000))
+    offset = 8 + len(codec.TABLE_TAG) + 4 + 8  # the first frame's decompressed size
+    struct.pack_into("<Q", blob, offset, struct.unpack_from("<Q", blob, offset)[0] - 1)
+    with pytest.raises(IntegrityError, match="other than the"):
+        codec.decompress(bytes(blob), path="b")
+    truncated = bytes(blob[:-10])
+    with pytest.raises(IntegrityError, match="frame table covers"):
+        codec.decompress(truncated, path="b")
+
+
+def test_the_sha256_is_checked_while_decompressing(ipc: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "PARALLEL_FROM", 1)  # the threaded path, whatever the blob's size
+    blob = codec.compress(ipc, frame_bytes=50_000)
+    with pytest.raises(IntegrityError, match="has sha256 .* but its manifest records"):
+        codec.verified_ipc(blob, "0" * 64, path="b")
+    corrupted = bytearray(blob)
+    corrupted[-100] ^= 0xFF  # fails to decompress; the error still says the sha256 did not match
+    with pytest.raises(IntegrityError, match="has sha256"):
+        codec.verified_ipc(bytes(corrupted), codec.sha256_hex(blob), path="b")
+    assert bytes(codec.verified_ipc(blob, codec.sha256_hex(blob), path="b")) == ipc

@@ -11,7 +11,6 @@ every View on the same Base, so after a delta only the overlay is indexed.
 
 from __future__ import annotations
 
-import json
 import operator
 import threading
 from collections.abc import Callable, Collection, Iterable
@@ -28,7 +27,7 @@ from combe.format.schema import Schema, conform, json_text
 
 from .base import Base
 from .indexes import BaseIndex, Fields, Index, base_index, normalize_fields, overlay_index
-from .rows import Record, batch_builder, compile_function, record_source, value_source
+from .rows import Record, batch_builder, compile_function, loads_all, record_source, value_source
 
 # Below this many keys, get_many looks keys up one by one: the vectorised path has a fixed cost.
 BATCH_MIN = 32
@@ -253,17 +252,18 @@ class View:
         overlay = dict(self.overlay)
         if list(schema.columns) != self._names:  # a schema change: give every kept row the new columns
             overlay = {key: None if row is None else {n: row.get(n) for n in names} for key, row in overlay.items()}
-        json_columns = [name for name, kind in schema.columns.items() if kind == "json"]
+        # Column by column: one conversion per column, then one dict per changed row.
+        columns = []
+        for name in names:
+            if name not in delta.column_names:  # a column the delta predates: null on its rows
+                columns.append([None] * delta.num_rows)
+            elif schema.columns.get(name) == "json":
+                columns.append(loads_all(delta.column(name).to_pylist()))
+            else:
+                columns.append(delta.column(name).to_pylist())
         ops = delta.column(OP_COLUMN).to_pylist()
-        for op, row in zip(ops, delta.select([n for n in names if n in delta.column_names]).to_pylist()):
-            key = row[key_field]
-            if op == REMOVED:
-                overlay[key] = None
-                continue
-            for name in json_columns:
-                if row.get(name) is not None:
-                    row[name] = json.loads(row[name])
-            overlay[key] = {name: row.get(name) for name in names}
+        for op, key, values in zip(ops, columns[0], zip(*columns)):
+            overlay[key] = None if op == REMOVED else dict(zip(names, values))
         return View(manifest, self.base, self.base_version, overlay, columns=self.columns,
                     deltas_applied=self.deltas_applied + 1, chain_bytes=self.chain_bytes + nbytes)
 

@@ -39,7 +39,6 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -54,6 +53,7 @@ import numpy as np  # noqa: E402
 
 from bench import data  # noqa: E402
 from bench.stats import Figure, percentile, ratio  # noqa: E402
+from tests.support.service import terminate  # noqa: E402
 
 log = logging.getLogger("bench.http_serving")
 
@@ -212,12 +212,7 @@ def server(command: list[str], port: int, probe: str, root: Path) -> Iterator[No
             time.sleep(0.1)
         yield
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
         errors.close()
 
 

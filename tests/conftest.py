@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -73,3 +74,17 @@ def fault_proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
 
     with FaultProxy(s3_server.endpoint_url) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """A local store in the test's own directory."""
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def changelog(tmp_path: Path) -> Path:
+    """An empty JSONL changelog; tests append to it (files may override with their own data)."""
+    path = tmp_path / "movies.jsonl"
+    path.touch()
+    return path

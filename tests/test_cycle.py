@@ -48,18 +48,6 @@ KILLER = textwrap.dedent("""\
 """)
 
 
-@pytest.fixture
-def changelog(tmp_path: Path) -> Path:
-    path = tmp_path / "movies.jsonl"
-    path.touch()
-    return path
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> str:
-    return str(tmp_path / "store")
-
-
 def publish(store: str, path: Path | str, **options: Any) -> Any:
     source_options = {"key_delimiter": options.pop("key_delimiter")} if "key_delimiter" in options else {}
     publisher = Publisher(Dataset.open(store, "movies"), open_source(str(path), **source_options),

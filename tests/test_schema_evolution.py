@@ -28,11 +28,6 @@ def changelog(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> str:
-    return str(tmp_path / "store")
-
-
 def cycle(store: str, source: Path, **options: Any) -> CycleResult:
     with open_source(str(source)) as opened:
         return Publisher(Dataset.open(store, DATASET), opened, PublishOptions(**{**DELTAS_ONLY, **options})).run_cycle()

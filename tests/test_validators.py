@@ -23,18 +23,6 @@ from tests.support.changelog import append_jsonl
 DATASET = "movies"
 
 
-@pytest.fixture
-def changelog(tmp_path: Path) -> Path:
-    path = tmp_path / "movies.jsonl"
-    path.touch()
-    return path
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> str:
-    return str(tmp_path / "store")
-
-
 def movies(start: int, stop: int) -> list[tuple[str, dict[str, Any]]]:
     return [(f"m{i:04d}", {"title": f"Movie {i}", "year": 1900 + i % 120}) for i in range(start, stop)]
 

@@ -21,6 +21,14 @@ from combe.format.errors import CombeError, ConfigError, ConflictError, Validati
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REFUSED, EXIT_CONFLICT = 0, 1, 2, 3, 4
 
+# Error class -> exit code and message prefix; the first match wins, so the most specific come first.
+ERROR_EXITS: tuple[tuple[type[CombeError], int, str], ...] = (
+    (ValidationError, EXIT_REFUSED, "refused: "),
+    (ConflictError, EXIT_CONFLICT, ""),
+    (ConfigError, EXIT_USAGE, ""),
+    (CombeError, EXIT_FAILURE, ""),
+)
+
 # Subcommands, in the order --help lists them; each module has add_parser() and run().
 # "pin" registers both pin and unpin.
 COMMANDS = ("publish", "serve", "inspect", "get", "pin", "gc")
@@ -57,18 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
         return code
-    except ValidationError as exc:
-        print(f"combe {args.command}: refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except ConflictError as exc:
-        print(f"combe {args.command}: {exc}", file=sys.stderr)
-        return EXIT_CONFLICT
-    except ConfigError as exc:
-        print(f"combe {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except CombeError as exc:
-        print(f"combe {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        code, prefix = next((code, prefix) for kind, code, prefix in ERROR_EXITS if isinstance(exc, kind))
+        print(f"combe {args.command}: {prefix}{exc}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print(f"combe {args.command}: interrupted", file=sys.stderr)
         return 130

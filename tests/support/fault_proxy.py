@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from tests.support.service import Service
 
 # Headers that describe one hop, not the message; the proxy does its own framing and answers
 # ``Expect: 100-continue`` itself.
@@ -56,7 +56,7 @@ class _Fault:
         return (self.method is None or self.method == method) and (self.path is None or self.path in path)
 
 
-class FaultProxy:
+class FaultProxy(Service):
     """Relay to ``upstream`` (``http://host:port``) from a free port on 127.0.0.1."""
 
     def __init__(self, upstream: str) -> None:
@@ -84,17 +84,6 @@ class FaultProxy:
         if self._thread is not None:
             self._thread.join()
 
-    def __enter__(self) -> FaultProxy:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- faults -------------------------------------------------------------
 

@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -28,10 +27,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+from tests.support.service import Service, terminate
 
 POM = Path(__file__).parent / "kafka" / "pom.xml"
 
@@ -156,7 +155,7 @@ def _java() -> str:
     return str(Path(java_home) / "bin" / "java") if java_home else "java"
 
 
-class KafkaBroker:
+class KafkaBroker(Service):
     """One Kafka broker+controller process on 127.0.0.1: a context manager, or start()/stop().
 
     The data directory lives as long as the object is started, so kill() followed by restart()
@@ -222,17 +221,6 @@ class KafkaBroker:
         self._launch()
         self._wait_ready()
 
-    def __enter__(self) -> KafkaBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def admin(self) -> AdminClient:
         """An AdminClient connected to this broker."""
@@ -344,14 +332,7 @@ class KafkaBroker:
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
     def _wait_ready(self) -> None:
         """Wait until the broker answers a metadata request listing itself.

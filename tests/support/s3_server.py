@@ -22,11 +22,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from types import TracebackType
+from pathlib import Path
 from typing import NoReturn
 
 import boto3
 from botocore.exceptions import ClientError
+
+if __name__ == "__main__":  # run as the server process: import the test support from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.service import Service, terminate  # noqa: E402
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
@@ -40,7 +44,7 @@ class S3ServerError(RuntimeError):
     """The moto server did not start or answer."""
 
 
-class S3Server:
+class S3Server(Service):
     """moto's S3 in a child process; use as a context manager or call start() and stop()."""
 
     def __init__(self, startup_timeout: float = 30.0) -> None:
@@ -73,30 +77,13 @@ class S3Server:
 
     def stop(self) -> None:
         """Terminate the server and wait for it; safe to call twice."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        terminate(self._process, timeout=10)
         self._process = None
         self.port = None
         if self._log_path is not None:
             os.unlink(self._log_path)
             self._log_path = None
 
-    def __enter__(self) -> S3Server:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def env(self) -> dict[str, str]:
         """Environment for clients configured the standard AWS way (what a user would set)."""

@@ -10,36 +10,10 @@ from typing import Any
 import pytest
 
 from combe.consumer import Consumer
-from combe.format.dataset import Dataset
 from combe.format.errors import FormatError, IntegrityError, StoreError
 from combe.format.manifest import Pointer, utc_now
-from combe.producer import PublishOptions, Publisher, open_source
-from tests.support.changelog import append_jsonl, canon, replay, table_state
-
-
-class Feed:
-    """A changelog file and a producer publishing it to a local store, with the replayed state of every version."""
-
-    def __init__(self, tmp_path: Path, **options: Any) -> None:
-        self.store = str(tmp_path / "store")
-        self.path = tmp_path / "changes.jsonl"
-        self.path.touch()
-        self.dataset = Dataset.open(self.store, "movies")
-        self.publisher = Publisher(self.dataset, open_source(str(self.path)), PublishOptions(**options))
-        self.states: dict[int, dict[Any, str]] = {}
-
-    def publish(self, changes: list[tuple[Any, Any]]) -> int:
-        append_jsonl(self.path, changes)
-        result = self.publisher.run_cycle()
-        assert result.outcome == "published", result
-        assert result.version is not None
-        self.states[result.version] = replay(changes, self.states.get(result.version - 1))
-        return result.version
-
-    def blob_file(self, version: int, kind: str) -> Path:
-        ref = getattr(self.dataset.manifest(version), kind)
-        assert ref is not None, f"version {version} has no {kind} blob"
-        return Path(self.store) / "movies" / ref.path
+from tests.support.changelog import canon, table_state
+from tests.support.feed import Feed
 
 
 def flip_byte(path: Path) -> bytes:

@@ -37,6 +37,12 @@ class Feed:
         self.states[result.version] = replay(changes, self.states.get(result.version - 1))
         return result.version
 
+    def blob_file(self, version: int, kind: str) -> Path:
+        """The local file of one version's snapshot, delta or reverse blob (local stores only)."""
+        ref = getattr(self.dataset.manifest(version), kind)
+        assert ref is not None, f"version {version} has no {kind} blob"
+        return Path(self.store) / self.name / ref.path
+
     def consumer(self, **options: Any) -> Consumer:
         options.setdefault("storage_options", self.storage_options)
         return Consumer(self.store, self.name, **options)

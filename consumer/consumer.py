@@ -13,7 +13,6 @@ import random
 import threading
 import time
 from collections.abc import Collection, Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pyarrow as pa
 
 from combe.format.dataset import Dataset
 from combe.format.errors import ConfigError, DatasetNotFound
-from combe.format.manifest import Pointer
+from combe.format.manifest import Pointer, parse_time
 
 from .cache import BlobCache
 from .indexes import Fields, Index, normalize_fields
@@ -268,10 +267,9 @@ class Consumer:
         """
         pointer, view = self._pointer, self._view
         wanted = self.pin if self.pin is not None else pointer.serving if pointer else None
-        behind: float | None = 0.0
+        behind = 0.0
         if wanted is not None and wanted != view.version and pointer is not None:
-            announced_at = _parse_time(pointer.at)
-            behind = round(max(0.0, time.time() - announced_at), 3) if announced_at is not None else None
+            behind = round(max(0.0, time.time() - parse_time(pointer.at).timestamp()), 3)
         return {
             "dataset": self.name,
             "version": view.version,
@@ -330,9 +328,3 @@ class LiveIndex:
     def __repr__(self) -> str:
         return f"<LiveIndex {self.fields} of {self.consumer!r}>"
 
-
-def _parse_time(text: str) -> float | None:
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
-    except ValueError:
-        return None

@@ -29,7 +29,8 @@ import pyarrow.compute as pc
 
 from combe.format.errors import ConfigError, KeyTypeError
 from combe.format.index import hash_keys
-from combe.format.schema import Schema, json_text
+from combe.format.jsontext import json_text
+from combe.format.schema import Schema
 
 from .rows import Record, compile_function, value_source
 

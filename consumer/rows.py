@@ -15,42 +15,15 @@ comprehension zips them into dicts.
 from __future__ import annotations
 
 import ctypes
-import json
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-try:
-    import orjson
-except ImportError:  # optional
-    orjson = None  # type: ignore[assignment]
+from combe.format.jsontext import loads_all, loads_stored
 
 Record = dict[str, Any]
-
-
-def _loads_orjson(text: bytes | str) -> Any:
-    """A JSON column's value: orjson first, the stdlib for what orjson refuses (ints beyond 64 bits, NaN)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-
-
-# orjson, when installed, parses the small nested values of a JSON column about 3x faster.
-loads: Callable[[bytes | str], Any] = _loads_orjson if orjson is not None else json.loads
-
-
-def loads_all(texts: list[str | None]) -> list[Any]:
-    """A JSON column's values (None stays None), parsed in one comprehension, not a call per value."""
-    if orjson is not None:
-        parse = orjson.loads
-        try:
-            return [None if text is None else parse(text) for text in texts]
-        except orjson.JSONDecodeError:
-            pass  # a value orjson refuses: parse them all with the fallback
-    return [None if text is None else loads(text) for text in texts]
 
 
 def typed_view(buffer: pa.Buffer | None, fmt: str) -> memoryview:
@@ -116,7 +89,7 @@ def record_source(key_field: str, columns: list[tuple[str, tuple[list[str], str]
 
 def compile_function(source: str, name: str, env: dict[str, Any]) -> Callable[..., Any]:
     """Compile generated ``source`` defining ``name`` with ``env`` as its globals."""
-    scope: dict[str, Any] = {"_loads": loads, **env}
+    scope: dict[str, Any] = {"_loads": loads_stored, **env}
     exec(compile(source, f"<combe generated {name}>", "exec"), scope)  # noqa: S102 - source built here
     function: Callable[..., Any] = scope[name]
     return function

@@ -11,7 +11,6 @@ every View on the same Base, so after a delta only the overlay is indexed.
 
 from __future__ import annotations
 
-import operator
 import threading
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
@@ -21,34 +20,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from combe.format.delta import OP_COLUMN, REMOVED
-from combe.format.errors import ConfigError, KeyTypeError
+from combe.format.errors import ConfigError
+from combe.format.keys import lookup_key
 from combe.format.manifest import Manifest
-from combe.format.schema import Schema, conform, json_text
+from combe.format.jsontext import json_text, loads_all
+from combe.format.schema import INT64_MAX, INT64_MIN, Schema, conform
 
 from .base import Base
 from .indexes import BaseIndex, Fields, Index, base_index, normalize_fields, overlay_index
-from .rows import Record, batch_builder, compile_function, loads_all, record_source, value_source
+from .rows import Record, batch_builder, compile_function, record_source, value_source
 
 # Below this many keys, get_many looks keys up one by one: the vectorised path has a fixed cost.
 BATCH_MIN = 32
 
 Overlay = dict[Any, Record | None]
-
-
-def coerce_key(key: Any, key_type: str) -> str | int:
-    """The key as the dataset stores it; digits are accepted for int64 keys (URLs, CLIs)."""
-    if key_type == "string":
-        if isinstance(key, str):
-            return key
-        raise KeyTypeError(f"key {key!r} is a {type(key).__name__}; this dataset's keys are strings")
-    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
-        return int(key)
-    if not isinstance(key, bool):
-        try:
-            return operator.index(key)  # int, and numpy integers
-        except TypeError:
-            pass
-    raise KeyTypeError(f"key {key!r} is not an integer; this dataset's keys are int64")
 
 
 def project(schema: Schema, columns: Collection[str] | None) -> Schema:
@@ -97,9 +82,12 @@ class View:
         columns = [(name, value_source(i, self.base.arrays.get(name), kind, env))
                    for i, (name, kind) in enumerate(zip(self._names, self._kinds))]
         key_type = self.schema.key_type
-        env.update(_overlay=self.overlay, _coerce=lambda key: coerce_key(key, key_type))
-        lines = [f"    if type(key) is not {'str' if key_type == 'string' else 'int'}:",
-                 "        key = _coerce(key)"]
+        env.update(_overlay=self.overlay, _coerce=lambda key: lookup_key(key, key_type))
+        # Keys of the stored type skip the coercion (one type check); an int out of int64 is refused like
+        # any other key that cannot be one (format/keys.py), not looked up and missed.
+        exact = "type(key) is not str" if key_type == "string" else \
+            f"type(key) is not int or not {INT64_MIN} <= key <= {INT64_MAX}"
+        lines = [f"    if {exact}:", "        key = _coerce(key)"]
         if self.overlay:
             lines += ["    if key in _overlay:",
                       "        found = _overlay[key]",
@@ -181,9 +169,14 @@ class View:
     def _key_array(self, keys: list[Any]) -> tuple[list[Any], pa.Array]:
         """The keys coerced to the key type, and as an Arrow array."""
         exact = str if self.schema.key_type == "string" else int
-        if set(map(type, keys)) != {exact}:
-            keys = [coerce_key(key, self.schema.key_type) for key in keys]
-        return keys, pa.array(keys, pa.string() if exact is str else pa.int64())
+        arrow = pa.string() if exact is str else pa.int64()
+        if set(map(type, keys)) == {exact}:
+            try:
+                return keys, pa.array(keys, arrow)
+            except OverflowError:
+                pass  # an int beyond int64: lookup_key below names it
+        keys = [lookup_key(key, self.schema.key_type) for key in keys]
+        return keys, pa.array(keys, arrow)
 
     def _records(self, keys: list[Any], rows: np.ndarray) -> list[Record]:
         """The base's records at ``rows`` (whose keys are ``keys``), built columnwise."""

@@ -21,8 +21,30 @@ from .schema import KEY_TYPES, VALUE_FORMATS, Schema
 T = TypeVar("T")
 
 
+# The one form of every time in a document: UTC, microseconds, a Z (2026-11-27T01:02:03.000000Z).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Now, as documents record it."""
+    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    """A document's time as an aware UTC datetime; FormatError for text not in TIME_FORMAT.
+
+    Documents are checked on read (``created_at``, ``at``), so a reader of a
+    Manifest or Pointer never meets the error.
+    """
+    try:
+        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise FormatError(f"{text!r} is not a UTC time like 2026-11-27T01:02:03.000000Z") from None
+
+
+def _time_text(text: str) -> str:
+    parse_time(text)
+    return text
 
 
 class _Fields:
@@ -167,7 +189,7 @@ class Manifest:
             dataset=fields.checked("dataset", str, check_dataset_name),
             version=fields.get("version", int),
             parent=fields.get("parent", int, optional=True),
-            created_at=fields.get("created_at", str),
+            created_at=fields.checked("created_at", str, _time_text),
             producer=fields.get("producer", str),
             schema=schema,
             value_format=value_format,
@@ -231,7 +253,7 @@ class Pointer:
     def from_json(cls, data: bytes, path: str) -> Pointer:
         fields = _parse(data, path)
         pointer = cls(fields.checked("dataset", str, check_dataset_name), fields.get("version", int),
-                      fields.get("at", str), fields.get("by", str), fields.get("pin", int, optional=True))
+                      fields.checked("at", str, _time_text), fields.get("by", str), fields.get("pin", int, optional=True))
         if pointer.version < 1 or (pointer.pin is not None and not 1 <= pointer.pin <= pointer.version):
             raise FormatError(f"{path}: version must be 1 or more and pin between 1 and version", path=path)
         return pointer

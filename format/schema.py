@@ -8,9 +8,7 @@ set so that a snapshot can be read from any language (docs/FORMAT.md).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 
@@ -126,23 +124,6 @@ class Schema:
 
     def empty_table(self) -> pa.Table:
         return self.to_arrow().empty_table()
-
-
-def _stdlib_json_text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-try:  # orjson writes the same canonical form (sorted keys, no spaces, UTF-8) about 10x faster
-    import orjson
-
-    def json_text(value: Any) -> str:
-        """The canonical JSON text of a nested value, so equal values compare equal as text."""
-        try:
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-        except orjson.JSONEncodeError:  # integers beyond 64 bits
-            return _stdlib_json_text(value)
-except ImportError:
-    json_text = _stdlib_json_text
 
 
 def conform(table: pa.Table, schema: Schema) -> pa.Table:

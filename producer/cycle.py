@@ -14,7 +14,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -26,7 +25,7 @@ from combe.format.delta import apply_delta
 from combe.format.errors import BadRecordError, ConfigError, ConflictError, FormatError, IntegrityError
 from combe.format.index import split_index, with_index
 from combe.format.layout import delta_blob, new_uid, reverse_blob, snapshot_blob
-from combe.format.manifest import BlobRef, Manifest, Pointer, utc_now
+from combe.format.manifest import BlobRef, Manifest, Pointer, parse_time, utc_now
 from combe.format.schema import Schema, conform
 
 from .evolution import convert_changes, retype_state
@@ -173,7 +172,7 @@ class Publisher:
         base = self._base()
         positions: Positions = {s: dict(p) for s, p in (base.manifest.positions if base.manifest else {}).items()}
         rebuild = base.manifest is not None and self.source.rebuild_needed(
-            positions, datetime.fromisoformat(base.manifest.created_at))
+            positions, parse_time(base.manifest.created_at))
         if rebuild:
             positions = {}
         changes = Changes(base.schema, held=set(base.schema.columns) if base.manifest else set(),

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from combe.format.schema import INT64_MAX, INT64_MIN, PY_TYPES, Schema, arrow_field, fits, json_text
+from combe.format.jsontext import json_text
+from combe.format.schema import INT64_MAX, INT64_MIN, PY_TYPES, Schema, arrow_field, fits
 
 if TYPE_CHECKING:
     from .fold import Changes

@@ -19,9 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED, apply_delta
-from combe.format.schema import (
-    INT64_MAX, INT64_MIN, PY_TYPES, RESERVED_PREFIX, Schema, conform, fits, json_text, widen,
-)
+from combe.format.jsontext import json_text
+from combe.format.schema import INT64_MAX, INT64_MIN, PY_TYPES, RESERVED_PREFIX, Schema, conform, fits, widen
 
 _NO_FIELDS: dict[str, Any] = {}
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from combe.format.errors import ConfigError
-from combe.format.schema import INT64_MAX, INT64_MIN, KEY_TYPES, VALUE_FORMATS
+from combe.format.jsontext import loads_record
+from combe.format.keys import RULE, parse_int64
+from combe.format.schema import KEY_TYPES, VALUE_FORMATS
 
-from .jsontext import loads
 
 MISSING = object()
 
@@ -52,18 +53,13 @@ class Decoder:
             if isinstance(raw, (str, int)) and not isinstance(raw, bool):
                 return str(raw)
             raise ValueError(f"key {raw!r} is a {type(raw).__name__}, not a string")
-        if isinstance(raw, bytes):
-            raw = raw.decode("ascii", "replace")
-        if isinstance(raw, str):
-            text = raw.strip()
-            if not text.lstrip("-").isdigit():
-                raise ValueError(f"key {raw[:40]!r} is not a decimal integer (--key-type int64)")
-            raw = int(text)
-        if not isinstance(raw, int) or isinstance(raw, bool):
-            raise ValueError(f"key {raw!r} is not an integer (--key-type int64)")
-        if not INT64_MIN <= raw <= INT64_MAX:
-            raise ValueError(f"key {raw} does not fit in int64")
-        return raw
+        value = parse_int64(raw)
+        if value is None:
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8", "replace")
+            shown = raw[:40] if isinstance(raw, str) else raw
+            raise ValueError(f"key {shown!r} is not a 64-bit integer (key_type=int64 takes {RULE})")
+        return value
 
     def value(self, key: str | int, raw: Any) -> dict[str, Any] | None:
         """The row's value columns, or None for a tombstone."""
@@ -85,7 +81,7 @@ class Decoder:
             return {"value": raw}
         if isinstance(raw, (bytes, str)):
             try:
-                raw = loads(raw)
+                raw = loads_record(raw)
             except ValueError as exc:
                 raise ValueError(f"value is not valid JSON: {exc}") from None
             if raw is None:
@@ -111,7 +107,7 @@ class Decoder:
     def decode_jsonl(self, line: bytes) -> tuple[str | int, dict[str, Any] | None]:
         """A ``{"key": ..., "value": ...}`` line."""
         try:
-            obj = loads(line)
+            obj = loads_record(line)
         except ValueError as exc:
             raise ValueError(f"malformed JSON: {exc}") from None
         if not isinstance(obj, dict):

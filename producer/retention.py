@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from combe.format.dataset import Dataset
 from combe.format.errors import ConfigError, ConflictError, DatasetNotFound, FormatError
 from combe.format.layout import BLOBS_DIR, VERSIONS_DIR, is_blob_path, manifest_path, manifest_version
-from combe.format.manifest import Manifest, Pointer
+from combe.format.manifest import Manifest, Pointer, parse_time
 from combe.format.store import ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -72,14 +72,6 @@ class GcPlan:
         return sum(item.bytes for item in self.deletions)
 
 
-def _created(manifest: Manifest) -> datetime | None:
-    try:
-        created = datetime.fromisoformat(manifest.created_at)
-    except ValueError:
-        return None
-    return created if created.tzinfo else created.replace(tzinfo=timezone.utc)
-
-
 def _kept_versions(pointer: Pointer, manifests: dict[int, Manifest], retention: Retention,
                    now: datetime) -> set[int]:
     announced = [v for v in sorted(manifests) if v <= pointer.version]
@@ -89,8 +81,7 @@ def _kept_versions(pointer: Pointer, manifests: dict[int, Manifest], retention: 
     if retention.keep_days is not None:
         cutoff = now - timedelta(days=retention.keep_days)
         for version in announced:
-            created = _created(manifests[version])
-            if created is None or created >= cutoff:  # an unreadable date is kept: never guess towards deleting
+            if parse_time(manifests[version].created_at) >= cutoff:
                 kept.add(version)
     return kept
 

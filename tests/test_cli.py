@@ -164,7 +164,7 @@ def test_int64_keys_from_the_command_line(tmp_path: Path, capsys: pytest.Capture
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines == [{"id": -20, "name": "minus twenty"}, {"id": 1, "name": "one"}]
     assert main(["get", *dataset, "x"]) == 1
-    assert "key 'x' is not an integer; this dataset's keys are int64" in capsys.readouterr().err
+    assert "key 'x' is not a 64-bit integer" in capsys.readouterr().err
 
 
 # -- errors --------------------------------------------------------------------------------------

@@ -286,7 +286,7 @@ def test_key_types_and_key_field(store: str, changelog: Path) -> None:
         assert consumer.get("-3") == {"id": -3, "title": "Minus"}
         assert [r["id"] for r in consumer.view().table.to_pylist()] == [-3, 7, 12]
     append_lines(changelog, ['x1,{"title": "not an int"}'])
-    with pytest.raises(BadRecordError, match="line 4: key 'x1' is not a decimal integer"):
+    with pytest.raises(BadRecordError, match="line 4: key 'x1' is not a 64-bit integer"):
         publish(store, changelog, **options)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from combe.format.dataset import Dataset
 from combe.producer import Publisher, open_source
-from combe.producer.jsontext import _stdlib_loads
+from combe.format.jsontext import _stdlib_loads_record
 
 
 def test_a_last_line_without_newline_waits_for_the_next_run(tmp_path: Path) -> None:
@@ -28,8 +28,8 @@ def test_a_last_line_without_newline_waits_for_the_next_run(tmp_path: Path) -> N
 @pytest.mark.parametrize("text", [b'{"a": "\\ud800"}', b'{"k\\uDC00": 1}'])
 def test_the_stdlib_path_refuses_lone_surrogates_like_orjson(text: bytes) -> None:
     with pytest.raises(ValueError, match="lone surrogate"):
-        _stdlib_loads(text)
+        _stdlib_loads_record(text)
 
 
 def test_the_stdlib_path_keeps_surrogate_pairs() -> None:
-    assert _stdlib_loads(b'{"a": "\\ud83d\\ude00"}') == {"a": "\U0001F600"}
+    assert _stdlib_loads_record(b'{"a": "\\ud83d\\ude00"}') == {"a": "\U0001F600"}

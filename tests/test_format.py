@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +15,7 @@ from combe.format.codec import decode_blob, encode_table, sha256_hex
 from combe.format.delta import ADDED, REMOVED, UPDATED, apply_delta, make_delta
 from combe.format.errors import CombeError, FormatError, IntegrityError
 from combe.format.index import build_index, hash_keys, key_bytes, key_hash, with_index, split_index
-from combe.format.manifest import BlobRef, Manifest, Pointer
+from combe.format.manifest import BlobRef, Manifest, Pointer, parse_time, utc_now
 from combe.format.schema import Schema
 
 PATH = "memory://store/movies/versions/000000000002.json"
@@ -57,10 +58,28 @@ def test_manifest_round_trip() -> None:
 
 
 def test_pointer_round_trip_and_serving() -> None:
-    pointer = Pointer("movies", 5, "2024-01-01T00:00:00Z", "host:1", pin=3)
+    pointer = Pointer("movies", 5, "2024-01-01T00:00:00.000000Z", "host:1", pin=3)
     again = Pointer.from_json(pointer.to_json(), "announced.json")
     assert again == pointer and again.serving == 3
     assert Pointer("movies", 5, "t", "p").serving == 5
+
+
+@pytest.mark.parametrize("text", ["2024-01-01T00:00:00Z", "2024-01-01 00:00:00.000000", "yesterday", "",
+                                  "2024-01-01T00:00:00.000000+00:00", "2024-13-01T00:00:00.000000Z"])
+def test_times_in_another_form_are_refused(text: str) -> None:
+    doc = document()
+    doc["created_at"] = text
+    expect_format_error(encoded(doc), "'created_at'", "not a UTC time")
+    pointer = json.loads(Pointer("movies", 5, utc_now(), "host:1").to_json())
+    pointer["at"] = text
+    with pytest.raises(FormatError, match="'at'.*not a UTC time"):
+        Pointer.from_json(encoded(pointer), "announced.json")
+
+
+def test_the_time_written_is_the_time_read() -> None:
+    before = datetime.now(timezone.utc)
+    written = utc_now()
+    assert before <= parse_time(written) <= datetime.now(timezone.utc)
 
 
 def expect_format_error(data: bytes, *fragments: str) -> FormatError:

@@ -7,42 +7,17 @@ lookup, so a malformed request never reaches the consumer or the store.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from combe.format.errors import KeyTypeError, RequestError, RequestTooLarge
-from combe.format.schema import INT64_MAX, INT64_MIN
-
-_INTEGER = re.compile(r"-?[0-9]{1,19}")
-
-
-def _int64(text: str) -> int | None:
-    if not _INTEGER.fullmatch(text):
-        return None
-    value = int(text)
-    return value if INT64_MIN <= value <= INT64_MAX else None
-
-
-def parse_key(raw: Any, key_type: str, where: str = "key") -> str | int:
-    """A key from a URL (text) or a JSON body (text or number), as the dataset stores it."""
-    if key_type == "string":
-        if isinstance(raw, str):
-            return raw
-        raise KeyTypeError(f"{where} {raw!r} is not a string; this dataset's keys are strings")
-    if isinstance(raw, int) and not isinstance(raw, bool) and INT64_MIN <= raw <= INT64_MAX:
-        return raw
-    value = _int64(raw) if isinstance(raw, str) else None
-    if value is None:
-        raise KeyTypeError(f"{where} {raw!r} is not a 64-bit integer; this dataset's keys are int64")
-    return value
-
+from combe.format.errors import RequestError, RequestTooLarge
+from combe.format.keys import lookup_key, parse_int64
 
 def parse_value(text: str, kind: str, field: str) -> Any:
     """A query value from the URL, as a value of the field's column type."""
     if kind == "string":
         return text
     if kind == "int64":
-        value = _int64(text)
+        value = parse_int64(text)
         if value is None:
             raise RequestError(f"{field}={text!r}: {field} holds 64-bit integers")
         return value
@@ -60,9 +35,10 @@ def parse_value(text: str, kind: str, field: str) -> Any:
 def parse_limit(raw: str | None, default: int, maximum: int) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    value = parse_int64(raw)
+    if value is None or not 1 <= value <= maximum:
         raise RequestError(f"limit={raw!r}: use a whole number from 1 to {maximum}")
-    return int(raw)
+    return value
 
 
 def parse_cursor(raw: str | None, version: int | None = None) -> int:
@@ -74,14 +50,16 @@ def parse_cursor(raw: str | None, version: int | None = None) -> int:
     """
     if raw is None:
         return 0
-    at, dot, offset = raw.rpartition(".")
-    if not offset.isdigit() or len(offset) > 18 or (dot and not at.isdigit()) or bool(dot) != (version is not None):
+    at, dot, offset_text = raw.rpartition(".")
+    offset, made_at = parse_int64(offset_text), parse_int64(at) if dot else None
+    if (offset is None or offset < 0 or bool(dot) != (version is not None)
+            or (dot and (made_at is None or made_at < 1))):
         raise RequestError(f"cursor={raw!r} is not a cursor this server handed out; "
                            "pass next_cursor from the previous page, or no cursor to start")
-    if version is not None and int(at) != version:
+    if version is not None and made_at != version:
         raise RequestError(f"cursor={raw!r} belongs to version {at}, and version {version} is served now; "
                            "start again without a cursor")
-    return int(offset)
+    return offset
 
 
 def next_cursor(offset: int, count: int, total: int, version: int | None = None) -> str | None:
@@ -104,4 +82,4 @@ def parse_batch(body: bytes, key_type: str, limit: int) -> list[str | int]:
     if len(keys) > limit:
         raise RequestTooLarge(f"the batch asks for {len(keys)} keys; this server answers at most {limit} "
                               "per request: split it")
-    return [parse_key(key, key_type, f"keys[{i}]") for i, key in enumerate(keys)]
+    return [lookup_key(key, key_type, f"keys[{i}]") for i, key in enumerate(keys)]

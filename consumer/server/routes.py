@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import functools
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from combe.format.errors import DatasetNotFound, RecordNotFound, RequestError, RequestTooLarge
+from combe.format.keys import lookup_key
+from combe.format.manifest import parse_time
 
 from ..view import View
 from .catalog import Served
-from .params import next_cursor, parse_batch, parse_cursor, parse_key, parse_limit
+from .params import next_cursor, parse_batch, parse_cursor, parse_limit
 from .query import parse_query, query_fields
 from .state import Server
 
@@ -37,12 +38,8 @@ def _dataset(name: str) -> tuple[Served, View]:
     return served, view
 
 
-def _age(created_at: str, now: float) -> float | None:
-    try:
-        created = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
-    return round(max(0.0, now - created.timestamp()), 3)
+def _age(created_at: str, now: float) -> float:
+    return round(max(0.0, now - parse_time(created_at).timestamp()), 3)
 
 
 # -- datasets -----------------------------------------------------------------------
@@ -94,7 +91,7 @@ def describe_dataset(name: str) -> Response:
 @api.get("/v1/datasets/<name>/records/<path:key>")
 def get_record(name: str, key: str) -> Response:
     _, view = _dataset(name)
-    parsed = parse_key(key, view.schema.key_type)
+    parsed = lookup_key(key, view.schema.key_type)
     record = view.get(parsed)
     if record is None:
         raise RecordNotFound(f"no record with key {key!r} in {name} version {view.version}",

@@ -7,14 +7,21 @@ announcements, sha256 checked before a blob is used) live here once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .codec import verified_ipc, verify
-from .errors import DatasetNotFound, FormatError, ObjectNotFound
+from .errors import ConfigError, ConflictError, DatasetNotFound, FormatError, ObjectNotFound
 from .layout import ANNOUNCED, VERSIONS_DIR, check_dataset_name, manifest_path, manifest_version
 from .manifest import BlobRef, Manifest, Pointer
 from .store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+# Compare-and-swaps of announced.json an update may lose (each to another writer) before it gives up.
+ANNOUNCE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,63 @@ class Dataset:
     def announce(self, pointer: Pointer, expected_tag: str | None) -> str | None:
         """Compare-and-swap the announcement; the new tag, or None if another producer moved it."""
         return self.store.compare_and_swap(ANNOUNCED, pointer.to_json(), expected_tag)
+
+    def update_announced(self, change: Callable[[Announced], Pointer | None], *, doing: str,
+                         current: Announced | None = None, attempts: int = ANNOUNCE_ATTEMPTS) -> Pointer | None:
+        """Move the announcement to ``change(announced)`` by compare-and-swap; the pointer announced after.
+
+        ``change`` is shown the announcement as it is (``current`` first, if
+        given, else a fresh read). It returns the pointer to write, None when
+        the announcement already says what the caller wants, or raises to give
+        up. A swap lost to another writer (a producer announcing, ``combe pin``)
+        re-reads the announcement and asks ``change`` again, so every write is
+        decided on what it replaces. After ``attempts`` lost swaps a
+        ConflictError says the announcement kept changing while ``doing``.
+        """
+        announced = current if current is not None else self.announced()
+        for attempt in range(attempts):
+            if attempt:
+                announced = self.announced()
+            pointer = change(announced)
+            if pointer is None:
+                return announced.pointer
+            if self.announce(pointer, announced.tag) is not None:
+                return pointer
+        raise ConflictError(f"{self.name}: announced.json kept changing while {doing} ({attempts} attempts); "
+                            "nothing was changed by this run, try again", dataset=self.name,
+                            version=announced.version or 0)
+
+    def set_pin(self, version: int | None) -> tuple[Pointer, int | None]:
+        """Set the store-wide pin to ``version`` (None: unpin); the pointer announced after, and the pin before.
+
+        The pin is the ``pin`` field of ``announced.json``, so a consumer's poll
+        stays one conditional request. It is swapped in with the announced
+        version unchanged; a producer announcing meanwhile makes the swap fail,
+        and the pin is set again on top of its announcement (producers carry the
+        pin over when they announce).
+        """
+        previous: int | None = None
+
+        def change(announced: Announced) -> Pointer | None:
+            nonlocal previous
+            pointer = announced.pointer
+            if pointer is None:
+                raise DatasetNotFound(f"dataset {self.name!r} has no announced version at {self.url}; "
+                                      "there is nothing to pin", dataset=self.name)
+            if version is not None:
+                if not 1 <= version <= pointer.version:
+                    raise ConfigError(f"cannot pin {self.name} to version {version}: versions run from 1 to the "
+                                      f"announced version {pointer.version}")
+                self.manifest(version)  # DatasetNotFound if gc removed it: consumers could not load it
+            previous = pointer.pin
+            return None if pointer.pin == version else replace(pointer, pin=version)
+
+        pointer = self.update_announced(change, doing=f"setting the pin to {version}")
+        assert pointer is not None  # change() raised when nothing was announced
+        if previous != version:
+            log.info("%s: store-wide pin %s -> %s (announced version %d)", self.name, previous, version,
+                     pointer.version)
+        return pointer, previous
 
     def manifest(self, version: int) -> Manifest:
         path = manifest_path(version)

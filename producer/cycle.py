@@ -38,8 +38,6 @@ from .validators import Limits, ValidationContext, Validator, run_validators
 log = logging.getLogger(__name__)
 
 ON_BAD_RECORD = ("fail", "skip")
-# Compare-and-swaps of the announcement lost only to pin changes before the cycle gives up.
-ANNOUNCE_ATTEMPTS = 5
 
 
 def default_producer_id() -> str:
@@ -353,18 +351,16 @@ class Publisher:
 
         A swap lost to a pin change (``combe pin``: same version, new tag) is tried again on top of it.
         """
-        for _ in range(ANNOUNCE_ATTEMPTS):
-            pin = announced.pointer.pin if announced.pointer else None
-            pointer = Pointer(self.dataset.name, manifest.version, utc_now(), self.options.producer_id, pin)
-            if self.dataset.announce(pointer, announced.tag) is not None:
-                return
-            announced = self.dataset.announced()
+        def change(now: Announced) -> Pointer | None:
             # If another producer announced this very manifest (it adopted it, maybe publishing more on
             # top since), it is announced: versions only ever advance one by one.
-            if (announced.version or 0) >= manifest.version:
-                return
-            if announced.version != manifest.parent:
-                break
-        raise ConflictError(f"{self.dataset.name}: another producer announced a version while this one "
-                            f"was publishing version {manifest.version}; nothing was announced by this one",
-                            dataset=self.dataset.name, version=manifest.version)
+            if (now.version or 0) >= manifest.version:
+                return None
+            if now.version != manifest.parent:
+                raise ConflictError(f"{self.dataset.name}: another producer announced a version while this one "
+                                    f"was publishing version {manifest.version}; nothing was announced by this one",
+                                    dataset=self.dataset.name, version=manifest.version)
+            pin = now.pointer.pin if now.pointer else None
+            return Pointer(self.dataset.name, manifest.version, utc_now(), self.options.producer_id, pin)
+
+        self.dataset.update_announced(change, current=announced, doing=f"announcing version {manifest.version}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from combe.consumer.pinning import set_store_pin
 from combe.format.dataset import Dataset
 
 from .options import add_dataset_options, add_json_option, emit_json, require_dataset, storage_options
@@ -32,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     store, name = require_dataset(args)
-    pointer, previous = set_store_pin(Dataset.open(store, name, storage_options(args)), args.version)
+    pointer, previous = Dataset.open(store, name, storage_options(args)).set_pin(args.version)
     if args.json:
         emit_json({"dataset": name, "announced": pointer.version, "pin": pointer.pin, "previous_pin": previous,
                    "serving": pointer.serving})

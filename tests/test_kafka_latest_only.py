@@ -57,7 +57,7 @@ def test_raw_keys_that_decode_to_one_key_fold_in_offset_order(kafka_broker: Kafk
     topic = unique("latest-int")
     kafka_broker.create_topic(topic, partitions=1, config=RESUMABLE)
     # "7" comes first and again last: its last record is the newest of the three spellings of key 7.
-    produce_raw(kafka_broker, topic, [(b"7", b'{"x": 1}'), (b"07", b'{"x": 2}'), (b" 7", b'{"x": 3}'),
+    produce_raw(kafka_broker, topic, [(b"7", b'{"x": 1}'), (b"07", b'{"x": 2}'), (b"007", b'{"x": 3}'),
                                       (b"7", b'{"x": 4}'), (b"8", b'{"x": 5}'), (b"08", None)])
     dataset = Dataset.open(str(tmp_path), "d")
     assert publish(kafka_broker, topic, dataset, PublishOptions(fmt=RecordFormat(key_type="int64"))) == 1

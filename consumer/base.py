@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from combe.format.index import build_index, split_index
-from combe.format.schema import Schema, type_of_field
+from combe.format.schema import Schema
+from combe.format.types import type_of_field
 
 from .rows import ColumnReader, byte_slicer, typed_view
 

@@ -12,7 +12,12 @@ import uuid
 
 from .errors import ConfigError, FormatError
 
-FORMAT_VERSION = 1
+# What this combe writes: manifests changed in version 2 (the h128 state checksum, nested types);
+# the announcement is still written as version 1. Readers take every version listed as readable.
+MANIFEST_FORMAT = 2
+POINTER_FORMAT = 1
+READABLE_MANIFESTS = (1, 2)
+READABLE_POINTERS = (1,)
 ANNOUNCED = "announced.json"
 VERSIONS_DIR = "versions"
 BLOBS_DIR = "blobs"

@@ -14,7 +14,9 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from .errors import ConfigError, FormatError
-from .layout import FORMAT_VERSION, check_blob_path, check_dataset_name
+from .checksum import LEGACY_PREFIX, is_checksum
+from .layout import (MANIFEST_FORMAT, POINTER_FORMAT, READABLE_MANIFESTS, READABLE_POINTERS, check_blob_path,
+                     check_dataset_name)
 from .schema import KEY_TYPES, VALUE_FORMATS, Schema
 
 
@@ -80,16 +82,16 @@ class _Fields:
         return None if value is None else _Fields(value, self.path, f"{self.where}.{name}" if self.where else name)
 
 
-def _parse(data: bytes, path: str) -> _Fields:
+def _parse(data: bytes, path: str, readable: tuple[int, ...]) -> _Fields:
     try:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{path} is not valid JSON (truncated or corrupted?): {exc}", path=path) from exc
     fields = _Fields(obj, path)
     found = fields.get("format_version", int)
-    if found != FORMAT_VERSION:
-        raise FormatError(f"{path} has format_version {found}; this combe reads version {FORMAT_VERSION}. "
-                          "Upgrade combe to read it.", path=path)
+    if found not in readable:
+        raise FormatError(f"{path} has format_version {found}; this combe reads version "
+                          f"{' and '.join(map(str, readable))}. Upgrade combe to read it.", path=path)
     return fields
 
 
@@ -140,10 +142,12 @@ class Manifest:
     positions: dict[str, dict[str, int]]
     changes: dict[str, int] = field(default_factory=dict)
     schema_change: bool = False
+    # The format this manifest was read in (1: sha256 state checksum, scalar types only), or is written in.
+    format_version: int = MANIFEST_FORMAT
 
     def to_json(self) -> bytes:
         return _dump({
-            "format_version": FORMAT_VERSION,
+            "format_version": self.format_version,
             "dataset": self.dataset,
             "version": self.version,
             "parent": self.parent,
@@ -164,7 +168,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes, path: str) -> Manifest:
-        fields = _parse(data, path)
+        fields = _parse(data, path, READABLE_MANIFESTS)
         key = fields.nested("key")
         assert key is not None
         key_type = key.get("type", str)
@@ -203,6 +207,7 @@ class Manifest:
             positions={stream: dict(parts) for stream, parts in positions.items()},
             changes={k: v for k, v in fields.get("changes", dict).items() if isinstance(v, int)},
             schema_change=bool(fields.get("schema_change", bool, optional=True)),
+            format_version=fields.get("format_version", int),
         )
         manifest._check(path)
         return manifest
@@ -222,6 +227,11 @@ class Manifest:
             problems.append("a version with a parent needs a delta or a snapshot")
         if self.record_count < 0:
             problems.append("record_count must not be negative")
+        if not is_checksum(self.state_checksum) or (
+                self.state_checksum.startswith(LEGACY_PREFIX) != (self.format_version == 1)):
+            problems.append("state_checksum must be sha256:<64 hex> in format_version 1 and h128:<32 hex> after")
+        if self.format_version == 1 and any("<" in t for t in self.schema.columns.values()):
+            problems.append("format_version 1 has no nested types")
         if problems:
             raise FormatError(f"{path}: " + "; ".join(problems), path=path)
 
@@ -241,7 +251,7 @@ class Pointer:
     pin: int | None = None
 
     def to_json(self) -> bytes:
-        return _dump({"format_version": FORMAT_VERSION, "dataset": self.dataset,
+        return _dump({"format_version": POINTER_FORMAT, "dataset": self.dataset,
                       "version": self.version, "at": self.at, "by": self.by, "pin": self.pin})
 
     @property
@@ -251,7 +261,7 @@ class Pointer:
 
     @classmethod
     def from_json(cls, data: bytes, path: str) -> Pointer:
-        fields = _parse(data, path)
+        fields = _parse(data, path, READABLE_POINTERS)
         pointer = cls(fields.checked("dataset", str, check_dataset_name), fields.get("version", int),
                       fields.checked("at", str, _time_text), fields.get("by", str), fields.get("pin", int, optional=True))
         if pointer.version < 1 or (pointer.pin is not None and not 1 <= pointer.pin <= pointer.version):

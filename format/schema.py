@@ -13,23 +13,11 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from .errors import ConfigError, FormatError
+from .types import arrow_field, parse_type
 
 KEY_TYPES = ("string", "int64")
 VALUE_FORMATS = ("json", "string", "bytes")
 RESERVED_PREFIX = "__combe_"
-TYPE_METADATA = b"combe.type"
-
-# combe type name -> Arrow type; "json" is UTF-8 JSON text for nested values.
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "null": pa.null(),
-    "bool": pa.bool_(),
-    "int64": pa.int64(),
-    "float64": pa.float64(),
-    "string": pa.string(),
-    "binary": pa.binary(),
-    "json": pa.string(),
-}
-
 # Python type of a decoded JSON value -> combe type. bool before int matters:
 # the lookup is by exact type, so True maps to "bool", never "int64".
 PY_TYPES: dict[type, str] = {
@@ -64,21 +52,6 @@ def widen(column_type: str, value_type: str) -> str | None:
     if column_type == "int64" and value_type == "float64":
         return "float64"
     return None
-
-
-def arrow_field(name: str, type_name: str, *, nullable: bool = True) -> pa.Field:
-    metadata = {TYPE_METADATA: b"json"} if type_name == "json" else None
-    return pa.field(name, ARROW_TYPES[type_name], nullable=nullable, metadata=metadata)
-
-
-def type_of_field(arrow: pa.Field) -> str:
-    """The combe type name of an Arrow field written by combe."""
-    if arrow.metadata and arrow.metadata.get(TYPE_METADATA) == b"json":
-        return "json"
-    for name, arrow_type in ARROW_TYPES.items():
-        if name != "json" and arrow.type == arrow_type:
-            return name
-    raise FormatError(f"column {arrow.name!r} has Arrow type {arrow.type}, which combe does not write")
 
 
 @dataclass
@@ -116,10 +89,10 @@ class Schema:
             raise FormatError(f"schema must start with the key column {key_field!r} of type {key_type}")
         values: dict[str, str] = {}
         for column, (name, kind) in zip(columns[1:], pairs[1:]):
-            if (not isinstance(name, str) or not isinstance(kind, str) or kind not in ARROW_TYPES
-                    or name in values or name == key_field):
-                raise FormatError(f"schema column {column!r} is not a unique name with a known type")
-            values[name] = kind
+            if (not isinstance(name, str) or not isinstance(kind, str) or name in values or name == key_field
+                    or name.startswith(RESERVED_PREFIX)):
+                raise FormatError(f"schema column {column!r:.200} is not a unique name with a type")
+            values[name] = parse_type(kind)
         return cls(key_field, key_type, values)
 
     def empty_table(self) -> pa.Table:

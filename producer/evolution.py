@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from combe.format.jsontext import json_text
-from combe.format.schema import INT64_MAX, INT64_MIN, PY_TYPES, Schema, arrow_field, fits
+from combe.format.schema import INT64_MAX, INT64_MIN, PY_TYPES, Schema, fits
+from combe.format.types import arrow_field
 
 if TYPE_CHECKING:
     from .fold import Changes

@@ -237,7 +237,7 @@ def test_a_corrupted_manifest_exits_1_naming_it(tmp_path: Path, changelog: Path,
     dataset = ["--store", str(tmp_path / "store"), "--dataset", "movies"]
     assert main(["publish", "--source", str(changelog), *dataset, "--once"]) == 0
     manifest = tmp_path / "store" / "movies" / "versions" / "000000000001.json"
-    manifest.write_text(manifest.read_text().replace('"format_version": 1', '"format_version": 9'))
+    manifest.write_text(manifest.read_text().replace('"format_version": 2', '"format_version": 9'))
     capsys.readouterr()
     for command in (["inspect"], ["get", "up"]):
         assert main([command[0], *dataset, *command[1:]]) == 1

@@ -26,7 +26,7 @@ def make_manifest(**overrides: object) -> Manifest:
     fields: dict[str, object] = dict(
         dataset="movies", version=2, parent=1, created_at="2024-01-01T00:00:00.000000Z", producer="host:1:abc",
         schema=Schema("id", "int64", {"title": "string", "year": "int64", "tags": "json", "score": "float64"}),
-        value_format="json", record_count=3, state_checksum="sha256:" + "0" * 64, snapshot_version=1,
+        value_format="json", record_count=3, state_checksum="h128:" + "0" * 32, snapshot_version=1,
         snapshot=None,
         delta=BlobRef(f"blobs/delta-1-2-{'a' * 32}.arrow.zst", 120, SHA, 2),
         reverse=BlobRef(f"blobs/reverse-2-1-{'a' * 32}.arrow.zst", 110, SHA, 2),
@@ -105,6 +105,19 @@ def test_truncated_manifest_is_a_format_error() -> None:
         expect_format_error(data[:cut])
 
 
+def test_format_version_1_manifests_are_read_with_their_sha256_checksum() -> None:
+    doc = document()
+    doc["format_version"], doc["state_checksum"] = 1, "sha256:" + "ab" * 32
+    assert Manifest.from_json(encoded(doc), "m.json").format_version == 1
+    doc["state_checksum"] = "h128:" + "0" * 32
+    expect_format_error(encoded(doc), "state_checksum")
+    doc["format_version"], doc["state_checksum"] = 2, "sha256:" + "ab" * 32
+    expect_format_error(encoded(doc), "state_checksum")
+    doc["format_version"], doc["state_checksum"] = 1, "sha256:" + "ab" * 32
+    doc["schema"].append({"name": "labels", "type": "list<string>"})
+    expect_format_error(encoded(doc), "nested")
+
+
 def test_not_an_object() -> None:
     expect_format_error(b"[1, 2, 3]", "JSON object")
     expect_format_error(b"null", "JSON object")
@@ -112,8 +125,8 @@ def test_not_an_object() -> None:
 
 def test_unknown_format_version() -> None:
     doc = document()
-    doc["format_version"] = 2
-    expect_format_error(encoded(doc), "format_version 2", "Upgrade combe")
+    doc["format_version"] = 3
+    expect_format_error(encoded(doc), "format_version 3", "Upgrade combe")
     doc["format_version"] = "1"
     expect_format_error(encoded(doc), "format_version")
     doc["format_version"] = True
@@ -327,7 +340,7 @@ def test_state_checksum_independent_of_chunking() -> None:
 def test_state_checksum_sees_content() -> None:
     table = sample_table()
     one = state_checksum(table)
-    assert one.startswith("sha256:")
+    assert one.startswith("h128:")
     changed = table.set_column(1, "title", pa.array(["Alien", None, "Heap"]))
     assert state_checksum(changed) != one
     nulled = table.set_column(2, "score", pa.array([8.5, None, None]))

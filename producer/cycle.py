@@ -27,6 +27,7 @@ from combe.format.index import split_index, with_index
 from combe.format.layout import delta_blob, new_uid, reverse_blob, snapshot_blob
 from combe.format.manifest import BlobRef, Manifest, Pointer, parse_time, utc_now
 from combe.format.schema import Schema, conform
+from combe.format.settings import setting
 
 from .evolution import convert_changes, retype_state
 from .fold import Changes, FoldResult, fold
@@ -46,7 +47,7 @@ def default_producer_id() -> str:
 
 @dataclass
 class PublishOptions:
-    """How a producer publishes; the CLI's publish flags map onto these one to one.
+    """How a producer publishes; the CLI's publish flags map onto these one to one (the settings are its table).
 
     ``limits`` are the built-in validators, on by default; ``validators`` are
     custom ones, run after them. ``allow_schema_change`` lets a column change
@@ -54,9 +55,11 @@ class PublishOptions:
     """
 
     fmt: RecordFormat = field(default_factory=RecordFormat)
-    on_bad_record: str = "fail"
-    snapshot_every: int = 20
-    snapshot_ratio: float = 0.5
+    on_bad_record: str = setting("fail", "fail: stop and announce nothing; skip: count it in the manifest "
+                                         "(changes.bad_records) and the log", choices=ON_BAD_RECORD)
+    snapshot_every: int = setting(20, "write a snapshot at least every N versions")
+    snapshot_ratio: float = setting(0.5, "...or once the deltas since the last snapshot reach this share of its "
+                                         "size")
     validators: list[Validator] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     integrity_check: bool = True
@@ -65,9 +68,11 @@ class PublishOptions:
 
     def __post_init__(self) -> None:
         if self.on_bad_record not in ON_BAD_RECORD:
-            raise ConfigError(f"--on-bad-record {self.on_bad_record!r}: use fail or skip")
-        if self.snapshot_every < 1 or self.snapshot_ratio <= 0:
-            raise ConfigError("--snapshot-every must be 1 or more and --snapshot-ratio above 0")
+            raise ConfigError(f"on_bad_record={self.on_bad_record!r}: use fail or skip")
+        if self.snapshot_every < 1:
+            raise ConfigError(f"snapshot_every={self.snapshot_every}: write a snapshot every 1 version or more")
+        if self.snapshot_ratio <= 0:
+            raise ConfigError(f"snapshot_ratio={self.snapshot_ratio}: use a share above 0")
 
 
 @dataclass
@@ -133,8 +138,9 @@ class Publisher:
         stored = (manifest.schema.key_field, manifest.schema.key_type, manifest.value_format)
         if stored != (fmt.key_field, fmt.key_type, fmt.value_format):
             raise ConfigError(
-                f"dataset {self.dataset.name!r} was published with --key-field {stored[0]} --key-type {stored[1]} "
-                f"--value-format {stored[2]}; this run asks for {fmt.key_field}/{fmt.key_type}/{fmt.value_format}"
+                f"dataset {self.dataset.name!r} was published with key_field={stored[0]} key_type={stored[1]} "
+                f"value_format={stored[2]}; this run asks for key_field={fmt.key_field} key_type={fmt.key_type} "
+                f"value_format={fmt.value_format}"
             )
 
     def _adopt_stopped_version(self, announced: Announced) -> CycleResult | None:
@@ -261,7 +267,7 @@ class Publisher:
                                   where=self.source.describe(stream, record.partition, record.offset))
 
     def _skip_or_raise(self, errors: list[BadRecordError | None]) -> int:
-        """Apply --on-bad-record: raise the earliest error, or log them all and count them."""
+        """Apply ``on_bad_record``: raise the earliest error, or log them all and count them."""
         found = [error for error in errors if error is not None]
         if found and self.options.on_bad_record != "skip":
             raise min(found, key=lambda error: (error.stream, error.partition, error.offset))

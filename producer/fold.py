@@ -82,7 +82,7 @@ class Changes:
                     retyped[name], widened = current, kind
                 if widened is None:
                     raise ValueError(f"type conflict: field {name!r} is {current} in the dataset but this "
-                                     f"value is {kind} ({value!r:.40}); --allow-schema-change publishes "
+                                     f"value is {kind} ({value!r:.40}); allow_schema_change publishes "
                                      "the new type as a snapshot-only version")
                 updates[name] = widened
         # Applied only once every field passed, so a bad record leaves the schema as it was.

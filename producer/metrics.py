@@ -109,7 +109,7 @@ def render(report: RunReport, last_success: float | None, version: int | None) -
                ({"change": "removed"}, float(result.removed))])
         gauge("bytes_written", "Bytes of blobs and manifest the last run wrote.",
               [({}, float(result.bytes_written))])
-        gauge("bad_records", "Records the last run skipped (--on-bad-record skip).",
+        gauge("bad_records", "Records the last run skipped (on_bad_record=skip).",
               [({}, float(result.bad_records))])
     return "\n".join(lines) + "\n"
 
@@ -148,7 +148,7 @@ def write_textfile(path: str | Path, report: RunReport) -> None:
     try:
         fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
-        raise ConfigError(f"--metrics-file {target}: cannot write in {target.parent} ({exc.strerror})") from exc
+        raise ConfigError(f"metrics file {target}: cannot write in {target.parent} ({exc.strerror})") from exc
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
@@ -157,5 +157,5 @@ def write_textfile(path: str | Path, report: RunReport) -> None:
     except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise ConfigError(f"--metrics-file {target}: cannot write it ({exc.strerror})") from exc
+            raise ConfigError(f"metrics file {target}: cannot write it ({exc.strerror})") from exc
         raise

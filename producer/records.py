@@ -1,7 +1,7 @@
 """Turning raw records into (key, row) pairs: key types, value formats, the key field rule.
 
 Every way a record can be unusable raises ValueError with a reason a user can
-act on; the caller adds where the record is and applies --on-bad-record.
+act on; the caller adds where the record is and applies ``on_bad_record``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from combe.format.errors import ConfigError
 from combe.format.jsontext import loads_record
 from combe.format.keys import RULE, parse_int64
 from combe.format.schema import KEY_TYPES, VALUE_FORMATS
+from combe.format.settings import setting
 
 
 MISSING = object()
@@ -20,17 +21,20 @@ MISSING = object()
 
 @dataclass(frozen=True)
 class RecordFormat:
-    """How keys and values are read: the options of ``combe publish`` that shape records."""
+    """How keys and values are read (settings: ``combe publish`` has a flag for each)."""
 
-    key_field: str = "key"
-    key_type: str = "string"
-    value_format: str = "json"
+    key_field: str = setting("key", "name of the key column; a value that carries this field must agree with "
+                                    "the message key")
+    key_type: str = setting("string", "string, or int64: decimal text (ASCII digits, an optional leading minus) "
+                                      "in messages", choices=KEY_TYPES)
+    value_format: str = setting("json", "json: object fields become columns; string or bytes: one 'value' column",
+                                choices=VALUE_FORMATS)
 
     def __post_init__(self) -> None:
         if self.key_type not in KEY_TYPES:
-            raise ConfigError(f"--key-type {self.key_type!r}: use one of {', '.join(KEY_TYPES)}")
+            raise ConfigError(f"key_type={self.key_type!r}: use one of {', '.join(KEY_TYPES)}")
         if self.value_format not in VALUE_FORMATS:
-            raise ConfigError(f"--value-format {self.value_format!r}: use one of {', '.join(VALUE_FORMATS)}")
+            raise ConfigError(f"value_format={self.value_format!r}: use one of {', '.join(VALUE_FORMATS)}")
 
 
 class Decoder:
@@ -71,13 +75,13 @@ class Decoder:
                     try:
                         raw = raw.decode()
                     except UnicodeDecodeError:
-                        raise ValueError("value is not UTF-8 text (--value-format string)") from None
+                        raise ValueError("value is not UTF-8 text (value_format=string)") from None
                 elif not isinstance(raw, str):
-                    raise ValueError(f"value is a {type(raw).__name__}, not a string (--value-format string)")
+                    raise ValueError(f"value is a {type(raw).__name__}, not a string (value_format=string)")
             elif isinstance(raw, str):
                 raw = raw.encode()
             elif not isinstance(raw, bytes):
-                raise ValueError(f"value is a {type(raw).__name__}, not bytes (--value-format bytes)")
+                raise ValueError(f"value is a {type(raw).__name__}, not bytes (value_format=bytes)")
             return {"value": raw}
         if isinstance(raw, (bytes, str)):
             try:
@@ -87,7 +91,7 @@ class Decoder:
             if raw is None:
                 return None
         if not isinstance(raw, dict):
-            raise ValueError(f"value is a JSON {type(raw).__name__}, not an object (use --value-format string "
+            raise ValueError(f"value is a JSON {type(raw).__name__}, not an object (use value_format=string "
                              "or bytes to keep raw values)")
         field = self.fmt.key_field
         if field in raw:
@@ -119,6 +123,6 @@ class Decoder:
             raise ValueError('the line has no "value" field (use "value": null to delete the key)')
         key = self.key(obj["key"])
         if self.value_column and value is not None and not isinstance(value, str):
-            raise ValueError(f"value is a JSON {type(value).__name__}, not a string (--value-format "
+            raise ValueError(f"value is a JSON {type(value).__name__}, not a string (value_format="
                              f"{self.fmt.value_format})")
         return key, self.value(key, value)

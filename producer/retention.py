@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Retention:
-    """What ``combe gc`` keeps: ``--keep-versions``, ``--keep-days``, ``--grace-hours``."""
+    """What ``combe gc`` keeps (its flags are these fields)."""
 
     keep_versions: int
     keep_days: float | None = None
@@ -44,9 +44,9 @@ class Retention:
 
     def __post_init__(self) -> None:
         if self.keep_versions < 1:
-            raise ConfigError(f"--keep-versions {self.keep_versions}: keep at least 1 version")
+            raise ConfigError(f"keep_versions={self.keep_versions}: keep at least 1 version")
         if (self.keep_days is not None and self.keep_days < 0) or self.grace_hours < 0:
-            raise ConfigError("--keep-days and --grace-hours must be 0 or more")
+            raise ConfigError("keep_days and grace_hours must be 0 or more")
 
 
 @dataclass(frozen=True)

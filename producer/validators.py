@@ -63,15 +63,15 @@ class MaxRemoved:
     """Refuse a cycle that removes more than ``share`` of the previous version's records."""
 
     share: float
-    name = "--max-removed"
+    name = "max_removed"
 
     def __call__(self, context: ValidationContext) -> None:
         previous, removed = context.previous_count, context.result.removed
         if previous and removed / previous > self.share:
             raise refuse(context, self.name,
                          f"it would remove {removed} of {previous} records ({percent(removed / previous)}), "
-                         f"above --max-removed {percent(self.share)}. If that is intended, publish with a "
-                         "higher --max-removed or --no-max-removed.")
+                         f"above max_removed={percent(self.share)}. If that is intended, publish with a "
+                         "higher max_removed, or max_removed=None to turn the limit off.")
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,15 @@ class MaxAdded:
 
     share: float
     floor: int
-    name = "--max-added"
+    name = "max_added"
 
     def __call__(self, context: ValidationContext) -> None:
         previous, added = context.previous_count, context.result.added
         if previous and previous >= self.floor and added / previous > self.share:
             raise refuse(context, self.name,
                          f"it would add {added} records to {previous} ({percent(added / previous)}), "
-                         f"above --max-added {percent(self.share)}. If that is intended, publish with a "
-                         "higher --max-added or --no-max-added.")
+                         f"above max_added={percent(self.share)}. If that is intended, publish with a "
+                         "higher max_added, or max_added=None to turn the limit off.")
 
 
 @dataclass(frozen=True)
@@ -99,19 +99,19 @@ class MinRecords:
     """Refuse a version with fewer than ``count`` records (an empty or truncated source)."""
 
     count: int
-    name = "--min-records"
+    name = "min_records"
 
     def __call__(self, context: ValidationContext) -> None:
         if context.new_count < self.count:
             raise refuse(context, self.name,
-                         f"it would hold {context.new_count} records, below --min-records {self.count}.")
+                         f"it would hold {context.new_count} records, below min_records={self.count}.")
 
 
 @dataclass(frozen=True)
 class NoEmptyKeys:
     """Refuse records whose key is null or the empty string: almost always a producer bug upstream."""
 
-    name = "--allow-empty-keys"
+    name = "allow_empty_keys"
 
     def __call__(self, context: ValidationContext) -> None:
         delta = context.result.delta
@@ -123,7 +123,7 @@ class NoEmptyKeys:
         if count:
             raise refuse(context, self.name,
                          f"it would add {count} record(s) with a null or empty key. Fix the producer of the "
-                         "source, or publish with --allow-empty-keys.")
+                         "source, or publish with allow_empty_keys.")
 
 
 @dataclass(frozen=True)
@@ -141,11 +141,12 @@ class Limits:
     allow_empty_keys: bool = False
 
     def __post_init__(self) -> None:
-        for flag, share in (("--max-removed", self.max_removed), ("--max-added", self.max_added)):
+        for name, share in (("max_removed", self.max_removed), ("max_added", self.max_added)):
             if share is not None and share < 0:
-                raise ConfigError(f"{flag} {share}: a share must be 0 or more (0.5 or 50% is a half)")
-        if self.min_records < 0 or self.added_floor < 0:
-            raise ConfigError("--min-records and the added-share floor must be 0 or more")
+                raise ConfigError(f"{name}={share}: a share must be 0 or more (0.5 is a half)")
+        for name, count in (("min_records", self.min_records), ("added_floor", self.added_floor)):
+            if count < 0:
+                raise ConfigError(f"{name}={count}: a record count must be 0 or more")
 
     def validators(self) -> list[Validator]:
         found: list[Validator] = []
@@ -183,20 +184,20 @@ def run_validators(validators: list[Validator], context: ValidationContext) -> N
 
 
 def load_validator(spec: str) -> Validator:
-    """The callable ``module:function`` names (``--validator``); the module must be importable."""
+    """The callable ``module:function`` names; the module must be importable."""
     module_name, found, attribute = spec.partition(":")
     if not found or not module_name or not attribute:
-        raise ConfigError(f"--validator {spec!r}: expected module:function, e.g. checks.validators:no_drop")
+        raise ConfigError(f"validator {spec!r}: expected module:function, e.g. checks.validators:no_drop")
     try:
         target: object = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"--validator {spec!r}: cannot import {module_name!r} ({exc}); "
+        raise ConfigError(f"validator {spec!r}: cannot import {module_name!r} ({exc}); "
                           "put its directory on PYTHONPATH") from exc
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise ConfigError(f"--validator {spec!r}: module {module_name!r} has no {attribute!r}") from None
+            raise ConfigError(f"validator {spec!r}: module {module_name!r} has no {attribute!r}") from None
     if not callable(target):
-        raise ConfigError(f"--validator {spec!r}: {attribute!r} is not callable")
+        raise ConfigError(f"validator {spec!r}: {attribute!r} is not callable")
     return target  # type: ignore[return-value]

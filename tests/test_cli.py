@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -243,3 +244,75 @@ def test_a_corrupted_manifest_exits_1_naming_it(tmp_path: Path, changelog: Path,
         assert main([command[0], *dataset, *command[1:]]) == 1
         error = capsys.readouterr().err
         assert f"{manifest} has format_version 9" in error and "Upgrade combe" in error, error
+
+
+# -- one declaration of each setting; the library speaks its parameter names, the command its flags ------------
+
+
+def test_publish_flags_default_to_what_the_library_declares() -> None:
+    from combe.cli import build_parser
+    from combe.cli.options import settings_args
+    from combe.producer import PublishOptions, RecordFormat
+
+    args = build_parser().parse_args(["publish", "--source", "x"])
+    library = PublishOptions()
+    assert settings_args(args, RecordFormat) == vars(RecordFormat()) == {
+        "key_field": "key", "key_type": "string", "value_format": "json"}
+    assert settings_args(args, PublishOptions) == {
+        "on_bad_record": library.on_bad_record, "snapshot_every": library.snapshot_every,
+        "snapshot_ratio": library.snapshot_ratio}
+
+
+@pytest.mark.parametrize("argv, library, command", [
+    (["--snapshot-every", "0"], "snapshot_every=0", "--snapshot-every 0"),
+    (["--snapshot-ratio", "-1"], "snapshot_ratio=-1.0", "--snapshot-ratio -1.0"),
+    (["--max-removed", "-1"], "max_removed=-1.0", "--max-removed -1.0"),
+])
+def test_library_errors_name_parameters_and_the_command_names_flags(
+        tmp_path: Path, changelog: Path, argv: list[str], library: str, command: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from combe.cli import build_parser
+    from combe.cli.options import settings_args
+    from combe.cli.validation import validation_options
+    from combe.format.errors import ConfigError
+    from combe.producer import PublishOptions
+
+    full = ["publish", "--source", str(changelog), "--store", str(tmp_path / "store"), "--dataset", "movies",
+            "--once", *argv]
+    with pytest.raises(ConfigError) as caught:
+        args = build_parser().parse_args(full)
+        PublishOptions(**settings_args(args, PublishOptions), **validation_options(args))
+    assert library in str(caught.value) and "--" not in str(caught.value)
+    assert main(full) == 2
+    assert command in capsys.readouterr().err
+
+
+def test_flags_replace_parameter_names_only_where_they_cannot_be_words() -> None:
+    from combe.cli import build_parser, in_flags
+
+    publish = next(a for a in build_parser()._actions if a.dest == "command").choices["publish"]  # type: ignore[attr-defined]
+    said = ("version 3 of dataset 'movies' at /data/key_field/store was published with key_type=int64; raise "
+            "max_removed, or max_removed=None, or allow_empty_keys, or rebuild=now; the source's timeout")
+    assert in_flags(said, publish) == (
+        "version 3 of dataset 'movies' at /data/key_field/store was published with --key-type int64; raise "
+        "--max-removed, or --no-max-removed, or --allow-empty-keys, or --rebuild now; the source's timeout")
+
+
+def test_library_string_literals_name_no_command_flags() -> None:
+    """Messages, logs and metric help in format/, producer/ and consumer/ (docstrings aside) use parameter names."""
+    import ast
+
+    repo = Path(__file__).resolve().parent.parent
+    found = []
+    for folder in ("format", "producer", "consumer"):
+        for path in sorted((repo / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                          if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                          and node.body and isinstance(node.body[0], ast.Expr)
+                          and isinstance(node.body[0].value, ast.Constant)}
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                        and re.search(r"(?<![\w-])--[a-z]", node.value)):
+                    found.append(f"{path.relative_to(repo)}:{node.lineno}: {node.value[:60]!r}")
+    assert found == []

@@ -202,7 +202,7 @@ def test_a_log_start_past_the_positions_stops_unless_rebuilt(kafka_broker: Kafka
     admin.delete_records([TopicPartition(topic, 0, 11)])[TopicPartition(topic, 0, 11)].result(timeout=30)
 
     with pytest.raises(SourceError, match=r"partition 0 now starts at offset 11, past the announced position 10.*"
-                                          r"--rebuild"):
+                                          r"rebuild=now"):
         publish(kafka_broker, topic, dataset)
     assert dataset.announced().version == 1
 
@@ -229,7 +229,7 @@ def test_positions_older_than_delete_retention_need_a_rebuild(kafka_broker: Kafk
 
     second = [("k0", None), ("k11", {"n": 11})]
     produce(kafka_broker.bootstrap, topic, second)
-    with pytest.raises(SourceError, match=r"delete\.retention\.ms.*tombstones.*--rebuild"):
+    with pytest.raises(SourceError, match=r"delete\.retention\.ms.*tombstones.*rebuild=now"):
         publish(kafka_broker, topic, dataset)
     assert dataset.announced().version == 1
 
@@ -248,7 +248,7 @@ def test_switching_topics_needs_a_rebuild(kafka_broker: KafkaBroker, dataset: Da
     produce(kafka_broker.bootstrap, new, second)
     publish(kafka_broker, old, dataset)
 
-    with pytest.raises(SourceError, match=rf"folded from {old}, not from this topic.*--rebuild"):
+    with pytest.raises(SourceError, match=rf"folded from {old}, not from this topic.*rebuild=now"):
         publish(kafka_broker, new, dataset)
     result = publish(kafka_broker, new, dataset, rebuild="now", options=PublishOptions(limits=Limits(max_removed=None)))
     assert (result.added, result.updated, result.removed) == (2, 0, 5)

@@ -106,7 +106,7 @@ def test_empty_keys_are_refused_unless_allowed(store: str, changelog: Path,
 
 
 def test_limits_reject_nonsense() -> None:
-    with pytest.raises(ValueError, match="--max-removed"):
+    with pytest.raises(ValueError, match="max_removed=-0.1"):
         Limits(max_removed=-0.1)
     with pytest.raises(SystemExit) as exited:
         main(["publish", "--source", "x", "--store", "s", "--dataset", "d", "--max-added", "lots"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -56,6 +57,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def in_flags(message: str, parser: argparse.ArgumentParser) -> str:
+    """A library message in the words of the command: the library names its parameters (``snapshot_every=0``,
+    ``max_removed``), the command names its flags (``--snapshot-every 0``, ``--max-removed``).
+
+    A name is translated where the subcommand has the flag, and only where it cannot be an ordinary word
+    (followed by ``=``, or holding an underscore) nor part of a path; ``name=None`` becomes ``--no-name``
+    where that flag exists.
+    """
+    names = {option[2:].replace("-", "_"): option for action in parser._actions
+             for option in action.option_strings if option.startswith("--")}
+    if not names:
+        return message
+    pattern = re.compile(r"(?<![\w/.-])(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True)))
+                         + r")(?![\w/-])(=None\b|=)?")
+
+    def flag(found: re.Match[str]) -> str:
+        name, equals = found.group(1), found.group(2)
+        if equals == "=None" and f"no_{name}" in names:
+            return names[f"no_{name}"]  # max_removed=None: --no-max-removed
+        return f"{names[name]} " if equals == "=" else names[name] if "_" in name else found.group(0)
+
+    return pattern.sub(flag, message)
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[command]
+            return found
+    raise LookupError(command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``combe`` command; returns the exit code."""
     parser = build_parser()
@@ -67,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except CombeError as exc:
         code, prefix = next((code, prefix) for kind, code, prefix in ERROR_EXITS if isinstance(exc, kind))
-        print(f"combe {args.command}: {prefix}{exc}", file=sys.stderr)
+        print(f"combe {args.command}: {prefix}{in_flags(str(exc), _subparser(parser, args.command))}",
+              file=sys.stderr)
         return code
     except KeyboardInterrupt:
         print(f"combe {args.command}: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from combe.format.errors import ConfigError
+from combe.format.settings import settings_of
 
 
 def key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
@@ -68,6 +69,25 @@ def require_datasets(args: argparse.Namespace) -> tuple[str, list[str]]:
     if not names:
         raise ConfigError("no dataset given: pass --dataset NAME (repeatable) or set COMBE_DATASET")
     return args.store, list(dict.fromkeys(names))
+
+
+def flag(name: str) -> str:
+    """The flag of a library parameter: ``snapshot_every`` -> ``--snapshot-every``."""
+    return "--" + name.replace("_", "-")
+
+
+def add_settings(group: argparse._ActionsGroup, cls: type, names: tuple[str, ...] | None = None) -> None:
+    """A flag for each setting of ``cls`` (format/settings.py), or of those ``names``: default, help and
+    choices come from the library's declaration."""
+    for item in settings_of(cls):
+        if names is None or item.name in names:
+            group.add_argument(flag(item.name), type=item.kind, default=item.default, choices=item.choices or None,
+                               help=f"{item.help} (default: {item.default})".replace("%", "%%"))
+
+
+def settings_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The values the flags of ``add_settings(..., cls)`` were given, by parameter name."""
+    return {item.name: getattr(args, item.name) for item in settings_of(cls) if hasattr(args, item.name)}
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:

@@ -13,8 +13,10 @@ from types import FrameType
 from combe.format.dataset import Dataset
 from combe.format.errors import ConflictError, SourceError, StoreError
 from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
+from combe.producer.sources.base import KAFKA_TIMEOUT, REBUILD_MODES
 
-from .options import add_dataset_options, add_json_option, key_values, require_dataset, storage_options
+from .options import (add_dataset_options, add_json_option, add_settings, key_values, require_dataset, settings_args,
+                      storage_options)
 from .report import add_report_options, check_report_options, report_failure, report_success
 from .validation import add_validation_options, validation_options
 
@@ -39,33 +41,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--source", required=True, help="kafka://host:port/topic, file://path, a path, or -")
     add_dataset_options(parser)
     records = parser.add_argument_group("records")
-    records.add_argument("--key-field", default="key", help="name of the key column (default: key)")
-    records.add_argument("--key-type", default="string", choices=("string", "int64"), help="default: string")
-    records.add_argument("--value-format", default="json", choices=("json", "string", "bytes"),
-                         help="json: object fields become columns (default); string/bytes: one 'value' column")
+    add_settings(records, RecordFormat)
     records.add_argument("--key-delimiter", help="file sources: lines are KEY<delim>VALUE (like kcat -K)")
-    records.add_argument("--on-bad-record", default="fail", choices=("fail", "skip"),
-                         help="fail: stop and announce nothing (default); skip: count it in the manifest")
+    add_settings(records, PublishOptions, ("on_bad_record",))
     records.add_argument("-X", dest="client_config", action="append", metavar="KEY=VALUE",
                          help="Kafka client setting passed to librdkafka, like kcat -X (repeatable)")
     kafka = parser.add_argument_group("kafka")
     kafka.add_argument("--group", help="consumer group the published positions are committed to, for lag "
                                        "monitoring only (default: combe-<dataset>)")
-    kafka.add_argument("--rebuild", nargs="?", const="now", default="never", choices=("now", "auto"),
+    kafka.add_argument("--rebuild", nargs="?", const="now", default=REBUILD_MODES[0], choices=REBUILD_MODES[1:],
                        help="re-read the topic from its start and publish the difference against the announced "
                             "state; =auto: only when resuming is unsafe (log start moved past the positions, or "
                             "they are older than delete.retention.ms)")
-    kafka.add_argument("--kafka-timeout", type=float, default=15.0, metavar="SECONDS",
+    kafka.add_argument("--kafka-timeout", type=float, default=KAFKA_TIMEOUT, metavar="SECONDS",
                        help="give up on an unreachable broker, or a read that gets no data, after this long "
-                            "(default: 15)")
+                            f"(default: {KAFKA_TIMEOUT:g})")
     cycle = parser.add_argument_group("cycles")
     cycle.add_argument("--once", action="store_true",
                        help="publish at most one version and exit (for cron); otherwise run until stopped")
     cycle.add_argument("--interval", type=float, default=60.0, help="seconds between cycles (default: 60)")
-    cycle.add_argument("--snapshot-every", type=int, default=20,
-                       help="write a snapshot at least every N versions (default: 20)")
-    cycle.add_argument("--snapshot-ratio", type=float, default=0.5,
-                       help="...or when deltas since the last snapshot reach this share of its size (default: 0.5)")
+    add_settings(cycle, PublishOptions, ("snapshot_every", "snapshot_ratio"))
     add_validation_options(parser)
     add_report_options(parser)
     add_json_option(parser)
@@ -112,6 +107,7 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     """Publish; a run that fails still writes --metrics-file and, with --json, its JSON line."""
     started = time.monotonic()
+    check_report_options(args)  # outside the try: an unusable --metrics-file cannot report its own failure
     try:
         return _publish(args)
     except Exception as exc:
@@ -121,11 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     store, name = require_dataset(args)
-    check_report_options(args)
-    options = PublishOptions(
-        fmt=RecordFormat(args.key_field, args.key_type, args.value_format),
-        on_bad_record=args.on_bad_record, snapshot_every=args.snapshot_every, snapshot_ratio=args.snapshot_ratio,
-        **validation_options(args))
+    options = PublishOptions(fmt=RecordFormat(**settings_args(args, RecordFormat)),
+                             **settings_args(args, PublishOptions), **validation_options(args))
     dataset = Dataset.open(store, name, storage_options(args))
     source = open_source(args.source, key_delimiter=args.key_delimiter,
                          client_config=key_values(args.client_config, "-X"), dataset=name,

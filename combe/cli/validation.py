@@ -13,14 +13,11 @@ from combe.producer.validators import Limits, load_validator, percent
 
 
 def share(text: str) -> float:
-    """``0.5`` or ``50%``."""
+    """``0.5`` or ``50%``; Limits says which shares it takes."""
     try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a share: use 0.5 or 50%") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a share must be 0 or more")
-    return value
 
 
 def _help_percent(share: float | None) -> str:

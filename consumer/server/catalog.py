@@ -56,7 +56,7 @@ class Catalog:
         self.load_errors: dict[str, int] = {name: 0 for name in self.names}
         self.last_load_error: dict[str, str] = {}
         if store is None and set(self.names) - set(self._served):
-            raise ConfigError("no store given to load datasets from: pass --store URL or set COMBE_STORE")
+            raise ConfigError(f"no store given to load datasets from: give store= to load {', '.join(self.names)}")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

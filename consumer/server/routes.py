@@ -110,7 +110,7 @@ def _body(limit: int) -> bytes:
     data = request.get_data(cache=False) if size is None or size <= limit else b""
     if (size or len(data)) > limit:
         raise RequestTooLarge(f"the request body is over {limit} bytes, the most this server accepts "
-                              "(--max-body-bytes)")
+                              "(max_body_bytes)")
     return data
 
 

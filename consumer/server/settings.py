@@ -2,42 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 from combe.format.errors import ConfigError
-
-
-def _setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+from combe.format.settings import setting, settings_of
 
 
 @dataclass(frozen=True)
 class Settings:
     """Limits and timings of one server. Every field becomes a ``--flag`` of ``combe serve``."""
 
-    batch_limit: int = _setting(1000, "most keys one records:batchGet may ask for; more answers 413")
-    max_body_bytes: int = _setting(1 << 20, "largest request body accepted, in bytes; larger answers 413")
-    page_size: int = _setting(100, "items per page when a paged route gets no limit=")
-    page_limit: int = _setting(1000, "largest limit= a paged route accepts")
-    refresh_interval: float = _setting(10.0, "seconds between polls of each dataset's announcement")
-    ready_wait: float = _setting(20.0, "seconds a starting worker waits for its datasets before it accepts "
-                                       "requests; any still loading then answer 503 until they load")
-    index: tuple[str, ...] = _setting((), "a field /query can match, in every dataset that has it (repeatable); "
-                                          "the key field always can")
+    batch_limit: int = setting(1000, "most keys one records:batchGet may ask for; more answers 413")
+    max_body_bytes: int = setting(1 << 20, "largest request body accepted, in bytes; larger answers 413")
+    page_size: int = setting(100, "items per page when a paged route gets no limit=")
+    page_limit: int = setting(1000, "largest limit= a paged route accepts")
+    refresh_interval: float = setting(10.0, "seconds between polls of each dataset's announcement")
+    ready_wait: float = setting(20.0, "seconds a starting worker waits for its datasets before it accepts "
+                                      "requests; any still loading then answer 503 until they load")
+    index: tuple[str, ...] = setting((), "a field /query can match, in every dataset that has it (repeatable); "
+                                         "the key field always can")
 
     def __post_init__(self) -> None:
         for name in ("batch_limit", "max_body_bytes", "page_size", "page_limit"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be 1 or more")
+                raise ConfigError(f"{name}={getattr(self, name)}: must be 1 or more")
         if self.page_size > self.page_limit:
-            raise ConfigError("--page-size must not exceed --page-limit")
+            raise ConfigError(f"page_size={self.page_size} must not exceed page_limit={self.page_limit}")
         if self.refresh_interval <= 0:
-            raise ConfigError("--refresh-interval must be above 0 seconds")
+            raise ConfigError(f"refresh_interval={self.refresh_interval}: must be above 0 seconds")
         if self.ready_wait < 0:
-            raise ConfigError("--ready-wait must be 0 seconds or more")
+            raise ConfigError(f"ready_wait={self.ready_wait}: must be 0 seconds or more")
 
 
 def setting_help() -> list[tuple[str, type, Any, str]]:
     """(name, type, default, help) for every setting, in declaration order; tuple settings are repeatable flags."""
-    return [(f.name, type(f.default), f.default, f.metadata["help"]) for f in fields(Settings)]
+    return [(s.name, s.kind, s.default, s.help) for s in settings_of(Settings)]

@@ -14,6 +14,10 @@ from typing import Any, NamedTuple
 
 Positions = dict[str, dict[str, int]]
 
+# The Kafka source's defaults, declared here where no Kafka client is imported, so the CLI can show them.
+KAFKA_TIMEOUT = 15.0  # seconds an unreachable broker, a missing topic or a read with no data may take
+REBUILD_MODES = ("never", "now", "auto")
+
 
 class Record(NamedTuple):
     """One input record. ``offset`` is what an error message shows (a Kafka offset, a

@@ -33,16 +33,14 @@ from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec, Resou
 
 from combe.format.errors import ConfigError, SourceError
 
-from .base import Batch, Positions, Record, Source
+from .base import KAFKA_TIMEOUT, REBUILD_MODES, Batch, Positions, Record, Source
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 15.0
 BATCH_MESSAGES = 10_000
 # How long one consume() call may wait. Since confluent-kafka 2.13, consume() keeps collecting until it has
 # num_messages or the timeout passes, so a short wait bounds the pause at the end of a read.
 POLL_SECONDS = 0.1
-REBUILD_MODES = ("never", "now", "auto")
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 # Settings combe must own to keep its guarantees, and why.
@@ -88,15 +86,15 @@ class KafkaSource(Source):
     latest_only = True
 
     def __init__(self, uri: str, *, client_config: dict[str, str] | None = None, dataset: str | None = None,
-                 group: str | None = None, rebuild: str = "never", timeout: float = DEFAULT_TIMEOUT,
+                 group: str | None = None, rebuild: str = REBUILD_MODES[0], timeout: float = KAFKA_TIMEOUT,
                  batch_messages: int = BATCH_MESSAGES, **_: object) -> None:
         """Options meant for other sources (a key delimiter) are ignored."""
         self.uri = uri
         self.bootstrap, self.topic = parse_uri(uri)
         if rebuild not in REBUILD_MODES:
-            raise ConfigError(f"--rebuild {rebuild!r}: use --rebuild (now) or --rebuild=auto")
+            raise ConfigError(f"rebuild={rebuild!r}: use one of {', '.join(REBUILD_MODES)}")
         if timeout <= 0:
-            raise ConfigError("--kafka-timeout must be above 0 seconds")
+            raise ConfigError(f"timeout={timeout}: wait above 0 seconds for the brokers")
         settings = dict(client_config or {})
         for name, why in MANAGED.items():
             if name in settings:
@@ -145,7 +143,7 @@ class KafkaSource(Source):
 
     def rebuild_needed(self, positions: Positions, recorded_at: datetime) -> bool:
         if self.rebuild == "now":
-            log.warning("%s: re-reading topic %s from its start (--rebuild)", self.uri, self.topic)
+            log.warning("%s: re-reading topic %s from its start (rebuild=now)", self.uri, self.topic)
             return True
         offsets = self._offsets(self._partitions())
         stored = positions.get(self.topic, {})
@@ -158,10 +156,10 @@ class KafkaSource(Source):
             return False
         message = f"topic {self.topic}: {'; '.join(problems)}"
         if self.rebuild == "auto":
-            log.warning("%s; re-reading the topic from its start (--rebuild=auto)", message)
+            log.warning("%s; re-reading the topic from its start (rebuild=auto)", message)
             return True
-        raise SourceError(f"{message}. Rerun with --rebuild to re-read the topic from its start and publish the "
-                          "difference as an ordinary delta (--rebuild=auto does this whenever needed).",
+        raise SourceError(f"{message}. Rerun with rebuild=now to re-read the topic from its start and publish the "
+                          "difference as an ordinary delta (rebuild=auto does this whenever needed).",
                           source=self.uri)
 
     def read(self, positions: Positions) -> Iterator[Batch]:
@@ -170,7 +168,7 @@ class KafkaSource(Source):
         offsets = self._offsets(self._partitions())
         problems = _position_problems(stored, offsets)
         if problems:
-            raise SourceError(f"topic {topic}: {'; '.join(problems)}. Rerun with --rebuild.", source=self.uri)
+            raise SourceError(f"topic {topic}: {'; '.join(problems)}. Rerun with rebuild=now.", source=self.uri)
         # Partitions without a stored position are new since the announced version: from their beginning.
         where = {p: stored.get(str(p), low) for p, (low, _) in offsets.items()}
         ends = {p: high for p, (_, high) in offsets.items()}
@@ -287,7 +285,7 @@ class KafkaSource(Source):
             return
         if error.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
             raise SourceError(f"topic {self.topic} partition {p}: {error.str()}; the log start moved past the "
-                              "position being read (retention or DeleteRecords). Rerun with --rebuild.",
+                              "position being read (retention or DeleteRecords). Rerun with rebuild=now.",
                               source=self.uri)
         if error.retriable() or error.code() in TRANSIENT:
             log.debug("topic %s partition %s: %s (retrying)", self.topic, p, error.str())
@@ -300,7 +298,7 @@ class KafkaSource(Source):
         return SourceError(
             f"no data from Kafka at {self.bootstrap} for {self.timeout:g} s while {left} messages of topic "
             f"{self.topic} (partitions {', '.join(map(str, sorted(pending)))}) were still to be read{last}. "
-            "Nothing was published; check the brokers and rerun (--kafka-timeout sets this wait).",
+            "Nothing was published; check the brokers and rerun (the source's timeout sets this wait).",
             source=self.uri)
 
     # -- metadata -----------------------------------------------------------------------------------

@@ -279,6 +279,7 @@ class Consumer:
             "pin": self.pin,
             "store_pin": pointer.pin if pointer else None,
             "records": len(view),
+            "tags": view.tags,
             "base_version": view.base_version,
             "deltas_applied": view.deltas_applied,
             "last_load": self.last_plan,

@@ -111,6 +111,11 @@ class View:
     def __contains__(self, key: Any) -> bool:
         return self.get(key) is not None
 
+    @property
+    def tags(self) -> dict[str, str]:
+        """The tags this version was published with (``combe publish --tag``), as a new dict."""
+        return dict(self.manifest.tags)
+
     # -- batches -------------------------------------------------------------------
 
     def get_many(self, keys: Iterable[Any]) -> list[Record | None]:

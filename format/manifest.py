@@ -8,7 +8,9 @@ from deep inside a reader.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -42,6 +44,37 @@ def parse_time(text: str) -> datetime:
         return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
     except ValueError:
         raise FormatError(f"{text!r} is not a UTC time like 2026-11-27T01:02:03.000000Z") from None
+
+
+# Version tags (``combe publish --tag KEY=VALUE``): string labels of a version, like Hollow's header tags.
+MAX_TAGS = 64
+MAX_TAG_VALUE = 1024
+_TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+
+
+def check_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """The tags as a dict sorted by key; ConfigError naming the first tag that breaks a rule.
+
+    Keys are 1-128 letters, digits, ``.``, ``_``, ``:``, ``/`` or ``-``
+    starting with a letter or digit; values are strings of at most
+    MAX_TAG_VALUE characters with no control characters (they are printed by
+    ``combe inspect`` and shown in the explorer); at most MAX_TAGS tags.
+    """
+    if not isinstance(tags, Mapping):
+        raise ConfigError(f"tags must be a mapping of strings to strings, not {type(tags).__name__}")
+    if len(tags) > MAX_TAGS:
+        raise ConfigError(f"{len(tags)} tags given; a version holds at most {MAX_TAGS}")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not _TAG_KEY.fullmatch(key):
+            raise ConfigError(f"tag key {key!r:.150}: use 1-128 letters, digits, '.', '_', ':', '/' or '-', "
+                              "starting with a letter or digit")
+        if not isinstance(value, str):
+            raise ConfigError(f"tag {key}: the value must be a string, not {type(value).__name__}")
+        if len(value) > MAX_TAG_VALUE:
+            raise ConfigError(f"tag {key}: the value has {len(value)} characters; at most {MAX_TAG_VALUE}")
+        if any(unicodedata.category(c) == "Cc" for c in value):
+            raise ConfigError(f"tag {key}: the value {value!r:.150} holds a control character")
+    return dict(sorted(tags.items()))
 
 
 def _time_text(text: str) -> str:
@@ -142,6 +175,7 @@ class Manifest:
     positions: dict[str, dict[str, int]]
     changes: dict[str, int] = field(default_factory=dict)
     schema_change: bool = False
+    tags: dict[str, str] = field(default_factory=dict)  # check_tags; {} in manifests written before tags
     # The format this manifest was read in (1: sha256 state checksum, scalar types only), or is written in.
     format_version: int = MANIFEST_FORMAT
 
@@ -164,6 +198,7 @@ class Manifest:
             "source": {"uri": self.source_uri, "positions": self.positions},
             "changes": self.changes,
             "schema_change": self.schema_change,
+            "tags": dict(sorted(self.tags.items())),
         })
 
     @classmethod
@@ -207,6 +242,7 @@ class Manifest:
             positions={stream: dict(parts) for stream, parts in positions.items()},
             changes={k: v for k, v in fields.get("changes", dict).items() if isinstance(v, int)},
             schema_change=bool(fields.get("schema_change", bool, optional=True)),
+            tags=fields.checked("tags", dict, check_tags) if fields.obj.get("tags") is not None else {},
             format_version=fields.get("format_version", int),
         )
         manifest._check(path)

@@ -25,7 +25,7 @@ from combe.format.delta import apply_delta
 from combe.format.errors import BadRecordError, ConfigError, ConflictError, FormatError, IntegrityError
 from combe.format.index import split_index, with_index
 from combe.format.layout import delta_blob, new_uid, reverse_blob, snapshot_blob
-from combe.format.manifest import BlobRef, Manifest, Pointer, parse_time, utc_now
+from combe.format.manifest import BlobRef, Manifest, Pointer, check_tags, parse_time, utc_now
 from combe.format.schema import Schema, conform
 from combe.format.settings import setting
 
@@ -52,6 +52,8 @@ class PublishOptions:
     ``limits`` are the built-in validators, on by default; ``validators`` are
     custom ones, run after them. ``allow_schema_change`` lets a column change
     type, published as a snapshot-only version (producer/evolution.py).
+    ``tags`` are stored in the manifest of every version this publishes
+    (format/manifest.py ``check_tags`` has the rules).
     """
 
     fmt: RecordFormat = field(default_factory=RecordFormat)
@@ -65,8 +67,10 @@ class PublishOptions:
     integrity_check: bool = True
     allow_schema_change: bool = False
     producer_id: str = field(default_factory=default_producer_id)
+    tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.tags = check_tags(self.tags)
         if self.on_bad_record not in ON_BAD_RECORD:
             raise ConfigError(f"on_bad_record={self.on_bad_record!r}: use fail or skip")
         if self.snapshot_every < 1:
@@ -323,7 +327,7 @@ class Publisher:
             source_uri=self.source.uri, positions=positions,
             changes={"messages": messages, "added": result.added, "updated": result.updated,
                      "removed": result.removed, "unchanged": result.unchanged, "bad_records": bad},
-            schema_change=schema_change,
+            schema_change=schema_change, tags=self.options.tags,
         )
         if not self.dataset.create_manifest(manifest):
             raise ConflictError(f"{self.dataset.name}: version {version} was written by another producer first; "

@@ -22,7 +22,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from werkzeug.serving import make_server
 
 from combe.consumer.server import create_app
-from tests.support.served import Published, publish_all
+from tests.support.served import MOVIE_TAGS, Published, publish_all
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -80,6 +80,7 @@ def test_explorer_looks_up_keys_and_shows_history_and_changes(browser: WebDriver
     wait_for(browser, "body[data-dataset=movies]")
     facts = browser.find_element(By.ID, "facts").text
     assert "3" in facts and str(len(published.latest("movies"))) in facts
+    assert "commit=4f2a9c1 data.date=2026-11-27" in facts  # the tags of the version served
 
     look_up(browser, "m2")
     assert json.loads(browser.find_element(By.ID, "record").text) == published.latest("movies")["m2"]
@@ -88,6 +89,9 @@ def test_explorer_looks_up_keys_and_shows_history_and_changes(browser: WebDriver
     versions = [row.get_attribute("data-version")
                 for row in browser.find_elements(By.CSS_SELECTOR, "#versions tbody tr")]
     assert versions == ["3", "2", "1"]
+    tags = {row.get_attribute("data-version"): row.find_element(By.CSS_SELECTOR, "td.tags").text
+            for row in browser.find_elements(By.CSS_SELECTOR, "#versions tbody tr")}
+    assert tags == {"3": " ".join(f"{k}={v}" for k, v in MOVIE_TAGS[3].items()), "2": "", "1": ""}
     browser.find_element(By.CSS_SELECTOR, "#versions tr[data-version='2'] button").click()
     wait_for(browser, "body[data-changes='2']")
     rows = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")[:2]]

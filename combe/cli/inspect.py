@@ -13,9 +13,9 @@ from .options import add_dataset_options, add_json_option, emit_json, require_da
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "inspect", help="show the announced version, the pin, and every version's counts, blobs and positions",
+        "inspect", help="show the announced version, the pin, and every version's counts, blobs, positions and tags",
         description="Show a dataset's announced version and pin, and for each version: records, changes, "
-                    "blob sizes and the source positions it folded through.")
+                    "blob sizes, the source positions it folded through and its tags.")
     add_dataset_options(parser)
     parser.add_argument("--last", type=int, metavar="N", help="only the newest N versions")
     add_json_option(parser)
@@ -45,6 +45,7 @@ def describe(dataset: Dataset, last: int | None = None) -> dict[str, Any]:
                       for name, ref in (("snapshot", manifest.snapshot), ("delta", manifest.delta),
                                         ("reverse", manifest.reverse))},
             "source": {"uri": manifest.source_uri, "positions": manifest.positions},
+            "tags": manifest.tags,
             "announced": version <= announced.version,
         })
     return {"dataset": dataset.name, "store": dataset.url, "announced": announced.version,
@@ -73,4 +74,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{row['version']:>8} {row['records']:>10} {changes.get('added', 0):>8} {changes.get('updated', 0):>8} "
               f"{changes.get('removed', 0):>8} {_size(blobs['snapshot']):>9} {_size(blobs['delta']):>8} "
               f"{_size(blobs['reverse']):>8}  {positions}{mark}")
+        if row["tags"]:
+            print(f"{'':>8} tags: " + " ".join(f"{key}={value}" for key, value in row["tags"].items()))
     return 0

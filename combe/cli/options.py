@@ -12,13 +12,15 @@ from combe.format.errors import ConfigError
 from combe.format.settings import settings_of
 
 
-def key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
-    """``key=value`` arguments as a dict, with an error naming the flag."""
+def key_values(pairs: list[str] | None, flag: str, *, unique: bool = False) -> dict[str, str]:
+    """``key=value`` arguments as a dict, with an error naming the flag (and a repeated key, if ``unique``)."""
     result: dict[str, str] = {}
     for pair in pairs or []:
         key, found, value = pair.partition("=")
         if not found or not key:
             raise ConfigError(f"{flag} {pair!r}: expected key=value")
+        if unique and key in result:
+            raise ConfigError(f"{flag} {key}=...: given twice; give each key once")
         result[key] = value
     return result
 

@@ -61,6 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="publish at most one version and exit (for cron); otherwise run until stopped")
     cycle.add_argument("--interval", type=float, default=60.0, help="seconds between cycles (default: 60)")
     add_settings(cycle, PublishOptions, ("snapshot_every", "snapshot_ratio"))
+    cycle.add_argument("--tag", action="append", metavar="KEY=VALUE",
+                       help="a string tag stored in the manifest of each version this run publishes (a source "
+                            "commit, a job id, a data date); repeatable")
     add_validation_options(parser)
     add_report_options(parser)
     add_json_option(parser)
@@ -118,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     store, name = require_dataset(args)
     options = PublishOptions(fmt=RecordFormat(**settings_args(args, RecordFormat)),
+                             tags=key_values(args.tag, "--tag", unique=True),
                              **settings_args(args, PublishOptions), **validation_options(args))
     dataset = Dataset.open(store, name, storage_options(args))
     source = open_source(args.source, key_delimiter=args.key_delimiter,

@@ -72,6 +72,7 @@ def describe_dataset(name: str) -> Response:
         "key": {"field": view.schema.key_field, "type": view.schema.key_type},
         "schema": view.schema.to_json(),
         "created_at": manifest.created_at,
+        "tags": manifest.tags,
         "announced": announced,
         "pin": status["pin"] if status["pin"] is not None else status["store_pin"],
         "queryable": sorted(query_fields(view, _server().settings.index)),
@@ -162,7 +163,7 @@ def list_versions(name: str) -> Response:
         entries.append({"version": version, "parent": manifest.parent, "created_at": manifest.created_at,
                         "producer": manifest.producer, "records": manifest.record_count,
                         "changes": manifest.changes, "snapshot": manifest.snapshot is not None,
-                        "schema_change": manifest.schema_change})
+                        "schema_change": manifest.schema_change, "tags": manifest.tags})
     more = len(candidates) > limit
     return jsonify({"dataset": name, "version": view.version, "announced": newest, "versions": entries,
                     "next_cursor": str(candidates[limit - 1]) if more else None})

@@ -33,6 +33,8 @@ MOVIES: dict[int, list[Change]] = {
     3: [("m3", movie(3, year=2001)), ("m101", movie(101)), ("m5", None)],
 }
 COUNTS: dict[int, list[Change]] = {1: [(n, {"n": n, "square": n * n}) for n in range(-3, 7)]}
+# version -> the tags it is published with
+MOVIE_TAGS: dict[int, dict[str, str]] = {3: {"commit": "4f2a9c1", "data.date": "2026-11-27"}}
 
 
 @dataclass
@@ -41,12 +43,13 @@ class Published:
     sources: Path
     expected: dict[str, dict[int, dict[Any, dict[str, Any]]]] = field(default_factory=dict)
 
-    def publish(self, dataset: str, changes: list[Change], key_type: str = "string") -> int:
+    def publish(self, dataset: str, changes: list[Change], key_type: str = "string",
+                tags: dict[str, str] | None = None) -> int:
         """Publish one version of ``dataset`` from ``changes``; returns the version number."""
         source = self.sources / f"{dataset}.jsonl"
         append_jsonl(source, changes)
         publisher = Publisher(Dataset.open(str(self.store), dataset), open_source(str(source)),
-                              PublishOptions(fmt=RecordFormat(key_type=key_type)))
+                              PublishOptions(fmt=RecordFormat(key_type=key_type), tags=tags or {}))
         result = publisher.run_cycle()
         assert result.version is not None
         history = self.expected.setdefault(dataset, {})
@@ -69,7 +72,7 @@ def publish_all(root: Path) -> Published:
     sources = root / "sources"
     sources.mkdir(parents=True, exist_ok=True)
     published = Published(root / "store", sources)
-    for changes in MOVIES.values():
-        published.publish("movies", changes)
+    for version, changes in MOVIES.items():
+        published.publish("movies", changes, tags=MOVIE_TAGS.get(version))
     published.publish("counts", COUNTS[1], key_type="int64")
     return published

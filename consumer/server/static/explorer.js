@@ -90,6 +90,7 @@ async function showSummary() {
   add("key", info.key.field + " (" + info.key.type + ")");
   add("queryable", info.queryable.join(", "));
   add("created", info.created_at);
+  if (Object.keys(info.tags).length) add("tags", tagText(info.tags));
   add("checked", info.staleness.seconds_since_check === null ? "never" : info.staleness.seconds_since_check + " s ago");
   if (info.staleness.last_error) add("last error", info.staleness.last_error);
   const tbody = $("#schema tbody");
@@ -100,6 +101,10 @@ async function showSummary() {
     cell(row, column.type);
   }
   $("#key").placeholder = info.key.field + " (" + info.key.type + ")";
+}
+
+function tagText(tags) {
+  return Object.entries(tags).map(([key, value]) => key + "=" + value).join(" ");
 }
 
 async function lookup(event) {
@@ -137,6 +142,7 @@ async function showVersions(fromStart) {
     cell(row, entry.changes.added, "op-added");
     cell(row, entry.changes.updated, "op-updated");
     cell(row, entry.changes.removed, "op-removed");
+    cell(row, tagText(entry.tags), "tags");
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = "Changes";

@@ -23,7 +23,7 @@ def test_wheel_holds_every_subpackage_and_the_command(tmp_path: Path) -> None:
     # Build from a copy: an in-tree build writes build/ and egg-info beside files others are editing.
     source = tmp_path / "src"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", "tests", "build", "dist", "*.egg-info", "__pycache__", ".*cache", "bench", "examples"))
+        ".git", ".venv", "tests", "build", "dist", "*.egg-info", "__pycache__", ".*cache", "bench", "examples"))
     # --no-isolation: the build backend comes from the test extra, so no index is needed at test time.
     done = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"),
                            str(source)], capture_output=True, text=True, timeout=300)

@@ -4,12 +4,12 @@
                          [--concurrency 4] [--out PATH]
 
 Both servers run at once under gunicorn with the same settings (combe's
-embedded runner, sync workers, --workers each): ``combe serve`` over a store,
+embedded runner and worker, --workers each): ``combe serve`` over a store,
 and a flask app holding the changelog replayed into a dict (what a read
 service does without combe). Load comes from a separate process on
-127.0.0.1: --concurrency threads, one connection per request (sync workers
-close it), random keys that exist, at most --requests requests or --seconds
-seconds per measurement. It reports requests per second and p50/p99 latency.
+127.0.0.1: --concurrency threads, one connection per request, random keys
+that exist, at most --requests requests or --seconds seconds per
+measurement. It reports requests per second and p50/p99 latency.
 
 Each run measures both servers idle, then both while a producer in this
 process appends 1% changes to the changelog and publishes a version every

@@ -32,8 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     http.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     http.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
     http.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: 2)")
-    http.add_argument("--threads", type=int, default=1,
-                      help="threads per worker; above 1 uses gunicorn's gthread worker (default: 1)")
+    http.add_argument("--threads", type=int, default=4,
+                      help="threads per worker answering requests; a request reaches one only once it has "
+                           "arrived whole (default: 4)")
+    http.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
+                      help="seconds a client has to send a whole request (head and body), and to read the "
+                           "answer; later is answered 408 and closed (default: 10)")
     http.add_argument("--dev", action="store_true", help="run flask's development server instead of gunicorn")
     http.add_argument("--cache-dir", type=Path,
                       help="blob cache shared by the workers; kept across restarts (default: a temporary directory)")
@@ -51,21 +55,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _settings(args: argparse.Namespace) -> Any:
     from combe.consumer.server.settings import Settings, setting_help
 
-    return Settings(**{name: tuple(value) if kind is tuple else value
-                       for name, kind, *_ in setting_help() if (value := getattr(args, f"setting_{name}")) is not None})
+    values: dict[str, Any] = {name: tuple(value) if kind is tuple else value for name, kind, *_ in setting_help()
+                              if (value := getattr(args, f"setting_{name}")) is not None}
+    return Settings(**values)
 
 
 def run(args: argparse.Namespace) -> int:
     store, names = require_datasets(args)
     if args.workers < 1 or args.threads < 1:
         raise ConfigError("--workers and --threads must be 1 or more")
+    if args.request_timeout <= 0:
+        raise ConfigError("--request-timeout must be above 0 seconds")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: use 0 to 65535")
     settings = _settings(args)
     options = storage_options(args)
     from combe.consumer.server.runner import Listen, scratch_directory, serve_dev, serve_gunicorn
 
-    listen = Listen(args.host, args.port, args.workers, args.threads, args.access_log)
+    listen = Listen(args.host, args.port, args.workers, args.threads, args.access_log,
+                    request_timeout=args.request_timeout, max_body_bytes=settings.max_body_bytes)
     with scratch_directory("combe-serve-") as scratch:
         cache_dir = args.cache_dir or scratch / "blobs"
 

@@ -8,6 +8,7 @@ else is a bug, logged with its traceback and answered 500 without details.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import jsonify
 from werkzeug.wrappers import Response
@@ -16,6 +17,11 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from combe.format.errors import CombeError
 
 log = logging.getLogger(__name__)
+
+
+def error_document(status: int, kind: str, message: str) -> dict[str, Any]:
+    """The body of every error answer, from the app and from the worker alike."""
+    return {"error": {"status": status, "type": kind, "message": message}}
 
 
 def render_error(exc: Exception) -> Response:
@@ -30,7 +36,7 @@ def render_error(exc: Exception) -> Response:
         status, message = 500, "internal error; the server log has the details"
     if status >= 500 and isinstance(exc, CombeError):
         log.error("answering %d: %s", status, exc)
-    response = jsonify({"error": {"status": status, "type": type(exc).__name__, "message": message}})
+    response = jsonify(error_document(status, type(exc).__name__, message))
     response.status_code = status
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)

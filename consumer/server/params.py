@@ -74,8 +74,13 @@ def parse_batch(body: bytes, key_type: str, limit: int) -> list[str | int]:
     """The keys of a batchGet body ``{"keys": [...]}``."""
     try:
         document = json.loads(body)
+    except RecursionError:
+        raise RequestError("the request body nests JSON too deeply to be a batch of keys") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"the request body is not valid JSON: {exc}") from None
+    except ValueError:  # an integer past Python's limit on digits it converts
+        raise RequestError("the request body holds a number with thousands of digits; keys are strings or "
+                           "64-bit integers") from None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise RequestError('the request body must be a JSON object {"keys": [...]}')
     keys = document["keys"]

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from combe.format.errors import DatasetNotFound, RecordNotFound, RequestError, RequestTooLarge
 from combe.format.keys import lookup_key
@@ -108,7 +109,13 @@ def _body(limit: int) -> bytes:
     body that was cut short from one that fits.
     """
     size = request.content_length
-    data = request.get_data(cache=False) if size is None or size <= limit else b""
+    try:
+        data = request.get_data(cache=False) if size is None or size <= limit else b""
+    except HTTPException:
+        raise  # werkzeug's own answer (a client that disconnected mid-body): a 400 already
+    except Exception as exc:  # noqa: BLE001 - each WSGI server raises its own classes for a body it cannot decode
+        raise RequestError(f"the request body could not be read ({type(exc).__name__}): send it whole, with a "
+                           "valid Content-Length or chunked encoding") from None
     if (size or len(data)) > limit:
         raise RequestTooLarge(f"the request body is over {limit} bytes, the most this server accepts "
                               "(max_body_bytes)")

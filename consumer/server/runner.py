@@ -39,9 +39,11 @@ class Listen:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2
-    threads: int = 1
+    threads: int = 4
     access_log: bool = False
     graceful_timeout: int = 30
+    request_timeout: float = 10.0  # seconds a client has to send a whole request (worker.py)
+    max_body_bytes: int = 1 << 20  # a body declared or sent past this is handed on unread (the app answers 413)
 
     @property
     def bind(self) -> str:
@@ -74,6 +76,8 @@ def serve_gunicorn(factory: AppFactory, listen: Listen, metrics_dir: Path, ready
     """
     try:
         from gunicorn.app.base import BaseApplication
+
+        from .worker import CombeWorker
     except ImportError as exc:
         raise ConfigError("combe serve needs gunicorn; install it with: pip install 'combe[server]'") from exc
     if "prometheus_client.values" in sys.modules and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -97,8 +101,13 @@ def serve_gunicorn(factory: AppFactory, listen: Listen, metrics_dir: Path, ready
         "bind": [listen.bind],
         "workers": listen.workers,
         "threads": listen.threads,
-        "worker_class": "gthread" if listen.threads > 1 else "sync",
+        "worker_class": type("CombeWorker", (CombeWorker,), {"request_timeout": listen.request_timeout,
+                                                             "max_body_bytes": listen.max_body_bytes}),
         "graceful_timeout": listen.graceful_timeout,
+        # gunicorn's limits on the request head, refused with 414 and 431 (README; the worker answers in JSON)
+        "limit_request_line": 4094,
+        "limit_request_fields": 100,
+        "limit_request_field_size": 8190,
         "timeout": max(30, int(ready_wait) + 30),
         "proc_name": "combe-serve",
         "accesslog": "-" if listen.access_log else None,

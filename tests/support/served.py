@@ -1,4 +1,5 @@
-"""Small datasets for the HTTP endpoint's tests, published with the real producer from JSONL files.
+"""Small datasets for the HTTP endpoint's tests, published with the real producer from JSONL files, and
+``combe serve`` started on them as a real process.
 
 ``movies`` (string keys) has three versions with additions, updates and
 removals; ``counts`` (int64 keys) has one. ``Published.expected`` holds what
@@ -7,6 +8,15 @@ each version must serve, replayed independently from the changes.
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,3 +86,57 @@ def publish_all(root: Path) -> Published:
         published.publish("movies", changes, tags=MOVIE_TAGS.get(version))
     published.publish("counts", COUNTS[1], key_type="int64")
     return published
+
+
+# -- combe serve as a process ----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fetch(url: str, headers: dict[str, str] | None = None, data: bytes | None = None,
+          context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one request; an error status is returned, not raised."""
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def start_serve(published: Published, *extra: str, env: dict[str, str] | None = None,
+                datasets: tuple[str, ...] = ("movies", "counts"), context: ssl.SSLContext | None = None,
+                ready: str = "/readyz", headers: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``combe serve`` on ``published``, once ``ready`` answers 200; the process and the base URL.
+
+    With ``context`` the server is expected to speak TLS (pass --certfile and --keyfile in ``extra``).
+    """
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, **(env or {})}
+    names = [arg for name in datasets for arg in ("--dataset", name)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "combe", "serve", "--store", str(published.store), *names, "--port", str(port),
+         *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"{'https' if context else 'http'}://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, process.communicate()[1].decode()
+        try:
+            if fetch(base + ready, headers, context=context)[0] == 200:
+                return process, base
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "combe serve did not become ready"
+        time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """SIGTERM (once) and wait; the exit code and stderr."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    return process.returncode, err.decode()

@@ -21,6 +21,15 @@ servers alternates from run to run; ratios are taken run by run.
 
 ``measure(Setup(...))`` returns the figures as bench.stats.Figure objects,
 for bench/run.py.
+
+    python bench/http_serving.py pages [--records 30000] [--runs 5] [--requests 200]
+
+measures what one page of a query costs against a point lookup, over HTTP,
+one keep-alive connection, requests one after the other: ``key.gte=&limit=1``
+(every record matches), ``limit=100``, a range on another field and an
+equality matching 1/24 of the records, first on a fresh snapshot, then on a
+View holding three deltas. Each figure is the median latency of a query over
+the median latency of ``GET .../records/<key>`` in the same run.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import os  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -302,6 +312,99 @@ def load_main(argv: list[str]) -> int:
     return 0
 
 
+# -- what a page of a query costs -------------------------------------------------------
+
+PAGE_QUERIES = {
+    "key_gte_limit_1": "key.gte=&limit=1",
+    "key_gte_limit_100": "key.gte=&limit=100",
+    "price_gte_limit_1": "price.gte=0&limit=1",
+    "category_eq_limit_1": "category=category-03&limit=1",
+}
+
+
+def _latencies(connection: http.client.HTTPConnection, paths: list[str]) -> list[float]:
+    out = []
+    for path in paths:
+        started = time.perf_counter()
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def measure_pages(records: int = 30_000, runs: int = 5, requests: int = 200, root: Path | None = None) -> list[Figure]:
+    """Query pages against point lookups on one ``combe serve``; ratios of medians, run by run."""
+    directory = Path(tempfile.mkdtemp(prefix="combe-bench-pages-", dir=root))
+    ratios: dict[str, list[float]] = {f"{name}_{phase}": [] for name in PAGE_QUERIES for phase in ("snapshot", "deltas")}
+    point_ms: dict[str, list[float]] = {"snapshot": [], "deltas": []}
+    try:
+        changes = Changes(directory, records)
+        keys = changes.stable_keys(requests)
+        port = free_port()
+        command = [sys.executable, "-m", "combe", "serve", "--store", changes.store, "--dataset", DATASET,
+                   "--port", str(port), "--workers", "1", "--refresh-interval", "0.2", "--index", "price",
+                   "--index", "category"]
+        with server(command, port, keys[0], directory):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for phase in ("snapshot", "deltas"):
+                if phase == "deltas":
+                    for _ in range(3):
+                        changes.step()
+                    _wait_for_version(connection, changes.steps + 1)
+                for _ in range(runs):
+                    point = statistics.median(_latencies(connection, [ROUTE + key for key in keys]))
+                    point_ms[phase].append(point * 1000)
+                    for name, query in PAGE_QUERIES.items():
+                        page = statistics.median(_latencies(connection, [f"/v1/datasets/{DATASET}/query?{query}"]
+                                                            * requests))
+                        ratios[f"{name}_{phase}"].append(page / point)
+            connection.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    figures = [Figure(f"http_point_lookup_ms_{phase}", "ms", values) for phase, values in point_ms.items()]
+    figures += [Figure(f"http_query_{name}_over_point_lookup", "x", values, extra={"records": records})
+                for name, values in ratios.items()]
+    return figures
+
+
+def _wait_for_version(connection: http.client.HTTPConnection, version: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        connection.request("GET", f"/v1/datasets/{DATASET}")
+        response = connection.getresponse()
+        if json.loads(response.read())["version"] >= version:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not reach version {version}")
+        time.sleep(0.1)
+
+
+def pages_main(argv: list[str]) -> int:
+    """``bench/http_serving.py pages``: print what a page of a query costs against a point lookup."""
+    parser = argparse.ArgumentParser(prog="bench/http_serving.py pages")
+    parser.add_argument("--records", type=int, default=30_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("combe").setLevel(logging.WARNING)
+    _print(measure_pages(args.records, args.runs, args.requests), args.out)
+    return 0
+
+
+def _print(figures: list[Figure], out: Path | None) -> None:
+    width = max(len(f.name) for f in figures)
+    print(f"{'figure':<{width}}  {'median':>10} {'min':>10} {'max':>10}  unit")
+    for f in figures:
+        print(f"{f.name:<{width}}  {f.median:>10.3f} {f.min:>10.3f} {f.max:>10.3f}  {f.unit}")
+    if out:
+        out.write_text(json.dumps({f.name: f.to_json() for f in figures}, indent=2) + "\n")
+
+
 # -- the measurement ------------------------------------------------------------------
 
 
@@ -368,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve_dict(argv[1:])
     if argv[:1] == ["load"]:
         return load_main(argv[1:])
+    if argv[:1] == ["pages"]:
+        return pages_main(argv[1:])
     defaults = Setup()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, value in vars(defaults).items():
@@ -378,13 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("combe").setLevel(logging.WARNING)
     setup = Setup(**{name: getattr(args, name) for name in vars(defaults)})
-    figures = measure(setup)
-    width = max(len(f.name) for f in figures)
-    print(f"{'figure':<{width}}  {'median':>10} {'min':>10} {'max':>10}  unit")
-    for f in figures:
-        print(f"{f.name:<{width}}  {f.median:>10.3f} {f.min:>10.3f} {f.max:>10.3f}  {f.unit}")
-    if args.out:
-        args.out.write_text(json.dumps({f.name: f.to_json() for f in figures}, indent=2) + "\n")
+    _print(measure(setup), args.out)
     return 0
 
 

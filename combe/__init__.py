@@ -13,21 +13,24 @@ if TYPE_CHECKING:
     from combe.consumer import Consumer, View
     from combe.format import Dataset, Manifest, Schema, Store, open_store
     from combe.format.errors import (BadRecordError, CombeError, ConfigError, ConflictError, DatasetNotFound,
-                                     DatasetNotReady, FormatError, IntegrityError, KeyTypeError, ObjectNotFound,
-                                     RecordNotFound, RequestError, RequestTooLarge, SourceError, StoreError,
-                                     StoreUnavailable, UnsupportedStore, ValidationError)
+                                     DatasetNotReady, FormatError, Forbidden, IntegrityError, KeyTypeError,
+                                     ObjectNotFound, RecordNotFound, RequestError, RequestTooLarge, SourceError,
+                                     StoreError, StoreUnavailable, Unauthorized, UnsupportedStore, ValidationError,
+                                     VersionNotAvailable, VersionNotReached)
     from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
 
 _ERRORS = "combe.format.errors"
 _EXPORTS: dict[str, str] = {
     "BadRecordError": _ERRORS, "CombeError": _ERRORS, "ConfigError": _ERRORS, "ConflictError": _ERRORS,
     "Consumer": "combe.consumer", "CycleResult": "combe.producer", "Dataset": "combe.format",
-    "DatasetNotFound": _ERRORS, "DatasetNotReady": _ERRORS, "FormatError": _ERRORS, "IntegrityError": _ERRORS, "KeyTypeError": _ERRORS,
+    "DatasetNotFound": _ERRORS, "DatasetNotReady": _ERRORS, "FormatError": _ERRORS, "Forbidden": _ERRORS,
+    "IntegrityError": _ERRORS, "KeyTypeError": _ERRORS,
     "Manifest": "combe.format", "ObjectNotFound": _ERRORS, "PublishOptions": "combe.producer",
     "Publisher": "combe.producer", "RecordFormat": "combe.producer", "RecordNotFound": _ERRORS,
     "RequestError": _ERRORS, "RequestTooLarge": _ERRORS, "Schema": "combe.format",
     "SourceError": _ERRORS, "Store": "combe.format", "StoreError": _ERRORS, "StoreUnavailable": _ERRORS,
-    "UnsupportedStore": _ERRORS, "ValidationError": _ERRORS, "View": "combe.consumer",
+    "Unauthorized": _ERRORS, "UnsupportedStore": _ERRORS, "ValidationError": _ERRORS,
+    "VersionNotAvailable": _ERRORS, "VersionNotReached": _ERRORS, "View": "combe.consumer",
     "open_source": "combe.producer", "open_store": "combe.format",
 }
 

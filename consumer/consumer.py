@@ -320,11 +320,11 @@ class LiveIndex:
         """The index of the version served now (hold it to make several calls on one version)."""
         return self.consumer.view().index(self.fields)
 
-    def get(self, value: Any) -> list[Record]:
-        return self.current().get(value)
+    def get(self, value: Any, *, offset: int = 0, limit: int | None = None) -> list[Record]:
+        return self.current().get(value, offset=offset, limit=limit)
 
-    def range(self, lo: Any = None, hi: Any = None) -> list[Record]:
-        return self.current().range(lo, hi)
+    def range(self, lo: Any = None, hi: Any = None, *, offset: int = 0, limit: int | None = None) -> list[Record]:
+        return self.current().range(lo, hi, offset=offset, limit=limit)
 
     def __repr__(self) -> str:
         return f"<LiveIndex {self.fields} of {self.consumer!r}>"

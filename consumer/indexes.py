@@ -160,14 +160,15 @@ class BaseIndex:
             match = same if match is None else pc.and_(match, same)
         return candidates[match.to_numpy(zero_copy_only=False)].astype(np.int64)
 
-    def rows_between(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None) -> np.ndarray:
-        """Rows with ``low <= fields < high`` (tuples compare in field order), in that order; nulls never match."""
+    def rows_between(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None) -> range | np.ndarray:
+        """Rows with ``low <= fields < high`` (tuples compare in field order), in that order; nulls never match.
+
+        A slice of the value order, not a copy: finding a range costs two binary searches, whatever it holds.
+        """
         order = self._sorted()
         start = 0 if low is None else bisect.bisect_left(order, low, key=self.values_at)
         stop = len(order) if high is None else bisect.bisect_left(order, high, key=self.values_at)
-        if isinstance(order, range):
-            return np.arange(start, max(start, stop), dtype=np.int64)
-        return order[start:max(start, stop)].astype(np.int64)
+        return order[start:max(start, stop)]
 
     def _sorted(self) -> range | np.ndarray:
         """Row numbers in value order, without rows holding a null; built on first use."""
@@ -202,6 +203,25 @@ def base_index(base: Base, schema: Schema, fields: Fields) -> BaseIndex:
         return found
 
 
+def _page(rows: range | np.ndarray, extras: list[tuple[int, Record]], offset: int, limit: int | None,
+          records_at: Callable[[np.ndarray], list[Record]]) -> list[Record]:
+    """Records ``offset`` to ``offset + limit`` of ``rows`` (base rows, in order) merged with ``extras``.
+
+    Each extra is (the position in ``rows`` it comes before, the overlay's
+    record), in order; only the base records of the page are built.
+    """
+    slots = [position + i for i, (position, _) in enumerate(extras)]  # each extra's place in the merged list
+    total = len(rows) + len(extras)
+    end = total if limit is None else min(total, offset + limit)
+    if offset >= end:
+        return []
+    first, last = bisect.bisect_left(slots, offset), bisect.bisect_left(slots, end)
+    inserted = {slots[i]: extras[i][1] for i in range(first, last)}
+    start = offset - first  # base records before the page
+    built = iter(records_at(np.asarray(rows[start:start + (end - offset) - len(inserted)], np.int64)))
+    return [dict(inserted[slot]) if slot in inserted else next(built) for slot in range(offset, end)]  # type: ignore[arg-type]
+
+
 def overlay_index(overlay: dict[Any, Record | None], base: BaseIndex) -> dict[tuple[Any, ...], list[Any]]:
     """The overlay's live records by their values on ``base.fields``: a View's part of an index."""
     by_value: dict[tuple[Any, ...], list[Any]] = {}
@@ -223,37 +243,50 @@ class Index:
         self.base = base
         self._overlay = overlay
 
-    def _from_base(self, rows: np.ndarray) -> list[Record]:
-        """Records at the base's ``rows``, leaving out keys the overlay changed or removed."""
+    def _kept(self, rows: range | np.ndarray) -> range | np.ndarray:
+        """The base's ``rows`` less those whose keys the overlay changed or removed (no copy without an overlay)."""
         view = self.view
-        if view.overlay and len(rows):
-            keys = view.base.keys.take(pa.array(rows))
-            rows = rows[pc.invert(pc.is_in(keys, value_set=view._overlay_keys)).to_numpy(zero_copy_only=False)]
-        return view.records_at(rows)
+        if not view.overlay or not len(rows):
+            return rows
+        rows = np.asarray(rows, np.int64)
+        keys = view.base.keys.take(pa.array(rows))
+        return rows[pc.invert(pc.is_in(keys, value_set=view._overlay_keys)).to_numpy(zero_copy_only=False)]
 
-    def get(self, value: Any) -> list[Record]:
-        """Every record whose indexed field (or tuple of fields) equals ``value``; [] if none."""
+    def get(self, value: Any, *, offset: int = 0, limit: int | None = None) -> list[Record]:
+        """The records whose indexed field (or tuple of fields) equals ``value``, in key order; [] if none.
+
+        ``offset`` and ``limit`` take one page of them: only that page's records are built.
+        """
         values = self.base.normalize(value)
-        records = self._from_base(self.base.rows_equal(values))
-        keys = self._overlay.get(values)
-        if keys:
-            overlay = self.view.overlay
-            records += [dict(overlay[k]) for k in keys]  # type: ignore[arg-type]
-            records.sort(key=itemgetter(self.view.schema.key_field))
-        return records
+        rows = self._kept(self.base.rows_equal(values))
+        overlay = self.view.overlay
+        extras = sorted(self._overlay.get(values, ()))
+        if not extras:
+            return _page(rows, [], offset, limit, self.view.records_at)
+        keys = self.view.base.keys
 
-    def range(self, lo: Any = None, hi: Any = None) -> list[Record]:
-        """Records with ``lo <= value < hi`` (None: unbounded), in value order; nulls never match."""
+        def key_at(row: int) -> Any:
+            return keys[row].as_py()
+
+        placed = [(bisect.bisect_right(rows, key, key=key_at), overlay[key]) for key in extras]
+        return _page(rows, placed, offset, limit, self.view.records_at)  # type: ignore[arg-type]
+
+    def range(self, lo: Any = None, hi: Any = None, *, offset: int = 0, limit: int | None = None) -> list[Record]:
+        """Records with ``lo <= value < hi`` (None: unbounded), in value order; nulls never match.
+
+        ``offset`` and ``limit`` take one page of them: only that page's records are built, so
+        ``range(limit=10)`` costs about ten lookups however many records match (plus a pass over the
+        matching row numbers when the View holds deltas).
+        """
         low = None if lo is None else self.base.normalize(lo)
         high = None if hi is None else self.base.normalize(hi)
-        records = self._from_base(self.base.rows_between(low, high))
-        extra = [dict(self.view.overlay[k]) for values, keys in self._overlay.items()  # type: ignore[arg-type]
-                 if None not in values and (low is None or values >= low) and (high is None or values < high)
-                 for k in keys]
-        if extra:
-            records += extra
-            records.sort(key=self.base.values_of)
-        return records
+        rows = self._kept(self.base.rows_between(low, high))
+        extras = sorted(((values, k) for values, keys in self._overlay.items()
+                         if None not in values and (low is None or values >= low) and (high is None or values < high)
+                         for k in keys), key=itemgetter(0))
+        values_at, overlay = self.base.values_at, self.view.overlay
+        placed = [(bisect.bisect_right(rows, values, key=values_at), overlay[k]) for values, k in extras]
+        return _page(rows, placed, offset, limit, self.view.records_at)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"<Index {self.fields} of {self.view!r}>"

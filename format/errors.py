@@ -19,7 +19,10 @@
     ├── RequestError (ValueError)           an HTTP request the endpoint cannot answer as asked
     │   └── RequestTooLarge                 a body or batch over the server's limits
     ├── RecordNotFound (LookupError)        no record with that key in the version served
-    └── DatasetNotReady                     a served dataset that has not loaded yet
+    ├── DatasetNotReady                     a served dataset that has not loaded yet
+    ├── VersionNotReached                   a version asked for that the server has not loaded yet
+    ├── VersionNotAvailable                 a version asked for that the store does not serve
+    └── Unauthorized / Forbidden            no valid token / a token not valid for that dataset
 
 Errors carry the context a user needs to act (dataset, version, path,
 topic/partition/offset) as attributes as well as in the message; the HTTP
@@ -165,7 +168,50 @@ class DatasetNotReady(CombeError):
     """A dataset the server answers for that has not loaded yet (retrying in the background)."""
 
     status = 503
+    retry_after = 5  # seconds, sent as Retry-After
 
     def __init__(self, message: str, *, dataset: str) -> None:
         super().__init__(message)
         self.dataset = dataset
+
+
+class VersionNotReached(CombeError):
+    """A request asked for a version at least this new, and this server has not loaded it yet: retry soon."""
+
+    status = 503
+    retry_after = 1
+
+    def __init__(self, message: str, *, dataset: str, version: int, serving: int) -> None:
+        super().__init__(message)
+        self.dataset = dataset
+        self.version = version
+        self.serving = serving
+
+
+class VersionNotAvailable(CombeError):
+    """A request asked for a version at least this new, and the store serves an older one (not announced, or pinned)."""
+
+    status = 409
+
+    def __init__(self, message: str, *, dataset: str, version: int, serving: int) -> None:
+        super().__init__(message)
+        self.dataset = dataset
+        self.version = version
+        self.serving = serving
+
+
+class Unauthorized(CombeError):
+    """A request without a valid bearer token, to a server that requires one."""
+
+    status = 401
+
+    def __init__(self, message: str, *, invalid: bool = False) -> None:
+        super().__init__(message)
+        # The WWW-Authenticate challenge of the answer (RFC 6750): a token was sent and is not valid, or none was.
+        self.challenge = 'Bearer realm="combe"' + (', error="invalid_token"' if invalid else "")
+
+
+class Forbidden(CombeError):
+    """A valid bearer token that may not read what the request asks for."""
+
+    status = 403

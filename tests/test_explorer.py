@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -21,7 +23,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from werkzeug.serving import make_server
 
-from combe.consumer.server import create_app
+from combe.consumer.server import Tokens, create_app
 from tests.support.served import MOVIE_TAGS, Published, publish_all
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -35,16 +37,24 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
     return publish_all(tmp_path_factory.mktemp("explorer"))
 
 
-@pytest.fixture(scope="module")
-def base_url(published: Published) -> Iterator[str]:
-    app = create_app(str(published.store), ["movies", "counts"])
+@contextmanager
+def serving(app: Flask) -> Iterator[str]:
+    """``app`` on a free port of 127.0.0.1, in a thread; its base URL."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="explorer-test-server", daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join()
-    app.extensions["combe"].close()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+        app.extensions["combe"].close()
+
+
+@pytest.fixture(scope="module")
+def base_url(published: Published) -> Iterator[str]:
+    with serving(create_app(str(published.store), ["movies", "counts"])) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +125,16 @@ def test_explorer_looks_up_keys_and_shows_history_and_changes(browser: WebDriver
     errors = [entry for entry in browser.get_log("browser")
               if entry["level"] == "SEVERE" and "the server responded with a status of 4" not in entry["message"]]
     assert errors == []
+
+
+def test_explorer_asks_for_a_token_when_the_server_needs_one(browser: WebDriver, published: Published) -> None:
+    token = "explorer-token-0123456789abcdef"
+    with serving(create_app(str(published.store), ["movies"], tokens=Tokens.parse(token, "test"))) as base:
+        browser.get(base + "/")
+        WebDriverWait(browser, 10).until(lambda b: b.find_element(By.ID, "auth").is_displayed())
+        browser.find_element(By.ID, "token").send_keys(token)
+        browser.find_element(By.CSS_SELECTOR, "#auth button[type=submit]").click()
+        wait_for(browser, "body[data-dataset=movies]")
+        assert not browser.find_element(By.ID, "auth").is_displayed()
+        look_up(browser, "m2")
+        assert json.loads(browser.find_element(By.ID, "record").text) == published.latest("movies")["m2"]

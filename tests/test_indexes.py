@@ -62,6 +62,22 @@ def check_indexes(view: Any, state: dict[Any, str]) -> None:
     assert keys_of(view.index("key").range("k010", "k020")) == [k for k in sorted(state) if "k010" <= k < "k020"]
     for record in view.index("genre").get("noir"):
         assert canon(record) == state[record["key"]]
+    check_pages(view)
+
+
+def check_pages(view: Any) -> None:
+    """Every page of get() and range() is the same slice of the whole answer (overlay records included)."""
+    for index, call in [(view.index("genre"), lambda i, **page: i.get("drama", **page)),
+                        (view.index("year"), lambda i, **page: i.get(1995, **page)),
+                        (view.index("year"), lambda i, **page: i.range(1992, 1997, **page)),
+                        (view.index(("genre", "year")), lambda i, **page: i.range(("comedy", 1990), None, **page)),
+                        (view.index("key"), lambda i, **page: i.range("k100", None, **page))]:
+        whole = call(index)
+        for limit in (1, 7, 50):
+            pages = [call(index, offset=offset, limit=limit) for offset in range(0, len(whole) + limit, limit)]
+            assert all(len(page) <= limit for page in pages)
+            assert [r for page in pages for r in page] == whole
+        assert call(index, offset=len(whole) + 3, limit=5) == []
 
 
 def test_indexes_equal_a_scan_through_deltas_rollbacks_and_snapshots(tmp_path: Path) -> None:

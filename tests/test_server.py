@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -459,3 +460,80 @@ def test_serve_refuses_bad_options(published: Published) -> None:
     result = subprocess.run([sys.executable, "-m", "combe", "serve", "--store", str(published.store), "--dataset",
                              "movies", "--page-size", "0"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--page-size" in result.stderr
+
+
+# -- X-Combe-Min-Version: a client never goes back -------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "1.5", "9" * 19, "٣"])
+def test_bad_min_version_is_400(client: FlaskClient, value: str) -> None:
+    assert "X-Combe-Min-Version" in error_of(client.get("/v1/datasets/movies/records/m2",
+                                                        headers={"X-Combe-Min-Version": value}), 400, "RequestError")
+
+
+def test_min_version_already_served_answers_at_once(client: FlaskClient) -> None:
+    response = client.get("/v1/datasets/movies/records/m2", headers={"X-Combe-Min-Version": "2"})
+    assert response.status_code == 200 and response.headers["X-Combe-Version"] == "3"
+
+
+def test_min_version_makes_a_lagging_server_refresh_or_say_why_not(tmp_path: Path) -> None:
+    published = Published(tmp_path / "store", tmp_path)
+    published.publish("films", [("a", movie(1))])
+    app = create_app(str(published.store), ["films"], settings=Settings(refresh_interval=3600))  # never on its own
+    client = app.test_client()
+    try:
+        published.publish("films", [("a", movie(1, title="second"))])
+        assert client.get("/v1/datasets/films/records/a").headers["X-Combe-Version"] == "1"  # behind
+        response = client.get("/v1/datasets/films/records/a", headers={"X-Combe-Min-Version": "2"})
+        assert response.status_code == 200 and response.headers["X-Combe-Version"] == "2"
+        assert response.get_json()["record"]["title"] == "second"
+        # A version the store has not announced: 409, nothing to wait for.
+        late = client.get("/v1/datasets/films/versions", headers={"X-Combe-Min-Version": "3"})
+        assert "newest announced" in error_of(late, 409, "VersionNotAvailable")
+        # Announced, but it cannot be loaded (its blobs are gone): 503, retry later; version 2 serves on.
+        published.publish("films", [("a", movie(1, title="third"))])
+        for blob in (published.store / "films" / "blobs").glob("delta-2-3-*"):
+            blob.unlink()
+        for blob in (published.store / "films" / "blobs").glob("snapshot-3-*"):
+            blob.unlink()
+        stuck = client.get("/v1/datasets/films/records/a", headers={"X-Combe-Min-Version": "3"})
+        assert "has not reached it yet" in error_of(stuck, 503, "VersionNotReached")
+        assert stuck.headers["Retry-After"] == "1"
+        assert client.get("/v1/datasets/films/records/a").headers["X-Combe-Version"] == "2"
+    finally:
+        app.extensions["combe"].close()
+
+
+def test_a_client_sending_min_version_never_goes_back_across_workers(tmp_path: Path) -> None:
+    """Three workers that refresh on their own while versions are published: with the header, never backwards."""
+    published = publish_all(tmp_path)
+    process, base = start_serve(published, "--workers", "3", "--refresh-interval", "0.7")
+    done = threading.Event()
+
+    def publish_more() -> None:
+        for i in range(6):
+            published.publish("movies", [("m2", movie(2, title=f"edition {i}"))])
+            if done.wait(0.3):
+                return
+
+    publisher = threading.Thread(target=publish_more, name="test-publisher")
+    publisher.start()
+    seen, newest = [], 0
+    try:
+        while publisher.is_alive() or len(seen) < 100:
+            status, headers, body = fetch(f"{base}/v1/datasets/movies/records/m2",
+                                          {"X-Combe-Min-Version": str(newest)} if newest else {})
+            assert status == 200, body
+            version = int(headers["X-Combe-Version"])
+            assert json.loads(body)["version"] == version
+            seen.append(version)
+            newest = max(newest, version)
+        # The last version published (3, then 6 more): any worker answers from it when asked to.
+        status, headers, _ = fetch(f"{base}/v1/datasets/movies/records/m2", {"X-Combe-Min-Version": "9"})
+        assert status == 200 and headers["X-Combe-Version"] == "9"
+    finally:
+        done.set()
+        publisher.join()
+        code, err = stop(process)
+    assert code == 0, err
+    assert seen == sorted(seen)  # never a version older than one already seen

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from combe.format.errors import ConfigError
 
 from .options import add_dataset_options, require_datasets, storage_options
+
+TOKENS_VARIABLE = "COMBE_SERVE_TOKENS"  # bearer tokens, as the lines of a --token-file
 
 DESCRIPTION = """\
 Serve datasets over HTTP as JSON: records by key and in batch, queries on
@@ -41,7 +44,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     http.add_argument("--dev", action="store_true", help="run flask's development server instead of gunicorn")
     http.add_argument("--cache-dir", type=Path,
                       help="blob cache shared by the workers; kept across restarts (default: a temporary directory)")
-    http.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    http.add_argument("--access-log", action="store_true", help="log every request to stdout")
+    access = parser.add_argument_group("access control and TLS")
+    access.add_argument("--token-file", type=Path, action="append", default=[], metavar="PATH",
+                        help="bearer tokens, one a line: TOKEN [DATASET ...] (no dataset: every one); then every "
+                             f"route but /healthz needs one (repeatable; also ${TOKENS_VARIABLE}, same lines)")
+    access.add_argument("--certfile", type=Path, help="serve HTTPS with this certificate chain (PEM)")
+    access.add_argument("--keyfile", type=Path, help="the private key of --certfile (PEM)")
     for name, kind, default, text in setting_help():
         flag = f"--{name.replace('_', '-')}"
         if kind is tuple:
@@ -70,10 +79,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port {args.port}: use 0 to 65535")
     settings = _settings(args)
     options = storage_options(args)
+    from combe.consumer.server.auth import Tokens
     from combe.consumer.server.runner import Listen, scratch_directory, serve_dev, serve_gunicorn
 
+    tokens = Tokens.read(args.token_file, {TOKENS_VARIABLE: os.environ[TOKENS_VARIABLE]}
+                         if TOKENS_VARIABLE in os.environ else {})
+    if tokens is not None:
+        tokens.check_names(names)
     listen = Listen(args.host, args.port, args.workers, args.threads, args.access_log,
-                    request_timeout=args.request_timeout, max_body_bytes=settings.max_body_bytes)
+                    request_timeout=args.request_timeout, max_body_bytes=settings.max_body_bytes,
+                    certfile=args.certfile, keyfile=args.keyfile)
     with scratch_directory("combe-serve-") as scratch:
         cache_dir = args.cache_dir or scratch / "blobs"
 
@@ -83,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
             except ImportError as exc:
                 raise ConfigError(f"combe serve needs flask and prometheus_client ({exc.name} is missing); "
                                   "install them with: pip install 'combe[server]'") from exc
-            return create_app(store, names, settings=settings, cache_dir=cache_dir, storage_options=options)
+            return create_app(store, names, settings=settings, cache_dir=cache_dir, storage_options=options,
+                              tokens=tokens)
 
         if args.dev:
             serve_dev(factory, listen)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .auth import Tokens
 from .settings import Settings
 
 if TYPE_CHECKING:
     from .app import create_app
 
-__all__ = ["Settings", "create_app"]
+__all__ = ["Settings", "Tokens", "create_app"]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,7 @@ from flask import Flask, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 
 from ..consumer import Consumer
+from .auth import Tokens
 from .catalog import Catalog
 from .errors import render_error
 from .metrics import Metrics
@@ -37,18 +38,22 @@ class _JSON(DefaultJSONProvider):
 
 def create_app(store: str | None = None, datasets: Iterable[str] = (), *, consumers: Iterable[Consumer] = (),
                settings: Settings | None = None, cache_dir: str | Path | None = None,
-               storage_options: dict[str, Any] | None = None) -> Flask:
+               storage_options: dict[str, Any] | None = None, tokens: Tokens | None = None) -> Flask:
     """A flask app answering for ``datasets`` in ``store`` (loaded in the background) and for ``consumers``.
 
     It returns once every dataset has loaded, or after ``settings.ready_wait``
     seconds (datasets still loading then answer 503 until they load), so a
-    gunicorn worker accepts requests only when it can answer them.
-    ``app.extensions["combe"].close()`` stops the background work.
+    gunicorn worker accepts requests only when it can answer them. With
+    ``tokens`` every route but /healthz, the explorer page and the spec needs
+    a bearer token (auth.py). ``app.extensions["combe"].close()`` stops the
+    background work.
     """
     settings = settings or Settings()
     catalog = Catalog(store, datasets, refresh_interval=settings.refresh_interval, cache_dir=cache_dir,
                       storage_options=storage_options, consumers=consumers)
-    server = Server(catalog, Metrics(catalog), settings)
+    if tokens is not None:
+        tokens.check_names(catalog.names)
+    server = Server(catalog, Metrics(catalog), settings, tokens)
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see routes._body
     app.json = _JSON(app)
@@ -56,6 +61,7 @@ def create_app(store: str | None = None, datasets: Iterable[str] = (), *, consum
     app.register_blueprint(api)
     app.register_error_handler(Exception, render_error)
     app.before_request(_started)
+    app.before_request(_authorize)
     app.after_request(_finish)
     catalog.start(on_tick=server.metrics.update)
     catalog.wait_ready(settings.ready_wait)
@@ -66,19 +72,35 @@ def _started() -> None:
     g.combe_started = time.perf_counter()
 
 
-def _version_header(server: Server) -> str:
-    """The version that answered; for routes about no one dataset, every loaded dataset's."""
+# Routes anyone may ask without a token: liveness, and pages that hold no data (the explorer asks for a token).
+OPEN_ENDPOINTS = frozenset({"combe_api.healthz", "combe_api.explorer", "combe_api.openapi", "static"})
+
+
+def _authorize() -> None:
+    server: Server = current_app.extensions["combe"]
+    if server.tokens is not None and request.endpoint not in OPEN_ENDPOINTS:
+        g.combe_grant = server.tokens.check(request.headers.get("Authorization"))
+
+
+def _version_header(server: Server) -> str | None:
+    """The version that answered; for routes about no one dataset, every loaded dataset's the client may read."""
     version = g.get("combe_version")
     if version is not None:
         return str(version)
+    grant = g.get("combe_grant")
+    if server.tokens is not None and grant is None:
+        return None  # not to a client without a valid token: the names and versions are the server's to tell
     loaded = server.catalog.loaded()
-    return ",".join(f"{name}={entry.consumer.version}" for name, entry in loaded.items())
+    return ",".join(f"{name}={entry.consumer.version}" for name, entry in loaded.items()
+                    if grant is None or grant.may_read(name))
 
 
 def _finish(response: Response) -> Response:
     server: Server = current_app.extensions["combe"]
     headers = response.headers
-    headers["X-Combe-Version"] = _version_header(server)
+    version = _version_header(server)
+    if version is not None:
+        headers["X-Combe-Version"] = version
     if "ETag" not in headers and not response.direct_passthrough:
         # A hash of the body, so it changes exactly when the answer does. Checked here rather than with
         # werkzeug's make_conditional, which parses ranges and dates no route here needs, on every request.

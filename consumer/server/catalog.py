@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class Served:
 
     consumer: Consumer
     history: History
+    # Held by a request refreshing the consumer to reach the version a client asked for (freshness.py).
+    refreshing: threading.Lock = field(default_factory=threading.Lock, compare=False)
 
 
 class Catalog:

@@ -38,6 +38,12 @@ def render_error(exc: Exception) -> Response:
         log.error("answering %d: %s", status, exc)
     response = jsonify(error_document(status, type(exc).__name__, message))
     response.status_code = status
+    challenge = getattr(exc, "challenge", None)
+    if challenge is not None:
+        response.headers["WWW-Authenticate"] = challenge
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response

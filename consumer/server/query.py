@@ -39,14 +39,15 @@ class Query:
     field: str
     match: dict[str, str]  # {"eq": text} or {"gte": text, "lt": text} (either bound optional), as given
 
-    def run(self, view: View, kind: str) -> list[dict[str, Any]]:
+    def run(self, view: View, kind: str, offset: int, limit: int) -> list[dict[str, Any]]:
+        """Matches ``offset`` to ``offset + limit``: only those records are built, however many match."""
         values = {op: parse_value(text, kind, self.field) for op, text in self.match.items()}
         if "eq" in values:
             if self.field == view.schema.key_field:  # the primary index answers without building another
                 record = view.get(values["eq"])
-                return [record] if record is not None else []
-            return view.index(self.field).get(values["eq"])
-        return view.index(self.field).range(values.get("gte"), values.get("lt"))
+                return [record][offset:offset + limit] if record is not None else []
+            return view.index(self.field).get(values["eq"], offset=offset, limit=limit)
+        return view.index(self.field).range(values.get("gte"), values.get("lt"), offset=offset, limit=limit)
 
 
 def parse_query(args: dict[str, list[str]], view: View, indexes: Sequence[str]) -> tuple[Query, str]:

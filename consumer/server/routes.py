@@ -19,7 +19,10 @@ from combe.format.keys import lookup_key
 from combe.format.manifest import parse_time
 
 from ..view import View
+from .auth import require
 from .catalog import Served
+from .freshness import HEADER as MIN_VERSION
+from .freshness import at_least, parse_min_version
 from .params import next_cursor, parse_batch, parse_cursor, parse_limit
 from .query import parse_query, query_fields
 from .state import Server
@@ -33,8 +36,15 @@ def _server() -> Server:
 
 
 def _dataset(name: str) -> tuple[Served, View]:
-    served = _server().catalog.get(name)
-    view = served.consumer.view()
+    """The dataset and the View that answers, at least as new as the client's X-Combe-Min-Version."""
+    server = _server()
+    require(g.get("combe_grant"), name)
+    served = server.catalog.get(name)
+    wanted = parse_min_version(request.headers.get(MIN_VERSION))
+    if wanted is None:
+        view = served.consumer.view()
+    else:
+        view = at_least(served.consumer, served.refreshing, wanted, server.settings.min_version_wait)
     g.combe_version = view.version
     return served, view
 
@@ -50,8 +60,11 @@ def _age(created_at: str, now: float) -> float:
 def list_datasets() -> Response:
     catalog = _server().catalog
     loaded = catalog.loaded()
+    grant = g.get("combe_grant")
     datasets = []
     for name in catalog.names:
+        if grant is not None and not grant.may_read(name):
+            continue
         entry = loaded.get(name)
         view = entry.consumer.view() if entry else None  # once: version and count from the same View
         datasets.append({"name": name, "ready": view is not None,
@@ -138,10 +151,11 @@ def query(name: str) -> Response:
     offset = parse_cursor(request.args.get("cursor"), view.version)
     args = {k: request.args.getlist(k) for k in request.args if k not in ("limit", "cursor")}
     found, kind = parse_query(args, view, settings.index)
-    records = found.run(view, kind)
-    page = records[offset:offset + limit]
+    records = found.run(view, kind, offset, limit + 1)  # one more than the page: is there a next page?
+    page = records[:limit]
     return jsonify({"dataset": name, "version": view.version, "field": found.field, "match": found.match,
-                    "records": page, "next_cursor": next_cursor(offset, len(page), len(records), view.version)})
+                    "records": page, "next_cursor": next_cursor(offset, len(page), offset + len(records),
+                                                                view.version)})
 
 
 # -- versions -------------------------------------------------------------------------
@@ -202,6 +216,7 @@ def healthz() -> Response:
 
 @api.get("/readyz")
 def readyz() -> Response:
+    require(g.get("combe_grant"), None)
     catalog = _server().catalog
     waiting = {name: catalog.last_load_error.get(name, "loading")
                for name in catalog.names if name not in catalog.loaded()}
@@ -212,6 +227,7 @@ def readyz() -> Response:
 
 @api.get("/metrics")
 def metrics() -> Response:
+    require(g.get("combe_grant"), None)
     server = _server()
     return Response(server.metrics.render(), content_type=server.metrics.content_type)
 

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 import threading
@@ -44,10 +45,25 @@ class Listen:
     graceful_timeout: int = 30
     request_timeout: float = 10.0  # seconds a client has to send a whole request (worker.py)
     max_body_bytes: int = 1 << 20  # a body declared or sent past this is handed on unread (the app answers 413)
+    certfile: Path | None = None  # TLS: the certificate chain (PEM) and its private key
+    keyfile: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ConfigError("TLS needs both a certificate file and its private key file")
+        if self.certfile is not None:
+            try:  # load them once here, so a wrong file is an error now rather than in every worker
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.certfile, self.keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"cannot use {self.certfile} and {self.keyfile} for TLS: {exc}") from None
 
     @property
     def bind(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.certfile else 'http'}://{self.bind}"
 
 
 @contextmanager
@@ -112,6 +128,8 @@ def serve_gunicorn(factory: AppFactory, listen: Listen, metrics_dir: Path, ready
         "proc_name": "combe-serve",
         "accesslog": "-" if listen.access_log else None,
         "loglevel": logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
+        "certfile": str(listen.certfile) if listen.certfile else None,
+        "keyfile": str(listen.keyfile) if listen.keyfile else None,
         "child_exit": child_exit,
         "worker_exit": worker_exit,
         "control_socket_disable": True,  # gunicorn >= 25: one control socket per user would clash between servers
@@ -126,7 +144,7 @@ def serve_gunicorn(factory: AppFactory, listen: Listen, metrics_dir: Path, ready
         def load(self) -> Any:
             return factory()
 
-    log.info("serving on http://%s with %d workers", listen.bind, listen.workers)
+    log.info("serving on %s with %d workers", listen.url, listen.workers)
     _Gunicorn().run()
 
 
@@ -135,7 +153,8 @@ def serve_dev(factory: AppFactory, listen: Listen) -> None:
     from werkzeug.serving import make_server
 
     app = factory()
-    server = make_server(listen.host, listen.port, app, threaded=True)
+    tls = (str(listen.certfile), str(listen.keyfile)) if listen.certfile and listen.keyfile else None
+    server = make_server(listen.host, listen.port, app, threaded=True, ssl_context=tls)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -144,7 +163,7 @@ def serve_dev(factory: AppFactory, listen: Listen) -> None:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     thread = threading.Thread(target=server.serve_forever, name="combe-serve-dev", daemon=True)
     thread.start()
-    log.warning("serving on http://%s with the development server (use it for development only)", listen.bind)
+    log.warning("serving on %s with the development server (use it for development only)", listen.url)
     try:
         while not stop.wait(0.5):  # a timed wait, so signals are handled promptly on every platform
             pass

@@ -20,6 +20,8 @@ class Settings:
     refresh_interval: float = setting(10.0, "seconds between polls of each dataset's announcement")
     ready_wait: float = setting(20.0, "seconds a starting worker waits for its datasets before it accepts "
                                       "requests; any still loading then answer 503 until they load")
+    min_version_wait: float = setting(5.0, "seconds a request with X-Combe-Min-Version waits for another "
+                                           "request's refresh of its dataset before answering 503")
     index: tuple[str, ...] = setting((), "a field /query can match, in every dataset that has it (repeatable); "
                                          "the key field always can")
 
@@ -31,8 +33,9 @@ class Settings:
             raise ConfigError(f"page_size={self.page_size} must not exceed page_limit={self.page_limit}")
         if self.refresh_interval <= 0:
             raise ConfigError(f"refresh_interval={self.refresh_interval}: must be above 0 seconds")
-        if self.ready_wait < 0:
-            raise ConfigError(f"ready_wait={self.ready_wait}: must be 0 seconds or more")
+        for name in ("ready_wait", "min_version_wait"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be 0 seconds or more")
 
 
 def setting_help() -> list[tuple[str, type, Any, str]]:

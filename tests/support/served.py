@@ -135,8 +135,8 @@ def start_serve(published: Published, *extra: str, env: dict[str, str] | None = 
 
 
 def stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
-    """SIGTERM (once) and wait; the exit code and stderr."""
+    """SIGTERM (once) and wait; the exit code and what it wrote (stdout, where the access log goes, then stderr)."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=30)
-    return process.returncode, err.decode()
+    out, err = process.communicate(timeout=30)
+    return process.returncode, (out + err).decode()

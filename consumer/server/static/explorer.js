@@ -4,9 +4,16 @@
 const $ = (selector) => document.querySelector(selector);
 const state = { dataset: null, versionsCursor: null, changesVersion: null, changesCursor: null };
 
+// A server started with bearer tokens answers 401: the page then asks for one and keeps it for this tab only.
+const TOKEN_KEY = "combe-token";
+
 async function api(path, options) {
-  const response = await fetch(path, Object.assign({ headers: { Accept: "application/json" } }, options));
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = "Bearer " + token;
+  const response = await fetch(path, Object.assign({ headers }, options));
   const body = await response.json();
+  if (response.status === 401) $("#auth").hidden = false;
   if (!response.ok) {
     const error = new Error(body.error ? body.error.message : response.statusText);
     error.status = response.status;
@@ -186,6 +193,15 @@ async function showChanges(version, fromStart) {
   }
 }
 
+function useToken(event) {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("#token").value.trim());
+  $("#token").value = "";
+  $("#auth").hidden = true;
+  loadDatasets().catch((error) => say(error.message, true));
+}
+
+$("#auth").addEventListener("submit", useToken);
 $("#dataset").addEventListener("change", (event) => chooseDataset(event.target.value));
 $("#lookup").addEventListener("submit", lookup);
 $("#more-versions").addEventListener("click", () => showVersions(false).catch((error) => say(error.message, true)));

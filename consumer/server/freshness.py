@@ -16,6 +16,7 @@ import logging
 import threading
 
 from combe.format.errors import CombeError, RequestError, VersionNotAvailable, VersionNotReached
+from combe.format.keys import parse_int64
 
 from ..consumer import Consumer
 from ..view import View
@@ -28,10 +29,11 @@ HEADER = "X-Combe-Min-Version"
 def parse_min_version(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or int(raw) < 1:
+    value = parse_int64(raw)
+    if value is None or value < 1:
         raise RequestError(f"{HEADER}: {raw!r} is not a version; send the highest X-Combe-Version seen, "
                            "a whole number from 1")
-    return int(raw)
+    return value
 
 
 def at_least(consumer: Consumer, lock: threading.Lock, wanted: int, wait: float) -> View:

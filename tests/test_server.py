@@ -20,6 +20,9 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from combe.consumer.server import Settings, create_app
+from combe.consumer.server.checks import check_index
+from combe.format.errors import ConfigError
+from combe.format.schema import Schema
 from combe.format.store_local import LocalStore
 from tests.support.served import Published, fetch, movie, publish_all, start_serve, stop
 
@@ -537,3 +540,52 @@ def test_a_client_sending_min_version_never_goes_back_across_workers(tmp_path: P
         code, err = stop(process)
     assert code == 0, err
     assert seen == sorted(seen)  # never a version older than one already seen
+
+
+# -- what combe serve checks before serving ---------------------------------------------
+
+
+def test_json_columns_are_queried_by_equality(published: Published) -> None:
+    app = create_app(str(published.store), ["movies"], settings=Settings(index=("tags",)))
+    client = app.test_client()
+    try:
+        body = client.get('/v1/datasets/movies/query?tags=["classic","4"]').get_json()
+        assert body["records"] == [published.latest("movies")["m4"]]
+        assert client.get('/v1/datasets/movies/query?tags=["nope"]').get_json()["records"] == []
+        assert "equality only" in error_of(client.get("/v1/datasets/movies/query?tags.gte=[]"), 400, "RequestError")
+        assert "not valid JSON" in error_of(client.get("/v1/datasets/movies/query?tags=[classic"), 400, "RequestError")
+        assert "too deeply" in error_of(client.get("/v1/datasets/movies/query?tags=" + "[" * 5000), 400,
+                                        "RequestError")
+    finally:
+        app.extensions["combe"].close()
+
+
+def test_an_index_field_no_dataset_has_is_refused(published: Published) -> None:
+    with pytest.raises(ConfigError, match="cannot index 'titel'.*indexable fields: movies: title, year, genre, "
+                                          "rating, tags; counts: n, square"):
+        create_app(str(published.store), ["movies", "counts"], settings=Settings(index=("genre", "titel")))
+
+
+def test_an_index_field_of_a_type_no_query_matches_is_refused() -> None:
+    schemas = {"files": Schema("key", "string", {"name": "string", "data": "binary"})}
+    with pytest.raises(ConfigError, match="cannot index 'data': it holds binary values in files; "
+                                          "indexable fields: files: name"):
+        check_index(("name", "data"), schemas)
+    check_index(("absent",), schemas, every_schema=False)  # another dataset, not read yet, may have it
+
+
+def serve_briefly(published: Published, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "combe", "serve", "--store", str(published.store),
+                           "--ready-wait", "120", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_serve_refuses_an_index_field_at_start(published: Published) -> None:
+    result = serve_briefly(published, "--dataset", "movies", "--index", "year", "--index", "rank")
+    assert result.returncode == 2
+    assert "cannot index 'rank'" in result.stderr and "movies: title, year, genre, rating, tags" in result.stderr
+
+
+def test_serve_refuses_a_dataset_the_store_does_not_have_at_once(published: Published) -> None:
+    # serve_briefly gives up after 60 s, half of --ready-wait: an exit at all means it did not wait.
+    result = serve_briefly(published, "--dataset", "movies", "--dataset", "moveis")
+    assert result.returncode == 1 and "'moveis' does not exist" in result.stderr

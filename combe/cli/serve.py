@@ -86,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
                          if TOKENS_VARIABLE in os.environ else {})
     if tokens is not None:
         tokens.check_names(names)
+    from combe.consumer.server.checks import check_datasets
+
+    check_datasets(store, names, settings.index, options)
     listen = Listen(args.host, args.port, args.workers, args.threads, args.access_log,
                     request_timeout=args.request_timeout, max_body_bytes=settings.max_body_bytes,
                     certfile=args.certfile, keyfile=args.keyfile)

@@ -12,9 +12,12 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 
+from combe.format.errors import ConfigError
+
 from ..consumer import Consumer
 from .auth import Tokens
 from .catalog import Catalog
+from .checks import check_index
 from .errors import render_error
 from .metrics import Metrics
 from .routes import api
@@ -65,6 +68,12 @@ def create_app(store: str | None = None, datasets: Iterable[str] = (), *, consum
     app.after_request(_finish)
     catalog.start(on_tick=server.metrics.update)
     catalog.wait_ready(settings.ready_wait)
+    try:
+        check_index(settings.index, {name: served.consumer.view().schema for name, served in catalog.loaded().items()},
+                    every_schema=catalog.ready)
+    except ConfigError:
+        server.close()
+        raise
     return app
 
 

@@ -28,6 +28,8 @@ def parse_value(text: str, kind: str, field: str) -> Any:
             raise RequestError(f"{field}={text!r}: {field} holds numbers") from None
     if kind == "bool" and text in ("true", "false"):
         return text == "true"
+    if kind == "json":
+        return parse_json(text.encode("utf-8", "surrogateescape"), f"{field}={text!r}")
     raise RequestError(f"{field}={text!r}: {field} holds {kind} values, which cannot be queried from a URL"
                        if kind != "bool" else f"{field}={text!r}: use true or false")
 
@@ -70,17 +72,21 @@ def next_cursor(offset: int, count: int, total: int, version: int | None = None)
     return f"{version}.{end}" if version is not None else str(end)
 
 
+def parse_json(data: bytes, what: str) -> Any:
+    """JSON from a client: 400 for invalid JSON or UTF-8, nesting too deep, or a number too long to convert."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise RequestError(f"{what} nests JSON too deeply") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(f"{what} is not valid JSON: {exc}") from None
+    except ValueError:  # an integer past Python's limit on digits it converts
+        raise RequestError(f"{what} holds a number with thousands of digits") from None
+
+
 def parse_batch(body: bytes, key_type: str, limit: int) -> list[str | int]:
     """The keys of a batchGet body ``{"keys": [...]}``."""
-    try:
-        document = json.loads(body)
-    except RecursionError:
-        raise RequestError("the request body nests JSON too deeply to be a batch of keys") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestError(f"the request body is not valid JSON: {exc}") from None
-    except ValueError:  # an integer past Python's limit on digits it converts
-        raise RequestError("the request body holds a number with thousands of digits; keys are strings or "
-                           "64-bit integers") from None
+    document = parse_json(body, "the request body")
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise RequestError('the request body must be a JSON object {"keys": [...]}')
     keys = document["keys"]

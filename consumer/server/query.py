@@ -6,7 +6,8 @@ cannot make the server build an index on every column. The consumer builds
 each index on first use and keeps it current across refreshes.
 
 ``field=value`` matches equal values; ``field.gte=lo`` and/or ``field.lt=hi``
-match a range (in field order).
+match a range (in field order). A json column matches by equality only,
+with the value written as JSON (``tags=["a","b"]``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any
 from combe.format.errors import RequestError
 
 from ..view import View
+from .checks import QUERYABLE_TYPES
 from .params import parse_value
 
-QUERYABLE_TYPES = ("string", "int64", "float64", "bool")
 RANGE_OPS = ("gte", "lt")
 
 
@@ -68,4 +69,6 @@ def parse_query(args: dict[str, list[str]], view: View, indexes: Sequence[str]) 
         raise RequestError(usage)
     if field not in fields:
         raise RequestError(f"{field!r} is not an indexed field of {view.manifest.dataset}; {usage}")
+    if fields[field] == "json" and "eq" not in match:
+        raise RequestError(f"{field} holds JSON values, which match by equality only: ?{field}=<JSON value>")
     return Query(field, match), fields[field]

@@ -22,7 +22,8 @@ class Settings:
                                       "requests; any still loading then answer 503 until they load")
     min_version_wait: float = setting(5.0, "seconds a request with X-Combe-Min-Version waits for another "
                                            "request's refresh of its dataset before answering 503")
-    index: tuple[str, ...] = setting((), "a field /query can match, in every dataset that has it (repeatable); "
+    index: tuple[str, ...] = setting((), "a field /query can match, in every dataset that has it (repeatable): "
+                                         "string, int64, float64 and bool columns, json columns by equality; "
                                          "the key field always can")
 
     def __post_init__(self) -> None:

@@ -1,0 +1,69 @@
+"""What a server checks before it serves: its datasets exist, and the fields it indexes can be queried.
+
+``combe serve`` runs ``check_datasets`` before it starts any worker, so a
+misspelt dataset or field is an error at once, naming what exists, rather
+than a server that waits for a dataset that will never come or silently
+answers 400 to every query on a field. A store that cannot be reached is no
+such error: the datasets then load in the background, retried, as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from combe.format.dataset import Dataset
+from combe.format.errors import CombeError, ConfigError, DatasetNotFound
+from combe.format.schema import Schema
+
+log = logging.getLogger(__name__)
+
+# Column types a query can match from a URL; json columns by equality only (the value given as JSON).
+QUERYABLE_TYPES = ("string", "int64", "float64", "bool", "json")
+
+
+def check_datasets(store: str, names: Sequence[str], index: Sequence[str],
+                   storage_options: dict[str, Any] | None = None) -> None:
+    """DatasetNotFound for a dataset the store says is absent; ConfigError for a field that cannot be indexed."""
+    schemas: dict[str, Schema] = {}
+    for name in names:
+        dataset = Dataset.open(store, name, storage_options)
+        try:
+            pointer = dataset.require_announced()
+        except DatasetNotFound:
+            raise DatasetNotFound(f"dataset {name!r} does not exist in {store}: it has no announced version at "
+                                  f"{dataset.url}; check its name, or publish it first", dataset=name) from None
+        except CombeError as exc:
+            log.warning("dataset %s: cannot check it before serving (%s); it will be loaded in the background",
+                        name, exc)
+            continue
+        try:
+            schemas[name] = dataset.manifest(pointer.serving).schema
+        except CombeError as exc:
+            log.warning("dataset %s: cannot read its schema before serving (%s)", name, exc)
+    check_index(index, schemas, every_schema=len(schemas) == len(names))
+
+
+def check_index(index: Sequence[str], schemas: Mapping[str, Schema], *, every_schema: bool = True) -> None:
+    """ConfigError for a field that some dataset holds in a type no query can match, or (when ``schemas`` has
+    every served dataset) that no dataset has."""
+    for field in index:
+        kinds = {name: _kind(schema, field) for name, schema in schemas.items()}
+        wrong = {name: kind for name, kind in kinds.items() if kind is not None and kind not in QUERYABLE_TYPES}
+        if wrong or (every_schema and not any(kinds.values())):
+            why = (", ".join(f"it holds {kind} values in {name}" for name, kind in wrong.items()) if wrong
+                   else f"no dataset served has a column {field!r}")
+            raise ConfigError(f"cannot index {field!r}: {why}; indexable fields: {indexable(schemas)}")
+
+
+def indexable(schemas: Mapping[str, Schema]) -> str:
+    """Each dataset's fields that can be indexed, for messages."""
+    return "; ".join(f"{name}: {', '.join(f for f in schema.columns if schema.columns[f] in QUERYABLE_TYPES) or '-'}"
+                     for name, schema in schemas.items())
+
+
+def _kind(schema: Schema, field: str) -> str | None:
+    if field == schema.key_field:
+        return schema.key_type
+    return schema.columns.get(field)

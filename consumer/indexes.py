@@ -160,18 +160,18 @@ class BaseIndex:
             match = same if match is None else pc.and_(match, same)
         return candidates[match.to_numpy(zero_copy_only=False)].astype(np.int64)
 
-    def rows_between(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None) -> range | np.ndarray:
-        """Rows with ``low <= fields < high`` (tuples compare in field order), in that order; nulls never match.
+    def span(self, low: tuple[Any, ...] | None, high: tuple[Any, ...] | None) -> tuple[int, int]:
+        """Where rows with ``low <= fields < high`` (tuples compare in field order) lie in ``value_order()``.
 
-        A slice of the value order, not a copy: finding a range costs two binary searches, whatever it holds.
+        Two binary searches, whatever the range holds; nulls are never in it.
         """
-        order = self._sorted()
+        order = self.value_order()
         start = 0 if low is None else bisect.bisect_left(order, low, key=self.values_at)
         stop = len(order) if high is None else bisect.bisect_left(order, high, key=self.values_at)
-        return order[start:max(start, stop)]
+        return start, max(start, stop)
 
-    def _sorted(self) -> range | np.ndarray:
-        """Row numbers in value order, without rows holding a null; built on first use."""
+    def value_order(self) -> range | np.ndarray:
+        """Row numbers in value order (ties in row order), without rows holding a null; built on first use."""
         if self._order is not None:
             return self._order
         unsortable = [f for f, kind in zip(self.fields, self._kinds_in) if kind in _UNSORTABLE]
@@ -203,32 +203,69 @@ def base_index(base: Base, schema: Schema, fields: Fields) -> BaseIndex:
         return found
 
 
-def _page(rows: range | np.ndarray, extras: list[tuple[int, Record]], offset: int, limit: int | None,
+def _page(rows: range | np.ndarray, dead: np.ndarray, extras: int, position: Callable[[int], int],
+          extra: Callable[[int], Record], offset: int, limit: int | None,
           records_at: Callable[[np.ndarray], list[Record]]) -> list[Record]:
-    """Records ``offset`` to ``offset + limit`` of ``rows`` (base rows, in order) merged with ``extras``.
+    """Records ``offset`` to ``offset + limit`` of ``rows`` (base rows, in order) merged with ``extras`` records.
 
-    Each extra is (the position in ``rows`` it comes before, the overlay's
-    record), in order; only the base records of the page are built.
+    ``dead``: sorted positions in ``rows`` to leave out (rows the overlay
+    replaced). Extra ``j`` (in order) is ``extra(j)`` and comes just before
+    ``rows[position(j)]``. Only the page's records are built, and only the
+    extras near the page are placed (by binary search), so the cost is the
+    page's plus a few binary searches, however many rows and extras there are.
     """
-    slots = [position + i for i, (position, _) in enumerate(extras)]  # each extra's place in the merged list
-    total = len(rows) + len(extras)
+    gaps = dead - np.arange(len(dead))  # for each dead position, how many kept rows come before it
+
+    def slot(j: int) -> int:  # extra j's place in the merged list: kept rows before it, plus the extras before it
+        before = position(j)
+        return before - int(np.searchsorted(dead, before)) + j
+
+    total = len(rows) - len(dead) + extras
     end = total if limit is None else min(total, offset + limit)
     if offset >= end:
         return []
-    first, last = bisect.bisect_left(slots, offset), bisect.bisect_left(slots, end)
-    inserted = {slots[i]: extras[i][1] for i in range(first, last)}
-    start = offset - first  # base records before the page
-    built = iter(records_at(np.asarray(rows[start:start + (end - offset) - len(inserted)], np.int64)))
-    return [dict(inserted[slot]) if slot in inserted else next(built) for slot in range(offset, end)]  # type: ignore[arg-type]
+    first = bisect.bisect_left(range(extras), offset, key=slot)
+    last = bisect.bisect_left(range(extras), end, first, key=slot)
+    inserted = {slot(j): extra(j) for j in range(first, last)}
+    kept = np.arange(offset - first, offset - first + (end - offset) - len(inserted))  # among the kept rows
+    at = kept + np.searchsorted(gaps, kept, side="right")  # their positions in ``rows``
+    taken = at + rows.start if isinstance(rows, range) else rows[at]  # a range here is always step 1
+    built = iter(records_at(np.asarray(taken, np.int64)))
+    return [dict(inserted[slot]) if slot in inserted else next(built) for slot in range(offset, end)]
 
 
-def overlay_index(overlay: dict[Any, Record | None], base: BaseIndex) -> dict[tuple[Any, ...], list[Any]]:
-    """The overlay's live records by their values on ``base.fields``: a View's part of an index."""
-    by_value: dict[tuple[Any, ...], list[Any]] = {}
-    for key, record in overlay.items():
-        if record is not None:
-            by_value.setdefault(base.values_of(record), []).append(key)
-    return by_value
+class OverlayPart:
+    """A View's own part of an index: its overlay's records by value, and the base rows the overlay replaced.
+
+    Built once per View and fields (``View.index`` keeps it). It holds no
+    reference to the View, which holds it.
+    """
+
+    def __init__(self, overlay: dict[Any, Record | None], base: BaseIndex, replaced: np.ndarray) -> None:
+        self.by_value: dict[tuple[Any, ...], list[Any]] = {}
+        for key, record in overlay.items():
+            if record is not None:
+                self.by_value.setdefault(base.values_of(record), []).append(key)
+        self.replaced = replaced  # sorted base rows whose keys the overlay changed or removed
+        self._dead: np.ndarray | None = None
+        self._in_order: list[tuple[tuple[Any, ...], Any]] | None = None
+
+    def in_order(self) -> list[tuple[tuple[Any, ...], Any]]:
+        """(values, key) of the overlay's records without a null field, in value order; made on first use."""
+        if self._in_order is None:
+            self._in_order = sorted(((values, key) for values, keys in self.by_value.items() if None not in values
+                                     for key in keys), key=itemgetter(0))
+        return self._in_order
+
+    def dead_in_order(self, base: BaseIndex) -> np.ndarray:
+        """Positions in ``base.value_order()`` of the replaced rows, sorted; one pass on first use, then kept.
+
+        Racing threads may both compute it: the results are equal, and the assignment is atomic.
+        """
+        if self._dead is None:
+            order = base.value_order()
+            self._dead = self.replaced if isinstance(order, range) else np.flatnonzero(np.isin(order, self.replaced))
+        return self._dead
 
 
 class Index:
@@ -237,20 +274,11 @@ class Index:
     Results come in key order from ``get`` and in field order from ``range``.
     """
 
-    def __init__(self, view: View, base: BaseIndex, overlay: dict[tuple[Any, ...], list[Any]]) -> None:
+    def __init__(self, view: View, base: BaseIndex, overlay: OverlayPart) -> None:
         self.fields = base.fields
         self.view = view
         self.base = base
         self._overlay = overlay
-
-    def _kept(self, rows: range | np.ndarray) -> range | np.ndarray:
-        """The base's ``rows`` less those whose keys the overlay changed or removed (no copy without an overlay)."""
-        view = self.view
-        if not view.overlay or not len(rows):
-            return rows
-        rows = np.asarray(rows, np.int64)
-        keys = view.base.keys.take(pa.array(rows))
-        return rows[pc.invert(pc.is_in(keys, value_set=view._overlay_keys)).to_numpy(zero_copy_only=False)]
 
     def get(self, value: Any, *, offset: int = 0, limit: int | None = None) -> list[Record]:
         """The records whose indexed field (or tuple of fields) equals ``value``, in key order; [] if none.
@@ -258,35 +286,46 @@ class Index:
         ``offset`` and ``limit`` take one page of them: only that page's records are built.
         """
         values = self.base.normalize(value)
-        rows = self._kept(self.base.rows_equal(values))
-        overlay = self.view.overlay
-        extras = sorted(self._overlay.get(values, ()))
-        if not extras:
-            return _page(rows, [], offset, limit, self.view.records_at)
-        keys = self.view.base.keys
+        rows = self.base.rows_equal(values)  # in row order, which is key order
+        replaced = self._overlay.replaced
+        at = np.searchsorted(rows, replaced)
+        inside = at < len(rows)
+        inside[inside] = rows[at[inside]] == replaced[inside]
+        dead = at[inside]
+        overlay, keys = self.view.overlay, self.view.base.keys
+        extras = sorted(self._overlay.by_value.get(values, ()))
 
-        def key_at(row: int) -> Any:
-            return keys[row].as_py()
+        def position(j: int) -> int:
+            return bisect.bisect_right(rows, extras[j], key=lambda row: keys[row].as_py())
 
-        placed = [(bisect.bisect_right(rows, key, key=key_at), overlay[key]) for key in extras]
-        return _page(rows, placed, offset, limit, self.view.records_at)  # type: ignore[arg-type]
+        return _page(rows, dead, len(extras), position, lambda j: overlay[extras[j]],  # type: ignore[arg-type,return-value]
+                     offset, limit, self.view.records_at)
 
     def range(self, lo: Any = None, hi: Any = None, *, offset: int = 0, limit: int | None = None) -> list[Record]:
         """Records with ``lo <= value < hi`` (None: unbounded), in value order; nulls never match.
 
-        ``offset`` and ``limit`` take one page of them: only that page's records are built, so
-        ``range(limit=10)`` costs about ten lookups however many records match (plus a pass over the
-        matching row numbers when the View holds deltas).
+        ``offset`` and ``limit`` take one page of them: finding it costs a few
+        binary searches, and only its records are built, so ``range(limit=10)``
+        costs about ten lookups however many records match.
         """
         low = None if lo is None else self.base.normalize(lo)
         high = None if hi is None else self.base.normalize(hi)
-        rows = self._kept(self.base.rows_between(low, high))
-        extras = sorted(((values, k) for values, keys in self._overlay.items()
-                         if None not in values and (low is None or values >= low) and (high is None or values < high)
-                         for k in keys), key=itemgetter(0))
+        start, stop = self.base.span(low, high)
+        rows = self.base.value_order()[start:stop]
+        dead: np.ndarray = np.zeros(0, np.int64)
+        if self.view.overlay:
+            every = self._overlay.dead_in_order(self.base)
+            dead = every[np.searchsorted(every, start):np.searchsorted(every, stop)] - start
+        every = self._overlay.in_order()
+        first = 0 if low is None else bisect.bisect_left(every, low, key=itemgetter(0))
+        last = len(every) if high is None else bisect.bisect_left(every, high, first, key=itemgetter(0))
         values_at, overlay = self.base.values_at, self.view.overlay
-        placed = [(bisect.bisect_right(rows, values, key=values_at), overlay[k]) for values, k in extras]
-        return _page(rows, placed, offset, limit, self.view.records_at)  # type: ignore[arg-type]
+
+        def position(j: int) -> int:
+            return bisect.bisect_right(rows, every[first + j][0], key=values_at)
+
+        return _page(rows, dead, max(0, last - first), position,
+                     lambda j: overlay[every[first + j][1]], offset, limit, self.view.records_at)  # type: ignore[arg-type,return-value]
 
     def __repr__(self) -> str:
         return f"<Index {self.fields} of {self.view!r}>"

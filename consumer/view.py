@@ -11,6 +11,7 @@ every View on the same Base, so after a delta only the overlay is indexed.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
@@ -27,7 +28,7 @@ from combe.format.jsontext import json_text, loads_all
 from combe.format.schema import INT64_MAX, INT64_MIN, Schema, conform
 
 from .base import Base
-from .indexes import BaseIndex, Fields, Index, base_index, normalize_fields, overlay_index
+from .indexes import BaseIndex, Fields, Index, OverlayPart, base_index, normalize_fields
 from .rows import Record, batch_builder, compile_function, record_source, value_source
 
 # Below this many keys, get_many looks keys up one by one: the vectorised path has a fixed cost.
@@ -74,7 +75,7 @@ class View:
         key_type = self.schema.to_arrow().field(self.schema.key_field).type
         self._overlay_keys = pa.array(list(self.overlay), key_type)
         self._table: pa.Table | None = None
-        self._indexes: dict[Fields, tuple[BaseIndex, dict[tuple[Any, ...], list[Any]]]] = {}
+        self._indexes: dict[Fields, tuple[BaseIndex, OverlayPart]] = {}
         self._lock = threading.Lock()
 
     def _compile_get(self) -> Callable[[Any], Record | None]:
@@ -195,6 +196,14 @@ class View:
 
     # -- indexes -------------------------------------------------------------------
 
+    @functools.cached_property
+    def replaced_rows(self) -> np.ndarray:
+        """The base's rows whose keys the overlay changed or removed, sorted (indexes leave them out)."""
+        if not self.overlay:
+            return np.zeros(0, np.int64)
+        rows = self.base.find_many(list(self.overlay), self._overlay_keys)
+        return np.sort(rows[rows >= 0])
+
     def index(self, fields: str | tuple[str, ...]) -> Index:
         """A hash index on ``fields`` (one name, or a tuple for a compound index), built on first use.
 
@@ -213,7 +222,7 @@ class View:
                 found = self._indexes.get(names)
                 if found is None:
                     shared = base_index(self.base, self.schema, names)
-                    found = self._indexes[names] = (shared, overlay_index(self.overlay, shared))
+                    found = self._indexes[names] = (shared, OverlayPart(self.overlay, shared, self.replaced_rows))
         return Index(self, *found)
 
     # -- the whole table -----------------------------------------------------------

@@ -141,6 +141,16 @@ def test_expect_100_continue_gets_one_interim_answer(base: str) -> None:
     assert [r and r["n"] for r in records] == [1, 2, None]
 
 
+def test_a_body_over_the_limit_is_refused_before_it_is_sent(base: str) -> None:
+    with socket.create_connection(address(base), timeout=15) as sock:
+        sock.sendall(b"POST /v1/datasets/counts/records:batchGet HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: 999999\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after its answer
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 413") and b"100 Continue" not in received
+
+
 def test_pipelined_and_kept_alive_requests(base: str) -> None:
     host, port = address(base)
     connection = http.client.HTTPConnection(host, port, timeout=10)

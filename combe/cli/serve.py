@@ -26,21 +26,23 @@ Arrow files memory-mapped by every worker. SIGTERM stops it gracefully.
 """
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from combe.consumer.server.runner import Listen
     from combe.consumer.server.settings import setting_help
 
     parser = subparsers.add_parser("serve", help="serve datasets over HTTP (JSON API, metrics, explorer)",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_options(parser, many=True)
     http = parser.add_argument_group("server")
-    http.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    http.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
-    http.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: 2)")
-    http.add_argument("--threads", type=int, default=4,
+    http.add_argument("--host", default=Listen.host, help=f"address to listen on (default: {Listen.host})")
+    http.add_argument("--port", type=int, default=Listen.port, help=f"port to listen on (default: {Listen.port})")
+    http.add_argument("--workers", type=int, default=Listen.workers,
+                      help=f"gunicorn worker processes (default: {Listen.workers})")
+    http.add_argument("--threads", type=int, default=Listen.threads,
                       help="threads per worker answering requests; a request reaches one only once it has "
-                           "arrived whole (default: 4)")
-    http.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
+                           f"arrived whole (default: {Listen.threads})")
+    http.add_argument("--request-timeout", type=float, default=Listen.request_timeout, metavar="SECONDS",
                       help="seconds a client has to send a whole request (head and body), and to read the "
-                           "answer; later is answered 408 and closed (default: 10)")
+                           f"answer; later is answered 408 and closed (default: {Listen.request_timeout:g})")
     http.add_argument("--dev", action="store_true", help="run flask's development server instead of gunicorn")
     http.add_argument("--cache-dir", type=Path,
                       help="blob cache shared by the workers; kept across restarts (default: a temporary directory)")

@@ -131,6 +131,8 @@ class CombeWorker(ThreadWorker):  # type: ignore[misc]
             return  # the previous read had fetched all of this request already
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
         reading.registered = True
+        if isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending():
+            self._readable(conn, conn.sock)  # decrypted bytes already inside TLS: the poller would not wake for them
 
     def _readable(self, conn: Any, fileobj: Any) -> None:
         reading = self._reading[conn]
@@ -227,8 +229,9 @@ class CombeWorker(ThreadWorker):  # type: ignore[misc]
     # -- in the thread -----------------------------------------------------------------
 
     def handle_request(self, req: Any, conn: Any) -> bool:
-        if conn.combe_continued:
-            req._expected_100_continue = False  # this worker sent "100 Continue" already
+        if conn.combe_continued or not conn.combe_whole:
+            # Sent already, or the body will not be read (over the limits): the answer comes instead of it.
+            req._expected_100_continue = False
         conn.sock.settimeout(self.request_timeout)  # body reads and response writes, per operation
         return bool(super().handle_request(req, conn))
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 Row = dict[str, Any]
 Change = tuple[str | int, Row | None]
@@ -35,11 +38,15 @@ EPOCH_2020_MS = 1_577_836_800_000
 FIVE_YEARS_MS = 5 * 365 * 86_400_000
 
 
+INT_KEY_BASE, INT_KEY_STEP = 1_000_000_007, 7_919
+KEY_PREFIX, KEY_DIGITS = "sku-", 9
+
+
 def key_of(index: int, key_type: str) -> str | int:
     """The key of record number ``index``: distinct for distinct indexes, sparse for int64."""
     if key_type == "int64":
-        return 1_000_000_007 + index * 7_919
-    return f"sku-{index:09d}"
+        return INT_KEY_BASE + index * INT_KEY_STEP
+    return f"{KEY_PREFIX}{index:0{KEY_DIGITS}d}"
 
 
 def rows(indexes: np.ndarray, seed: int) -> list[Row]:
@@ -87,18 +94,38 @@ def records(count: int, key_type: str, seed: int = 8) -> Iterator[Change]:
             yield key_of(index, key_type), row
 
 
-def changes(count: int, key_type: str, fraction: float = 0.01, seed: int = 9) -> list[Change]:
-    """The change set that makes version 2: ``fraction`` of ``count`` keys, 80% updated, 10% added, 10% deleted."""
+@dataclass(frozen=True)
+class ChangePlan:
+    """Which record indexes a change set updates, adds and deletes, and the order its records come in:
+    ``order`` permutes the list updated + added + removed."""
+
+    updated: np.ndarray
+    added: np.ndarray
+    removed: np.ndarray
+    order: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def change_plan(count: int, fraction: float = 0.01, seed: int = 9) -> ChangePlan:
+    """``fraction`` of ``count`` keys (at least 10): 80% updated, 10% added, 10% deleted, in a shuffled order."""
     total = max(int(count * fraction), 10)
     rng = np.random.default_rng(seed)
     touched = rng.choice(count, size=total - total // 10, replace=False)
     removed, updated = touched[: total // 10], touched[total // 10:]
     added = np.arange(count, count + total // 10)
-    out: list[Change] = [(key_of(i, key_type), row) for i, row in zip(updated.tolist(), rows(updated, seed + 1))]
-    out += [(key_of(i, key_type), row) for i, row in zip(added.tolist(), rows(added, seed + 2))]
-    out += [(key_of(i, key_type), None) for i in removed.tolist()]
-    order = rng.permutation(len(out))
-    return [out[i] for i in order.tolist()]
+    return ChangePlan(updated, added, removed, rng.permutation(total))
+
+
+def changes(count: int, key_type: str, fraction: float = 0.01, seed: int = 9) -> list[Change]:
+    """The change set that makes version 2 (``change_plan``), as rows of the eleven-column shape."""
+    plan = change_plan(count, fraction, seed)
+    out: list[Change] = [(key_of(i, key_type), row)
+                         for i, row in zip(plan.updated.tolist(), rows(plan.updated, seed + 1))]
+    out += [(key_of(i, key_type), row) for i, row in zip(plan.added.tolist(), rows(plan.added, seed + 2))]
+    out += [(key_of(i, key_type), None) for i in plan.removed.tolist()]
+    return [out[i] for i in plan.order.tolist()]
 
 
 def write_jsonl(path: Path, items: Iterable[Change], *, append: bool = False) -> int:
@@ -123,3 +150,98 @@ def replay_jsonl(path: Path) -> dict[str | int, Row]:
             else:
                 state[record["key"]] = record["value"]
     return state
+
+
+# The changelog of issue 11's producer benchmarks: eight value fields, about 200 bytes a JSONL line
+# (strings of three lengths, two ints, two floats, a bool, a nullable float, a list of tags), written as
+# text straight from numpy draws with Arrow's string kernels: no Python object per record, so tens of
+# millions of records take a minute rather than an hour. A float is written from integer cents or tenths,
+# so it always has a decimal point and every reader infers a float column, never an int one.
+PRODUCT_FIELDS = ("name", "description", "price", "quantity", "updated_at", "active", "rating", "tags")
+PRODUCT_CHUNK = 250_000
+UPDATED_2024_MS = 1_704_067_200_000
+_TITLES = [word.title() for word in WORDS]
+
+
+def _text(values: np.ndarray) -> pa.Array:
+    return pc.cast(pa.array(values), pa.string())
+
+
+def _join(*parts: pa.Array | str) -> pa.Array:
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _words(rng: np.random.Generator, n: int, low: int, high: int, separator: str, quote: str) -> pa.Array:
+    """``n`` texts of ``low`` to ``high`` - 1 random words, each word inside ``quote``, joined by ``separator``."""
+    counts = rng.integers(low, high, size=n)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    words = pa.array(WORDS).take(pa.array(rng.integers(len(WORDS), size=int(offsets[-1]))))
+    if quote:
+        words = _join(quote, words, quote)
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), words), separator)
+
+
+def _decimal(units: np.ndarray, places: int) -> pa.Array:
+    """``units`` / 10**places as decimal text with exactly ``places`` digits after the point."""
+    scale = 10 ** places
+    return _join(_text(units // scale), ".", pc.utf8_lpad(_text(units % scale), width=places, padding="0"))
+
+
+def key_texts(indexes: np.ndarray, key_type: str) -> pa.Array:
+    """``key_of`` of every index, as JSON text (a quoted string or an integer)."""
+    if key_type == "int64":
+        return _text(INT_KEY_BASE + indexes.astype(np.int64) * INT_KEY_STEP)
+    return _join(f'"{KEY_PREFIX}', pc.utf8_lpad(_text(indexes), width=KEY_DIGITS, padding="0"), '"')
+
+
+def product_lines(indexes: np.ndarray, seed: int, key_type: str = "string") -> pa.Array:
+    """One JSONL changelog line (newline included) per index, values drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    n = len(indexes)
+    name = _join(pa.array(_TITLES).take(pa.array(rng.integers(len(WORDS), size=n))), " ",
+                 pa.array(NOUNS).take(pa.array(rng.integers(len(NOUNS), size=n))), " ", _text(indexes % 1000))
+    unrated = pa.array(rng.random(n) < 0.1)
+    rating = pc.if_else(unrated, "null", _decimal(rng.integers(10, 51, size=n), 1))
+    active = pc.if_else(pa.array(rng.random(n) < 0.9), "true", "false")
+    return _join('{"key":', key_texts(indexes, key_type), ',"value":{"name":"', name,
+                 '","description":"', _words(rng, n, 3, 8, " ", ""),
+                 '","price":', _decimal(np.round(rng.lognormal(7.6, 1.0, size=n)).astype(np.int64), 2),
+                 ',"quantity":', _text(rng.integers(0, 10_000, size=n)),
+                 ',"updated_at":', _text(UPDATED_2024_MS + rng.integers(0, FIVE_YEARS_MS, size=n)),
+                 ',"active":', active, ',"rating":', rating,
+                 ',"tags":[', _words(rng, n, 0, 4, ",", '"'), "]}}\n")
+
+
+def tombstone_lines(indexes: np.ndarray, key_type: str = "string") -> pa.Array:
+    return _join('{"key":', key_texts(indexes, key_type), ',"value":null}\n')
+
+
+def _write_lines(handle: BinaryIO, lines: pa.Array) -> int:
+    """Write the lines' characters in one call: a string array's data buffer holds them back to back."""
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
+    data = lines.buffers()[2]
+    return handle.write(memoryview(data)[int(offsets[0]):int(offsets[-1])])
+
+
+def write_products(path: Path, count: int, key_type: str = "string", seed: int = 11) -> int:
+    """A changelog of ``count`` distinct records (indexes 0 .. count-1) in a shuffled order; the bytes written."""
+    order = np.random.default_rng(seed).permutation(count)
+    written = 0
+    with open(path, "wb") as handle:
+        for start in range(0, count, PRODUCT_CHUNK):
+            written += _write_lines(handle, product_lines(order[start:start + PRODUCT_CHUNK],
+                                                          seed + 1 + start, key_type))
+    return written
+
+
+def write_product_changes(path: Path, count: int, key_type: str = "string", fraction: float = 0.01,
+                          seed: int = 12) -> ChangePlan:
+    """The 1% change file for ``write_products(path, count)``: updates, additions, tombstones (``change_plan``)."""
+    plan = change_plan(count, fraction, seed)
+    lines = pa.concat_arrays([product_lines(plan.updated, seed + 1, key_type),
+                              product_lines(plan.added, seed + 2, key_type),
+                              tombstone_lines(plan.removed, key_type)]).take(pa.array(plan.order))
+    with open(path, "wb") as handle:
+        _write_lines(handle, lines)
+    return plan

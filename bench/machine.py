@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib import metadata
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,14 @@ def _proc_field(path: str, name: str) -> str | None:
     except OSError:
         pass
     return None
+
+
+def _version(distribution: str) -> str | None:
+    """An installed distribution's version, without importing it (None when it is not installed)."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def combe_tree() -> Path:
@@ -59,6 +68,7 @@ def describe() -> dict[str, Any]:
         "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0],
         "kafka_broker": kafka_version(),
+        "deltalake": _version("deltalake"),
         "combe_tree": str(tree),
         "commit": commit(tree),
     }

@@ -1,11 +1,13 @@
 """Run every benchmark scenario, print the figures as a table and write them as JSON.
 
     python bench/run.py [--quick] [--out PATH] [--scenario NAME ...]
+    python bench/run.py --scale [--scale-records N ...] [--memory-cap-gb G]
 
 Full mode uses a million records and takes a while on a small machine;
 ``--quick`` uses 20,000 and runs in a minute or two (CI runs it as a smoke
 test). Every figure is the median of several runs, with min and max beside
-it; bench/README.md says what each one means.
+it; bench/README.md says what each one means. ``--scale`` is the producer at
+10M and 50M records (bench/scale.py), one run each, not for CI.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from typing import Any  # noqa: E402
 
 from bench.machine import combe_tree, describe  # noqa: E402
 from bench.report import text  # noqa: E402
-from bench.scenarios import (cold_start, fold, http_endpoint, lookups, memory, refresh,  # noqa: E402
+from bench import scale  # noqa: E402
+from bench.scenarios import (cold_start, fold, http_endpoint, lookups, memory, producer, refresh,  # noqa: E402
                              shared_memory, write)
 from bench.stats import Figure  # noqa: E402
-from bench.workspace import FULL, QUICK, Workspace, workspace  # noqa: E402
+from bench.workspace import FULL, QUICK, Mode, workspace  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -43,15 +46,17 @@ SCENARIOS = {
     "write": write.run,
     "fold": fold.run,
     "http": http_endpoint.run,
+    "producer": producer.run,
 }
 DEFAULT_OUT = _HERE / "results.json"
+DEFAULT_SCALE_OUT = _HERE / "results-scale.json"
 
 
-def report(ws: Workspace, machine: dict[str, Any], figures: list[Figure], errors: dict[str, str],
+def report(mode: Mode, machine: dict[str, Any], figures: list[Figure], errors: dict[str, str],
            seconds: float) -> dict[str, Any]:
     """The JSON document: every figure's median at the top level, details under ``figures``."""
     out: dict[str, Any] = {
-        "mode": ws.mode.name, "records": ws.mode.records, "runs": ws.mode.runs,
+        "mode": mode.name, "records": mode.records, "runs": mode.runs,
         "machine": machine, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(seconds, 1),
     }
@@ -67,18 +72,23 @@ def report(ws: Workspace, machine: dict[str, Any], figures: list[Figure], errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="20,000 records instead of 1,000,000")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default: {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path,
+                        help=f"JSON results (default: {DEFAULT_OUT}; with --scale, {DEFAULT_SCALE_OUT})")
     parser.add_argument("--records", type=int, help="override the mode's record count")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
                         help="run only this scenario (repeatable; default: all)")
     parser.add_argument("--tmp", type=Path, help="directory for the data, store and broker files (default: $TMPDIR)")
+    parser.add_argument("--scale", action="store_true",
+                        help="scale mode: publish, change and load 10M and 50M records (hours of CPU; not for CI)")
+    parser.add_argument("--scale-records", type=int, nargs="+", metavar="N", default=list(scale.SIZES),
+                        help="scale mode's sizes (default: %(default)s)")
+    parser.add_argument("--memory-cap-gb", type=float,
+                        help="scale mode: kill a step whose resident memory passes this many GiB (default: 85%% of "
+                             "the machine's memory or what is available at the start less 1 GiB, the smaller)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("combe", "bench.workspace"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    mode = QUICK if args.quick else FULL
-    if args.records:
-        mode = replace(mode, records=args.records)
     started = time.perf_counter()
     machine = describe()  # now: the commit whose code this process has imported
     if combe_tree() != _HERE.parent:
@@ -86,25 +96,40 @@ def main(argv: list[str] | None = None) -> int:
                     "pip install -e %s to measure this one.", combe_tree(), _HERE.parent, _HERE.parent)
     figures: list[Figure] = []
     errors: dict[str, str] = {}
-    log.info("%s mode: %d records, %d runs per figure; building the data, store and topic",
-             mode.name, mode.records, mode.runs)
-    with workspace(mode, args.tmp) as ws:
-        log.info("ready after %.0f s", time.perf_counter() - started)
-        for name in args.scenario or SCENARIOS:
-            log.info("scenario %s", name)
-            try:
-                figures += SCENARIOS[name](ws)
-            except Exception:  # noqa: BLE001 - report the scenario that failed, run the others
-                errors[name] = traceback.format_exc()
-                log.error("scenario %s failed:\n%s", name, errors[name])
-        document = report(ws, machine, figures, errors, time.perf_counter() - started)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
-    if figures:
-        print(text(document))
-    print(f"\n{mode.name} mode, {mode.records:,} records, {time.perf_counter() - started:.0f} s; wrote {args.out}")
+    extra: dict[str, Any] = {}
+    if args.scale:
+        mode = Mode("scale", max(args.scale_records), 1, 0)
+        try:
+            cap = None if args.memory_cap_gb is None else int(args.memory_cap_gb * 2**30)
+            figures, extra = scale.run(args.scale_records, args.tmp, cap)
+        except Exception:  # noqa: BLE001 - report what was measured before the failure
+            errors["scale"] = traceback.format_exc()
+            log.error("scale mode failed:\n%s", errors["scale"])
+        errors.update(extra.pop("errors", {}))
+        document = report(mode, machine, figures, errors, time.perf_counter() - started) | extra
+    else:
+        mode = QUICK if args.quick else FULL
+        if args.records:
+            mode = replace(mode, records=args.records)
+        log.info("%s mode: %d records, %d runs per figure; building the data, store and topic",
+                 mode.name, mode.records, mode.runs)
+        with workspace(mode, args.tmp) as ws:
+            log.info("ready after %.0f s", time.perf_counter() - started)
+            for name in args.scenario or SCENARIOS:
+                log.info("scenario %s", name)
+                try:
+                    figures += SCENARIOS[name](ws)
+                except Exception:  # noqa: BLE001 - report the scenario that failed, run the others
+                    errors[name] = traceback.format_exc()
+                    log.error("scenario %s failed:\n%s", name, errors[name])
+            document = report(mode, machine, figures, errors, time.perf_counter() - started)
+    out = args.out or (DEFAULT_SCALE_OUT if args.scale else DEFAULT_OUT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    print(text(document))
+    print(f"\n{mode.name} mode, {mode.records:,} records, {time.perf_counter() - started:.0f} s; wrote {out}")
     if errors:
-        print(f"failed scenarios: {', '.join(errors)}", file=sys.stderr)
+        print(f"failed: {', '.join(errors)}", file=sys.stderr)
     return 1 if errors else 0
 
 

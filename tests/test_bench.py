@@ -10,20 +10,25 @@ import json
 import math
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bench import data
+from bench import arrow_delta, data, processes
 from bench.stats import Figure, percentile, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
 REQUIRED = [
     "cold_start_speedup_vs_replay", "cold_start_speedup_vs_parquet", "memory_ratio_dict_over_combe",
-    "delta_refresh_fraction_of_full", "fold_fraction_of_raw_consume", "load_time_multiple_of_floor",
+    "delta_refresh_fraction_of_full", "load_time_multiple_of_floor",
     "get_p50_us", "dict_get_p50_us", "get_many_keys_per_s", "dict_get_many_keys_per_s",
     "get_p99_idle_us", "get_p99_during_refresh_us", "snapshot_write_mb_per_s", "bare_write_mb_per_s",
+    "fold_fraction_of_raw_consume_distinct", "fold_fraction_of_raw_consume_repeated",
+    "publish_fraction_of_arrow_json", "publish_speedup_vs_deltalake", "delta_cycle_speedup_vs_deltalake_merge",
+    "delta_cycle_fraction_of_first_publish", "producer_peak_rss_multiple_of_arrow",
 ]
 
 
@@ -77,3 +82,98 @@ def test_ratio_is_taken_run_by_run() -> None:
     assert speedup.values == [10.0, 20.0, 15.0, 10.0, 5.0]
     assert (speedup.median, speedup.min, speedup.max, speedup.met) == (10.0, 5.0, 20.0, True)
     assert percentile(list(range(101)), 0.99) == 99
+
+
+def test_product_changelog_has_the_eight_field_shape(tmp_path: Path) -> None:
+    path = tmp_path / "products.jsonl"
+    size = data.write_products(path, 3_000)
+    lines = path.read_bytes().splitlines()
+    data.write_products(tmp_path / "again.jsonl", 3_000)
+    assert (tmp_path / "again.jsonl").read_bytes() == path.read_bytes()
+    assert len(lines) == 3_000 and 150 < size / 3_000 < 260
+    records = [json.loads(line) for line in lines]
+    assert len({r["key"] for r in records}) == 3_000
+    assert {r["key"] for r in records} == {data.key_of(i, "string") for i in range(3_000)}
+    types = Counter((name, type(value).__name__) for r in records for name, value in r["value"].items())
+    for name, kind in (("name", "str"), ("description", "str"), ("price", "float"), ("quantity", "int"),
+                       ("updated_at", "int"), ("active", "bool"), ("tags", "list")):
+        assert types[(name, kind)] == 3_000, (name, types)
+    assert 100 < types[("rating", "NoneType")] < 500 and types[("rating", "float")] == 3_000 - types[("rating", "NoneType")]
+    assert all(list(r["value"]) == list(data.PRODUCT_FIELDS) for r in records)
+    assert all(isinstance(tag, str) for r in records for tag in r["value"]["tags"])
+    assert {len(r["value"]["tags"]) for r in records} == {0, 1, 2, 3}
+    int_keys = [json.loads(line)["key"] for line in data.product_lines(np.arange(5), 1, "int64").to_pylist()]
+    assert int_keys == [data.key_of(i, "int64") for i in range(5)]
+
+
+def test_product_changes_update_add_and_delete_one_percent(tmp_path: Path) -> None:
+    base, changes = tmp_path / "products.jsonl", tmp_path / "changes.jsonl"
+    data.write_products(base, 5_000)
+    plan = data.write_product_changes(changes, 5_000)
+    existing = set(data.replay_jsonl(base))
+    found = [json.loads(line) for line in changes.read_bytes().splitlines()]
+    removed = {r["key"] for r in found if r["value"] is None}
+    updated = {r["key"] for r in found if r["value"] is not None and r["key"] in existing}
+    added = {r["key"] for r in found if r["key"] not in existing}
+    assert (len(found), len(updated), len(added), len(removed)) == (50, 40, 5, 5) == (
+        len(plan), len(plan.updated), len(plan.added), len(plan.removed))
+    assert removed <= existing and not added & existing
+    assert updated == {data.key_of(i, "string") for i in plan.updated.tolist()}
+
+
+def test_deltalake_baseline_writes_and_merges_the_replayed_state(tmp_path: Path) -> None:
+    """The Delta Lake side ends with what a dict replay of the changelog holds: same keys, same values."""
+    base, changes, table = tmp_path / "products.jsonl", tmp_path / "changes.jsonl", tmp_path / "delta"
+    data.write_products(base, 2_000)
+    plan = data.write_product_changes(changes, 2_000)
+    assert arrow_delta.read_json(str(base)) == {"rows": 2_000}
+    assert arrow_delta.write(str(base), str(table)) == {"rows": 2_000}
+    assert arrow_delta.merge(str(changes), str(table)) == {
+        "inserted": len(plan.added), "updated": len(plan.updated), "deleted": len(plan.removed)}
+    with open(base, "ab") as handle:
+        handle.write(changes.read_bytes())
+    expected = data.replay_jsonl(base)
+    from deltalake import DeltaTable
+
+    rows = DeltaTable(str(table)).to_pyarrow_table().to_pylist()
+    assert {row.pop("key"): row for row in rows} == expected
+
+
+def test_a_step_is_timed_weighed_and_killed_past_its_cap() -> None:
+    ballast = b"x" * (200 << 20)  # the harness's own memory must not count as the child's
+    small = processes.run([sys.executable, "-c", "pass"]).check()
+    assert small.ok and 0 < small.peak_rss < 100 << 20 and small.seconds > 0
+    big = processes.run([sys.executable, "-c", "b = b'x' * (300 << 20)"])
+    assert big.ok and 300 << 20 < big.peak_rss < 450 << 20
+    grows = "b = []\nwhile True: b.append(b'x' * (20 << 20))"
+    killed = processes.run([sys.executable, "-c", grows], cap_bytes=150 << 20, timeout=120)
+    assert not killed.ok and killed.killed and "passed the cap" in killed.failure()
+    assert killed.peak_rss > 150 << 20
+    failed = processes.run([sys.executable, "-c", "import sys; sys.exit('no such thing')"])
+    assert failed.failure() == "exit status 1: no such thing"
+    with pytest.raises(RuntimeError, match="no such thing"):
+        failed.check()
+    del ballast
+
+
+def test_scale_mode_reports_every_step_and_a_step_killed_at_its_cap(tmp_path: Path) -> None:
+    run_py = [sys.executable, str(ROOT / "bench" / "run.py"), "--scale", "--scale-records", "5000", "--tmp",
+              str(tmp_path)]
+    out = tmp_path / "scale.json"
+    done = subprocess.run([*run_py, "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    results = json.loads(out.read_text())
+    assert [(s["step"], s["status"]) for s in results["steps"]] == [
+        ("generate", "ok"), ("first publish", "ok"), ("1% change cycle", "ok"), ("consumer load", "ok")]
+    assert results["first_publish_s_5000"] > 0 and results["producer_peak_rss_multiple_of_arrow_5000"] > 0
+    assert results["delta_cycle_fraction_of_first_publish_5000"] > 0 and "consumer load" in done.stdout
+    # 40 MiB: less than the interpreter alone, so the first publish is killed and the rest skipped.
+    capped = tmp_path / "capped.json"
+    done = subprocess.run([*run_py, "--out", str(capped), "--memory-cap-gb", "0.04"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    results = json.loads(capped.read_text())
+    assert [(s["step"], s["status"]) for s in results["steps"]] == [
+        ("generate", "ok"), ("first publish", "killed"), ("1% change cycle", "skipped"),
+        ("consumer load", "skipped")]
+    assert "passed the cap" in results["steps"][1]["detail"] and "first_publish_s_5000" not in results

@@ -47,5 +47,7 @@ def test_wheel_holds_every_subpackage_and_the_command(tmp_path: Path) -> None:
     assert "[console_scripts]" in scripts and "combe = combe.cli:main" in scripts
     for requirement in ("pyarrow", "fsspec", "zstandard", "numpy"):
         assert f"Requires-Dist: {requirement}" in metadata, requirement
-    for extra in ("kafka", "s3", "server", "test"):
+    for extra in ("kafka", "s3", "server", "bench", "test"):
         assert f"Provides-Extra: {extra}" in metadata, extra
+    deltalake = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: deltalake")]
+    assert deltalake and all('extra == "bench"' in line for line in deltalake), "deltalake is for the benchmarks only"

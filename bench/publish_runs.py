@@ -33,7 +33,8 @@ def has_cache_dir() -> bool:
     return CACHE_DIR_OPTION in done.stdout
 
 
-def publish(changelog: Path, store: Path, cache_dir: Path, *, cap_bytes: int | None = None) -> tuple[Step, dict[str, Any]]:
+def publish(changelog: Path, store: Path, cache_dir: Path, *,
+            cap_bytes: int | None = None) -> tuple[Step, dict[str, Any]]:
     """One ``combe publish --once`` of ``changelog``'s new lines; the step and the CLI's ``--json`` summary
     (empty when the step failed)."""
     argv = [sys.executable, "-m", "combe", "publish", "--source", str(changelog), "--store", str(store),

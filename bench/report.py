@@ -46,7 +46,8 @@ def markdown(document: dict[str, Any]) -> str:
         lines.append(f"| `{name}` | {number(f['median'])} | {number(f['min'])} | {number(f['max'])} | {f['unit']} "
                      f"| {_goal(f)} |")
     if "steps" in document:  # scale mode: every step, finished or not
-        lines += ["", "| records | step | status | seconds | peak RSS (MB) | detail |", "| ---: | --- | --- | ---: | ---: | --- |"]
+        lines += ["", "| records | step | status | seconds | peak RSS (MB) | detail |",
+                  "| ---: | --- | --- | ---: | ---: | --- |"]
         lines += [f"| {s['records']:,} | {s['step']} | {s['status']} | {_blank(s['seconds'], '.1f')} | "
                   f"{_blank(s['peak_rss_mb'], ',.0f')} | {s['detail']} |" for s in document["steps"]]
     machine = document["machine"]

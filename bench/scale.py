@@ -112,8 +112,9 @@ def run_size(records: int, root: Path, cap_bytes: int, interpreter_rss: int) -> 
     """Every step for one size, and the figures of those that finished."""
     free = shutil.disk_usage(root).free
     if free < records * DISK_BYTES_PER_RECORD:
-        return [StepReport(records, "generate", "skipped", detail=f"{free / 1e9:.0f} GB free on {root}, needs "
-                                                                   f"about {records * DISK_BYTES_PER_RECORD / 1e9:.0f}")], []
+        needs = records * DISK_BYTES_PER_RECORD
+        return [StepReport(records, "generate", "skipped",
+                           detail=f"{free / 1e9:.0f} GB free on {root}, needs about {needs / 1e9:.0f}")], []
     directory = root / f"scale-{label(records)}"
     directory.mkdir()
     reports: list[StepReport] = []

@@ -98,7 +98,8 @@ def test_product_changelog_has_the_eight_field_shape(tmp_path: Path) -> None:
     for name, kind in (("name", "str"), ("description", "str"), ("price", "float"), ("quantity", "int"),
                        ("updated_at", "int"), ("active", "bool"), ("tags", "list")):
         assert types[(name, kind)] == 3_000, (name, types)
-    assert 100 < types[("rating", "NoneType")] < 500 and types[("rating", "float")] == 3_000 - types[("rating", "NoneType")]
+    unrated = types[("rating", "NoneType")]
+    assert 100 < unrated < 500 and types[("rating", "float")] == 3_000 - unrated
     assert all(list(r["value"]) == list(data.PRODUCT_FIELDS) for r in records)
     assert all(isinstance(tag, str) for r in records for tag in r["value"]["tags"])
     assert {len(r["value"]["tags"]) for r in records} == {0, 1, 2, 3}

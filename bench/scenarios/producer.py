@@ -66,7 +66,8 @@ def run(ws: Workspace) -> list[Figure]:
     changes = change_file.read_bytes()
     scale = f"{records:,} records"
     at_10m = f"{scale}; the issue's goal is stated at 10M records (bench/run.py --scale)"
-    arrow_read = Figure("arrow_json_read_s", "s", [], f"pyarrow.json.read_json of the changelog, whole process, {scale}")
+    arrow_read = Figure("arrow_json_read_s", "s", [],
+                        f"pyarrow.json.read_json of the changelog, whole process, {scale}")
     first = Figure("first_publish_s", "s", [], f"combe publish --once into an empty store, whole process, {scale}")
     delta_write = Figure("deltalake_write_s", "s", [],
                          "pyarrow.json.read_json + deltalake.write_deltalake of the same rows, whole process")

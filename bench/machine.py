@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 

@@ -34,8 +34,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .. import data
-from .. import processes
+from .. import data, processes
 from ..publish_runs import DATASET, INTERPRETER, expect, has_cache_dir, publish
 from ..stats import Figure, ratio
 from ..workspace import Workspace

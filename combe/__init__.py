@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from combe.consumer import Consumer, View
+    from combe.consumer import Consumer, Diff, KeyHistory, Timeline, View
     from combe.format import Dataset, Manifest, Schema, Store, open_store
     from combe.format.errors import (BadRecordError, CombeError, ConfigError, ConflictError, DatasetNotFound,
                                      DatasetNotReady, FormatError, Forbidden, IntegrityError, KeyTypeError,
@@ -23,6 +23,7 @@ _ERRORS = "combe.format.errors"
 _EXPORTS: dict[str, str] = {
     "BadRecordError": _ERRORS, "CombeError": _ERRORS, "ConfigError": _ERRORS, "ConflictError": _ERRORS,
     "Consumer": "combe.consumer", "CycleResult": "combe.producer", "Dataset": "combe.format",
+    "Diff": "combe.consumer", "KeyHistory": "combe.consumer", "Timeline": "combe.consumer",
     "DatasetNotFound": _ERRORS, "DatasetNotReady": _ERRORS, "FormatError": _ERRORS, "Forbidden": _ERRORS,
     "IntegrityError": _ERRORS, "KeyTypeError": _ERRORS,
     "Manifest": "combe.format", "ObjectNotFound": _ERRORS, "PublishOptions": "combe.producer",

@@ -23,10 +23,12 @@ from combe.format.errors import ConfigError, DatasetNotFound
 from combe.format.manifest import Pointer, parse_time
 
 from .cache import BlobCache
+from .diff import Diff
 from .indexes import Fields, Index, normalize_fields
 from .listeners import Listener, Listeners, changes
 from .loader import Loaded, Loader
 from .rows import Record
+from .timeline import KeyHistory, Timeline
 from .view import View
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class Consumer:
         self.refresh_interval = refresh_interval
         self._cache = self._blob_cache(cache_dir, cache_max_bytes, verify_cache)
         self._loader = Loader(self._dataset, self._cache, max_deltas=max_deltas, columns=columns)
+        self._timeline = Timeline(self._dataset, self._cache)  # every column, whatever ``columns`` says
         # One refresh at a time; readers never take it. Reentrant so that a listener may call refresh().
         self._lock = threading.RLock()
         self._listeners = Listeners(dataset)
@@ -150,6 +153,24 @@ class Consumer:
 
     def __len__(self) -> int:
         return len(self._view)
+
+    # -- comparing versions ------------------------------------------------------------
+
+    def diff(self, from_version: int, to_version: int | None = None, *, method: str | None = None) -> Diff:
+        """What changed from ``from_version`` to ``to_version`` (default: the version served now).
+
+        Any two announced versions still in the store, in either order; every
+        column, whatever ``columns`` this consumer loads. Computed from the
+        deltas between them or from both states, whichever reads fewer bytes
+        (``method`` forces one); the Diff says which (consumer/timeline.py).
+        """
+        view = self._view
+        return self._timeline.diff(from_version, view.version if to_version is None else to_version,
+                                   method=method, current=view)
+
+    def history(self, key: Any, *, to_version: int | None = None) -> KeyHistory:
+        """Every version up to ``to_version`` (default: the announced one) at which ``key`` changed, oldest first."""
+        return self._timeline.history(key, to_version=to_version)
 
     # -- listening -------------------------------------------------------------------
 

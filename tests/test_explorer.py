@@ -138,3 +138,43 @@ def test_explorer_asks_for_a_token_when_the_server_needs_one(browser: WebDriver,
         assert not browser.find_element(By.ID, "auth").is_displayed()
         look_up(browser, "m2")
         assert json.loads(browser.find_element(By.ID, "record").text) == published.latest("movies")["m2"]
+
+
+def test_explorer_compares_versions_and_shows_a_keys_history(browser: WebDriver, base_url: str,
+                                                              published: Published) -> None:
+    browser.get(base_url + "/")
+    wait_for(browser, "body[data-dataset=movies]")
+    browser.find_element(By.ID, "diff-from").send_keys("1")
+    browser.find_element(By.CSS_SELECTOR, "#compare button[type=submit]").click()
+    wait_for(browser, "body[data-diff='1-3']")  # "to" left empty: the version served
+    rows = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in browser.find_elements(By.CSS_SELECTOR, "#diff tbody tr")]
+    assert [row[:2] for row in rows] == [["removed", "m1"], ["added", "m100"], ["added", "m101"],
+                                         ["updated", "m2"], ["updated", "m3"], ["removed", "m5"]]
+    history = published.expected["movies"]
+    m3 = next(row for row in rows if row[1] == "m3")
+    assert (json.loads(m3[2]), json.loads(m3[3])) == (history[1]["m3"], history[3]["m3"])
+    assert "+2 added, ~2 updated, -2 removed" in browser.find_element(By.ID, "diff-summary").text
+
+    field = browser.find_element(By.ID, "diff-from")
+    field.clear()
+    field.send_keys("9")
+    browser.find_element(By.CSS_SELECTOR, "#compare button[type=submit]").click()
+    WebDriverWait(browser, 10).until(lambda b: "no announced version 9" in b.find_element(By.ID, "diff-summary").text)
+    assert not browser.find_element(By.ID, "diff").is_displayed()
+
+    key = browser.find_element(By.ID, "key")
+    key.clear()
+    key.send_keys("m2")
+    browser.find_element(By.ID, "show-history").click()
+    wait_for(browser, "body[data-history=m2]")
+    changes = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+               for row in browser.find_elements(By.CSS_SELECTOR, "#key-history tbody tr")]
+    assert [(row[0], row[1]) for row in changes] == [("2", "updated"), ("1", "added")]
+    assert json.loads(changes[0][3]) == history[2]["m2"]
+    assert browser.find_element(By.ID, "key-history-title").text == "History of m2"
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "explorer-diff-history.png"))
+    errors = [entry for entry in browser.get_log("browser")
+              if entry["level"] == "SEVERE" and "the server responded with a status of 4" not in entry["message"]]
+    assert errors == []

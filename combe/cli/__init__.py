@@ -31,8 +31,8 @@ ERROR_EXITS: tuple[tuple[type[CombeError], int, str], ...] = (
 )
 
 # Subcommands, in the order --help lists them; each module has add_parser() and run().
-# "pin" registers both pin and unpin.
-COMMANDS = ("publish", "serve", "inspect", "get", "pin", "gc")
+# "pin" registers both pin and unpin, "diff" both diff and history.
+COMMANDS = ("publish", "serve", "inspect", "get", "diff", "pin", "gc")
 
 EPILOG = """\
 Every subcommand names its dataset with --store URL --dataset NAME (defaults:

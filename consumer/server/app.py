@@ -18,6 +18,7 @@ from ..consumer import Consumer
 from .auth import Tokens
 from .catalog import Catalog
 from .checks import check_index
+from .compare import compare
 from .errors import render_error
 from .metrics import Metrics
 from .routes import api
@@ -62,6 +63,7 @@ def create_app(store: str | None = None, datasets: Iterable[str] = (), *, consum
     app.json = _JSON(app)
     app.extensions["combe"] = server
     app.register_blueprint(api)
+    app.register_blueprint(compare)
     app.register_error_handler(Exception, render_error)
     app.before_request(_started)
     app.before_request(_authorize)

@@ -22,7 +22,8 @@ from combe.format.errors import CombeError, ConfigError, DatasetNotFound, Datase
 from ..cache import BlobCache
 from ..consumer import Consumer
 from ..loader import Blobs, StoreBlobs
-from .history import History
+from ..timeline import Timeline
+from .history import Comparisons, History
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,11 @@ MAX_RETRY = 30.0
 
 @dataclass(frozen=True)
 class Served:
-    """A loaded dataset: the consumer answering lookups, and its history for the version routes."""
+    """A loaded dataset: the consumer answering lookups, its history for the version routes, diffs and key histories."""
 
     consumer: Consumer
     history: History
+    comparisons: Comparisons
     # Held by a request refreshing the consumer to reach the version a client asked for (freshness.py).
     refreshing: threading.Lock = field(default_factory=threading.Lock, compare=False)
 
@@ -69,7 +71,8 @@ class Catalog:
         return StoreBlobs(consumer.dataset)
 
     def _serve(self, consumer: Consumer) -> Served:
-        return Served(consumer, History(consumer.dataset, self._blobs(consumer)))
+        blobs = self._blobs(consumer)
+        return Served(consumer, History(consumer.dataset, blobs), Comparisons(Timeline(consumer.dataset, blobs)))
 
     # -- reading -----------------------------------------------------------------
 

@@ -18,15 +18,16 @@ import numpy as np
 import pyarrow as pa
 
 from combe.format.dataset import Dataset
-from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED
+from combe.format.delta import ADDED, OP_COLUMN, OP_NAMES, REMOVED
 from combe.format.errors import ObjectNotFound
 from combe.format.index import split_index
 from combe.format.manifest import Manifest
 from combe.format.schema import conform
 
+from ..diff import Diff
 from ..loader import Blobs
-
-OP_NAMES = {ADDED: "added", UPDATED: "updated", REMOVED: "removed"}
+from ..timeline import KeyHistory, Timeline
+from ..view import View
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -128,3 +129,24 @@ class History:
             return VersionChanges(manifest, state.append_column(OP_COLUMN, ops), None)
         raise ObjectNotFound(f"version {version} of {self.dataset.name!r} has no delta blob (it was published "
                              "as a snapshot only), so its changes cannot be listed", url=self.dataset.url)
+
+
+class Comparisons:
+    """Diffs between versions and key histories of one dataset, kept once computed (a bounded number of each).
+
+    A client paging through a diff or a history reads the blobs once, not
+    once per page. A diff of two versions never changes; a key's history is
+    kept per newest version it covers.
+    """
+
+    def __init__(self, timeline: Timeline, *, diffs: int = 4, histories: int = 64) -> None:
+        self.timeline = timeline
+        self._diffs: _Bounded[tuple[int, int], Diff] = _Bounded(diffs)
+        self._histories: _Bounded[tuple[Any, int], KeyHistory] = _Bounded(histories)
+
+    def diff(self, from_version: int, to_version: int, current: View) -> Diff:
+        return self._diffs.get((from_version, to_version),
+                               lambda: self.timeline.diff(from_version, to_version, current=current))
+
+    def history(self, key: Any, to_version: int) -> KeyHistory:
+        return self._histories.get((key, to_version), lambda: self.timeline.history(key, to_version=to_version))

@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
-const state = { dataset: null, versionsCursor: null, changesVersion: null, changesCursor: null };
+const state = { dataset: null, versionsCursor: null, changesVersion: null, changesCursor: null,
+  diffQuery: null, diffCursor: null, historyKey: null, historyCursor: null };
 
 // A server started with bearer tokens answers 401: the page then asks for one and keeps it for this tab only.
 const TOKEN_KEY = "combe-token";
@@ -72,6 +73,10 @@ async function chooseDataset(name) {
   $("#record").hidden = true;
   $("#lookup-message").textContent = "";
   $("#changes-panel").hidden = true;
+  $("#key-history-panel").hidden = true;
+  $("#diff").hidden = true;
+  $("#more-diff").hidden = true;
+  $("#diff-summary").textContent = "";
   try {
     await Promise.all([showSummary(), showVersions(true)]);
     say("");
@@ -202,7 +207,85 @@ function useToken(event) {
 }
 
 $("#auth").addEventListener("submit", useToken);
+
+async function showKeyHistory(fromStart) {
+  const tbody = $("#key-history tbody");
+  const summary = $("#key-history-summary");
+  if (fromStart) {
+    tbody.replaceChildren();
+    state.historyKey = $("#key").value;
+    state.historyCursor = null;
+  }
+  summary.className = "";
+  try {
+    const query = state.historyCursor ? "?cursor=" + encodeURIComponent(state.historyCursor) : "";
+    const body = await api(datasetPath("/history/" + encodeURIComponent(state.historyKey) + query));
+    $("#key-history-title").textContent = "History of " + body.key;
+    const gaps = body.removed_by_gc.map((gap) => gap.first === gap.last ? gap.first : gap.first + "-" + gap.last);
+    summary.textContent = "up to version " + body.to +
+      (gaps.length ? "; versions " + gaps.join(", ") + " were removed by gc" : "");
+    for (const change of body.changes) {
+      const row = tbody.insertRow();
+      row.dataset.version = change.version;
+      cell(row, change.version + (change.since && change.since !== change.version - 1 ? " (since " + change.since + ")" : ""));
+      cell(row, change.op, "op-" + change.op);
+      cell(row, change.created_at);
+      codeCell(row, change.record);
+    }
+    if (fromStart && !body.changes.length) summary.textContent += ": the key never changed";
+    state.historyCursor = body.next_cursor;
+    $("#more-key-history").hidden = !body.next_cursor;
+    $("#key-history-panel").hidden = false;
+    document.body.dataset.history = state.historyKey;
+  } catch (error) {
+    summary.textContent = error.message;
+    summary.className = "error";
+    $("#key-history-panel").hidden = false;
+  }
+}
+
+async function showDiff(event) {
+  const fromStart = Boolean(event);
+  if (event) event.preventDefault();
+  const tbody = $("#diff tbody");
+  const summary = $("#diff-summary");
+  if (fromStart) {
+    tbody.replaceChildren();
+    const to = $("#diff-to").value;
+    state.diffQuery = "?from=" + encodeURIComponent($("#diff-from").value) + (to ? "&to=" + encodeURIComponent(to) : "");
+    state.diffCursor = null;
+  }
+  summary.className = "";
+  try {
+    const cursor = state.diffCursor ? "&cursor=" + encodeURIComponent(state.diffCursor) : "";
+    const body = await api(datasetPath("/diff" + state.diffQuery + cursor));
+    summary.textContent = "version " + body.from + " -> " + body.to + ": +" + body.counts.added + " added, ~" +
+      body.counts.updated + " updated, -" + body.counts.removed + " removed (from the " +
+      (body.method === "deltas" ? "deltas" : "two states") + ", " + body.bytes_read.toLocaleString() + " bytes read)";
+    for (const change of body.changes) {
+      const row = tbody.insertRow();
+      cell(row, change.op, "op-" + change.op);
+      cell(row, change.key);
+      codeCell(row, change.before);
+      codeCell(row, change.after);
+    }
+    state.diffCursor = body.next_cursor;
+    $("#more-diff").hidden = !body.next_cursor;
+    $("#diff").hidden = false;
+    document.body.dataset.diff = body.from + "-" + body.to;
+  } catch (error) {
+    $("#diff").hidden = true;
+    $("#more-diff").hidden = true;
+    summary.textContent = error.message;
+    summary.className = "error";
+  }
+}
+
 $("#dataset").addEventListener("change", (event) => chooseDataset(event.target.value));
+$("#show-history").addEventListener("click", () => { if ($("#key").reportValidity()) showKeyHistory(true); });
+$("#more-key-history").addEventListener("click", () => showKeyHistory(false));
+$("#compare").addEventListener("submit", showDiff);
+$("#more-diff").addEventListener("click", () => showDiff(null));
 $("#lookup").addEventListener("submit", lookup);
 $("#more-versions").addEventListener("click", () => showVersions(false).catch((error) => say(error.message, true)));
 $("#more-changes").addEventListener("click", () => showChanges(state.changesVersion, false));

@@ -35,7 +35,16 @@ _EXPORTS: dict[str, str] = {
     "open_source": "combe.producer", "open_store": "combe.format",
 }
 
-__all__ = sorted(_EXPORTS)
+# A literal list, so linters and IDEs read the public names without running this module; each one is
+# imported from the module _EXPORTS names (tests/test_public_api.py checks the two agree and stay sorted).
+__all__ = [
+    "BadRecordError", "CombeError", "ConfigError", "ConflictError", "Consumer", "CycleResult", "Dataset",
+    "DatasetNotFound", "DatasetNotReady", "Forbidden", "FormatError", "IntegrityError", "KeyTypeError", "Manifest",
+    "ObjectNotFound", "PublishOptions", "Publisher", "RecordFormat", "RecordNotFound", "RequestError",
+    "RequestTooLarge", "Schema", "SourceError", "Store", "StoreError", "StoreUnavailable", "Unauthorized",
+    "UnsupportedStore", "ValidationError", "VersionNotAvailable", "VersionNotReached", "View", "open_source",
+    "open_store",
+]
 __version__ = "0.1.0"
 
 

@@ -86,7 +86,7 @@ class _Record:
     schema: str  # sha256 of the serialised Arrow schema, first 32 hex digits
 
     @classmethod
-    def of(cls, blob: str, ipc: bytes, table: pa.Table) -> _Record:
+    def of(cls, blob: str, ipc: bytes | bytearray, table: pa.Table) -> _Record:
         return cls(blob, len(ipc), zlib.crc32(ipc), table.num_rows, _schema_digest(table.schema))
 
     @classmethod
@@ -184,7 +184,7 @@ class BlobCache:
 
     # -- writing -------------------------------------------------------------------
 
-    def _store(self, ref: BlobRef, ipc: bytes, table: pa.Table) -> None:
+    def _store(self, ref: BlobRef, ipc: bytes | bytearray, table: pa.Table) -> None:
         """Write the record, then the data file, each under a temporary name renamed into place."""
         record = _Record.of(ref.sha256, ipc, table)
         self._write(self.directory / f"{ref.sha256}{CHECK}", record.to_json())
@@ -192,7 +192,7 @@ class BlobCache:
         if self.verify:
             self._verified.add(ref.sha256)  # its CRC was just computed from the verified blob
 
-    def _write(self, path: Path, content: bytes) -> None:
+    def _write(self, path: Path, content: bytes | bytearray) -> None:
         fd, temp = tempfile.mkstemp(dir=self.directory, prefix=TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as handle:

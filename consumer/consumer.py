@@ -277,7 +277,7 @@ class Consumer:
         while not self._stop.wait(self._next_wait()):
             try:
                 self.refresh()
-            except Exception:  # noqa: BLE001 - recorded by refresh(); the refresher must outlive any failure
+            except Exception:  # noqa: BLE001, S110 - recorded by refresh(); the refresher must outlive any failure
                 pass
 
     def status(self) -> dict[str, Any]:

@@ -118,7 +118,7 @@ class ColumnReader:
 
     def _bit(self, bits: np.ndarray, rows: np.ndarray) -> np.ndarray:
         at = rows + self.offset
-        return (bits[at >> 3] >> (at & 7).astype(np.uint8)) & 1  # type: ignore[no-any-return]
+        return (bits[at >> 3] >> (at & 7).astype(np.uint8)) & 1
 
     def values(self, rows: np.ndarray, indices: pa.Array) -> list[Any]:
         """``rows`` as numpy int64, ``indices`` the same rows as an Arrow array."""
@@ -129,7 +129,7 @@ class ColumnReader:
             taken = array.take(indices)
             if kind == "json":
                 return loads_all(taken.to_pylist())
-            return taken.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
+            return taken.to_numpy(zero_copy_only=False).tolist()
         if kind == "bool":
             out = self._bit(self.values_np, rows).astype(bool).tolist()
         else:
@@ -137,7 +137,7 @@ class ColumnReader:
         if self.bits is not None:
             for i in np.flatnonzero(self._bit(self.bits, rows) == 0).tolist():
                 out[i] = None
-        return out  # type: ignore[no-any-return]
+        return out
 
 
 def batch_builder(key_field: str, names: list[str]) -> Callable[[list[Any], list[list[Any]]], list[Record]]:

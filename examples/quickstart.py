@@ -34,7 +34,8 @@ def run(store: str) -> None:
         print(f"\nConsumer loaded movies version {movies.version}: {len(movies)} records in {loaded_ms:.1f} ms")
         for key in ("tt0034583", "tt0075148", "tt0013442"):
             record = movies.get(key)
-            print(f"  get({key!r}) -> {record if record is None else {k: record[k] for k in ('title', 'year', 'rating')}}")
+            shown = record if record is None else {k: record[k] for k in ("title", "year", "rating")}
+            print(f"  get({key!r}) -> {shown}")
         with movies.view() as view:
             table = view.table
             best = table.sort_by([("rating", "descending")]).slice(0, 3).select(["title", "rating"]).to_pylist()

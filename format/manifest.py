@@ -98,7 +98,8 @@ class _Fields:
             raise FormatError(f"{self.path}: field {label!r} is missing", path=self.path)
         value = self.obj[name]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise FormatError(f"{self.path}: field {label!r} has the wrong type ({type(value).__name__})", path=self.path)
+            raise FormatError(f"{self.path}: field {label!r} has the wrong type ({type(value).__name__})",
+                              path=self.path)
         return value
 
     def checked(self, name: str, kind: type | tuple[type, ...], check: Callable[[Any], T]) -> T:
@@ -299,7 +300,8 @@ class Pointer:
     def from_json(cls, data: bytes, path: str) -> Pointer:
         fields = _parse(data, path, READABLE_POINTERS)
         pointer = cls(fields.checked("dataset", str, check_dataset_name), fields.get("version", int),
-                      fields.checked("at", str, _time_text), fields.get("by", str), fields.get("pin", int, optional=True))
+                      fields.checked("at", str, _time_text), fields.get("by", str),
+                      fields.get("pin", int, optional=True))
         if pointer.version < 1 or (pointer.pin is not None and not 1 <= pointer.pin <= pointer.version):
             raise FormatError(f"{path}: version must be 1 or more and pin between 1 and version", path=path)
         return pointer

@@ -213,7 +213,7 @@ class S3Store(Store):
             try:
                 response: dict[str, Any] = sync(self.fs.loop, self._attempt, method, params)
                 return response
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - classified below: retried, or raised as a combe error
                 failure = exc
             status, code = _status(failure)
             if status in (304, 412) or code in _CONDITION_CODES:

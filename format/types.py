@@ -148,7 +148,7 @@ def _structure(type_: str) -> tuple[str, ...] | tuple[tuple[str, str], ...]:
         key = parser.take()
         parser.take(",")
         return (key, parser.type())
-    fields = []
+    fields: list[tuple[str, str]] = []
     while parser.peek() != ">":
         if fields:
             parser.take(",")

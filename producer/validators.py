@@ -200,4 +200,4 @@ def load_validator(spec: str) -> Validator:
             raise ConfigError(f"validator {spec!r}: module {module_name!r} has no {attribute!r}") from None
     if not callable(target):
         raise ConfigError(f"validator {spec!r}: {attribute!r} is not callable")
-    return target  # type: ignore[return-value]
+    return target

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from combe.consumer import Consumer
 from combe.format.errors import ConfigError
 from combe.format.manifest import BlobRef
 from tests.support.changelog import Change, replay
@@ -65,11 +64,10 @@ def test_a_restart_loads_from_the_cache_without_downloading_blobs(
     manifests = [s3_feed.dataset.manifest(v) for v in (1, 2)]
     with s3_feed.consumer(storage_options=options, cache_dir=cache) as first:
         assert view_state(first.view()) == s3_feed.states[2]
-    assert sorted(blob_gets(fault_proxy)) == sorted(
-        ref.path.rsplit("/", 1)[-1] for ref in (manifests[0].snapshot, manifests[1].delta) if ref)
-    assert cached(cache) == {".arrow": sorted(f"{m.sha256}.arrow" for m in (manifests[0].snapshot, manifests[1].delta) if m),
-                             ".check": sorted(f"{m.sha256}.check" for m in (manifests[0].snapshot, manifests[1].delta) if m),
-                             "other": []}
+    refs = [ref for ref in (manifests[0].snapshot, manifests[1].delta) if ref]
+    assert sorted(blob_gets(fault_proxy)) == sorted(ref.path.rsplit("/", 1)[-1] for ref in refs)
+    assert cached(cache) == {".arrow": sorted(f"{ref.sha256}.arrow" for ref in refs),
+                             ".check": sorted(f"{ref.sha256}.check" for ref in refs), "other": []}
 
     for verify in (False, True):
         fault_proxy.clear()

@@ -25,8 +25,9 @@ def test_wheel_holds_every_subpackage_and_the_command(tmp_path: Path) -> None:
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
         ".git", ".venv", "tests", "build", "dist", "*.egg-info", "__pycache__", ".*cache", "bench", "examples"))
     # --no-isolation: the build backend comes from the test extra, so no index is needed at test time.
-    done = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"),
-                           str(source)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
+                           "--outdir", str(tmp_path / "dist"), str(source)],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("combe-*.whl")
     with zipfile.ZipFile(wheel) as archive:

@@ -56,6 +56,7 @@ def test_spec_covers_every_api_route(app: Flask) -> None:
     for rule in app.url_map.iter_rules():
         if rule.endpoint in ("static", "combe_api.explorer", "combe_api.openapi"):
             continue
-        path = rule.rule.replace("<path:key>", "{key}").replace("<int:version>", "{version}").replace("<name>", "{name}")
+        path = (rule.rule.replace("<path:key>", "{key}").replace("<int:version>", "{version}")
+                .replace("<name>", "{name}"))
         routes |= {(path, m) for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}
     assert routes == documented

@@ -51,7 +51,7 @@ def race(count: int, attempt: Callable[[int], T]) -> list[T]:
         barrier.wait()
         try:
             results[i] = attempt(i)
-        except BaseException as exc:  # surfaced below, in the test's thread
+        except BaseException as exc:  # noqa: BLE001 - surfaced below, in the test's thread
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]

@@ -22,7 +22,7 @@ announced.json is never touched. Use --dry-run to see what would go.
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("gc", help="delete old versions and the blobs of failed cycles",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_options(parser)

@@ -11,7 +11,7 @@ from combe.consumer import Consumer
 from .options import add_dataset_options, require_dataset, storage_options
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "get", help="print the records for KEY... as JSON lines",
         description="Load the announced (or --at) version and print one JSON line per key: the record, "

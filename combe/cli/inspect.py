@@ -11,7 +11,7 @@ from combe.format.errors import DatasetNotFound
 from .options import add_dataset_options, add_json_option, emit_json, require_dataset, storage_options
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "inspect", help="show the announced version, the pin, and every version's counts, blobs, positions and tags",
         description="Show a dataset's announced version and pin, and for each version: records, changes, "

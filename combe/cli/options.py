@@ -78,7 +78,7 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_settings(group: argparse._ActionsGroup, cls: type, names: tuple[str, ...] | None = None) -> None:
+def add_settings(group: argparse._ArgumentGroup, cls: type, names: tuple[str, ...] | None = None) -> None:
     """A flag for each setting of ``cls`` (format/settings.py), or of those ``names``: default, help and
     choices come from the library's declaration."""
     for item in settings_of(cls):

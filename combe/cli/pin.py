@@ -9,7 +9,7 @@ from combe.format.dataset import Dataset
 from .options import add_dataset_options, add_json_option, emit_json, require_dataset, storage_options
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Registers both subcommands: they are one operation, setting or clearing the store-wide pin."""
     pin = subparsers.add_parser(
         "pin", help="serve VERSION to every consumer that has no pin of its own (a rollback)",

@@ -35,7 +35,7 @@ sources:
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("publish", help="fold a source into a new version of a dataset",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="kafka://host:port/topic, file://path, a path, or -")
@@ -76,7 +76,8 @@ def _summary(dataset: str, result: CycleResult) -> str:
     if result.outcome == "adopted":
         return f"{dataset}: announced version {result.version}, left unannounced by a stopped producer"
     skipped = f", {result.bad_records} bad records skipped" if result.bad_records else ""
-    kind = "snapshot + delta" if result.snapshot and result.version != 1 else ("snapshot" if result.snapshot else "delta")
+    kind = ("snapshot + delta" if result.snapshot and result.version != 1
+            else ("snapshot" if result.snapshot else "delta"))
     kind += ", rebuilt from the start of the source" if result.rebuilt else ""
     return (f"{dataset}: published version {result.version} ({kind}): {result.messages} messages, "
             f"+{result.added} ~{result.updated} -{result.removed}{skipped}, "

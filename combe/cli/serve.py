@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from combe.format.errors import ConfigError
 
 from .options import add_dataset_options, require_datasets, storage_options
 
 TOKENS_VARIABLE = "COMBE_SERVE_TOKENS"  # bearer tokens, as the lines of a --token-file
+
+if TYPE_CHECKING:
+    from combe.consumer.server.settings import Settings
 
 DESCRIPTION = """\
 Serve datasets over HTTP as JSON: records by key and in batch, queries on
@@ -25,7 +28,7 @@ gunicorn runs --workers processes that share one blob cache directory
 Arrow files memory-mapped by every worker. SIGTERM stops it gracefully.
 """
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from combe.consumer.server.runner import Listen
     from combe.consumer.server.settings import setting_help
 
@@ -63,9 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _settings(args: argparse.Namespace) -> Any:
+def _settings(args: argparse.Namespace) -> Settings:
     from combe.consumer.server.settings import Settings, setting_help
 
+    # Each flag's value has the type its setting declares (argparse converted it); Settings checks the ranges.
     values: dict[str, Any] = {name: tuple(value) if kind is tuple else value for name, kind, *_ in setting_help()
                               if (value := getattr(args, f"setting_{name}")) is not None}
     return Settings(**values)

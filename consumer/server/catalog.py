@@ -65,7 +65,8 @@ class Catalog:
         self._thread: threading.Thread | None = None
 
     def _blobs(self, consumer: Consumer) -> Blobs:
-        """The history reads blobs through the consumer's cache directory when there is one: deltas it applied are there."""
+        """The history reads blobs through the consumer's cache directory when there is one: deltas it applied
+        are there."""
         if self.cache_dir is not None:
             return BlobCache(consumer.dataset, self.cache_dir)
         return StoreBlobs(consumer.dataset)

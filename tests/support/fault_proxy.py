@@ -5,8 +5,8 @@ unchanged (including the Host header, which the request signature covers). Tests
 run time to answer 500/503 with an S3 error body, to delay answers, or to drop connections
 without answering (before relaying, or after: the server acted but the client never hears), for
 the next N requests or until ``clear()``; optionally only requests of one method whose path
-contains a given text (``method="PUT", path="/versions/"``: the manifest write). It logs every exchange, so a test can count GETs or
-check that an answer carried no body.
+contains a given text (``method="PUT", path="/versions/"``: the manifest write). It logs every
+exchange, so a test can count GETs or check that an answer carried no body.
 """
 
 from __future__ import annotations

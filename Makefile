@@ -1,5 +1,6 @@
 # `make test` is the README's test command and what CI runs (.ci/run): it installs everything the suite
-# needs into a venv of its own, then runs every test. `make quickstart` runs the quick start in that venv.
+# needs into a venv of its own, then runs the linters and every test. `make check` is the contributor's
+# fast path (no root, Java or Maven needed). `make quickstart` runs the quick start in that venv.
 #
 # Every Python package comes from constraints.txt, which pins the whole resolution of the test extra:
 # with one candidate per package pip never backtracks (unpinned, boto3/botocore/aiobotocore send it
@@ -14,10 +15,22 @@ CONSTRAINTS := constraints.txt
 # The extras whose whole resolution constraints.txt pins (combe[test] pulls in kafka, s3 and server).
 LOCK_EXTRAS := test
 
-.PHONY: test test-deps quickstart lock
+# The tests `make check` leaves out: those needing the Kafka broker, the S3 server or a browser (the
+# markers are set in tests/conftest.py by the fixtures a test uses).
+SERVICES := kafka or s3 or browser
 
-test: test-deps
+.PHONY: test test-deps check lint quickstart lock
+
+test: test-deps lint
 	$(PY) -m pytest
+
+check: lint
+	$(PY) -m pytest -m "not ($(SERVICES))"
+
+# ruff (rules in pyproject.toml), then mypy on the package as installed (see tools/typecheck.py).
+lint: $(VENV)/.test-deps
+	$(PY) -m ruff check .
+	$(PY) tools/typecheck.py
 
 # The package with every extra, pinned; Chromium for the explorer page test (Debian packages, needs
 # root); the Kafka broker's jars, fetched with Maven into ~/.cache/combe-test so the broker fixture

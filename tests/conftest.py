@@ -17,6 +17,18 @@ if TYPE_CHECKING:
     from tests.support.s3_server import S3Server
 
 
+# The session fixture that starts each service -> the marker of the tests that use it (directly or through
+# another fixture). `make check` deselects the marked tests: it runs where no broker can start (no Java or
+# Maven) and no browser is installed. A test that starts a service itself carries the marker in its module.
+SERVICE_MARKERS = {"kafka_broker": "kafka", "s3_server": "s3"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in set(getattr(item, "fixturenames", ())) & SERVICE_MARKERS.keys():
+            item.add_marker(SERVICE_MARKERS[fixture])
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_refreshers() -> Iterator[None]:
     """Fail a test that leaves a consumer's refresh thread running (close() your consumers)."""

@@ -26,6 +26,8 @@ from werkzeug.serving import make_server
 from combe.consumer.server import Tokens, create_app
 from tests.support.served import MOVIE_TAGS, Published, publish_all
 
+pytestmark = pytest.mark.browser
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -338,7 +338,8 @@ def _latencies(connection: http.client.HTTPConnection, paths: list[str]) -> list
 def measure_pages(records: int = 30_000, runs: int = 5, requests: int = 200, root: Path | None = None) -> list[Figure]:
     """Query pages against point lookups on one ``combe serve``; ratios of medians, run by run."""
     directory = Path(tempfile.mkdtemp(prefix="combe-bench-pages-", dir=root))
-    ratios: dict[str, list[float]] = {f"{name}_{phase}": [] for name in PAGE_QUERIES for phase in ("snapshot", "deltas")}
+    ratios: dict[str, list[float]] = {f"{name}_{phase}": []
+                                      for name in PAGE_QUERIES for phase in ("snapshot", "deltas")}
     point_ms: dict[str, list[float]] = {"snapshot": [], "deltas": []}
     try:
         changes = Changes(directory, records)

@@ -314,8 +314,8 @@ class Index:
         rows = self.base.value_order()[start:stop]
         dead: np.ndarray = np.zeros(0, np.int64)
         if self.view.overlay:
-            every = self._overlay.dead_in_order(self.base)
-            dead = every[np.searchsorted(every, start):np.searchsorted(every, stop)] - start
+            all_dead = self._overlay.dead_in_order(self.base)
+            dead = all_dead[np.searchsorted(all_dead, start):np.searchsorted(all_dead, stop)] - start
         every = self._overlay.in_order()
         first = 0 if low is None else bisect.bisect_left(every, low, key=itemgetter(0))
         last = len(every) if high is None else bisect.bisect_left(every, high, first, key=itemgetter(0))

@@ -16,7 +16,8 @@ WHOLE = {
     "empty sized body": b"POST /x HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
     "chunked": b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\n\r\n",
     "chunked with trailers": b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: 1\r\n\r\n",
-    "chunked CRLFs inside the data": b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n\r\n\r\n\r\n0\r\n\r\n",
+    "chunked CRLFs inside the data":
+        b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n\r\n\r\n\r\n0\r\n\r\n",
 }
 
 

@@ -62,7 +62,8 @@ def at_least(consumer: Consumer, lock: threading.Lock, wanted: int, wait: float)
         return view
     status = consumer.status()
     pinned = status["pin"] is not None or status["store_pin"] is not None
-    why = f"pinned at version {status['serving']}" if pinned else f"version {status['announced']} is the newest announced"
+    why = (f"pinned at version {status['serving']}" if pinned
+           else f"version {status['announced']} is the newest announced")
     raise VersionNotAvailable(f"{consumer.name} version {wanted} or newer was asked for ({HEADER}), and the store "
                               f"serves version {view.version} ({why}); ask again without {HEADER} to accept it",
                               dataset=consumer.name, version=wanted, serving=view.version)

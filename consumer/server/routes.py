@@ -14,7 +14,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from combe.format.errors import DatasetNotFound, RecordNotFound, RequestTooLarge
+from combe.format.errors import DatasetNotFound, RecordNotFound, RequestError, RequestTooLarge
 from combe.format.keys import lookup_key
 from combe.format.manifest import parse_time
 

@@ -39,11 +39,11 @@ _EXPORTS: dict[str, str] = {
 # imported from the module _EXPORTS names (tests/test_public_api.py checks the two agree and stay sorted).
 __all__ = [
     "BadRecordError", "CombeError", "ConfigError", "ConflictError", "Consumer", "CycleResult", "Dataset",
-    "DatasetNotFound", "DatasetNotReady", "Forbidden", "FormatError", "IntegrityError", "KeyTypeError", "Manifest",
-    "ObjectNotFound", "PublishOptions", "Publisher", "RecordFormat", "RecordNotFound", "RequestError",
-    "RequestTooLarge", "Schema", "SourceError", "Store", "StoreError", "StoreUnavailable", "Unauthorized",
-    "UnsupportedStore", "ValidationError", "VersionNotAvailable", "VersionNotReached", "View", "open_source",
-    "open_store",
+    "DatasetNotFound", "DatasetNotReady", "Diff", "Forbidden", "FormatError", "IntegrityError", "KeyHistory",
+    "KeyTypeError", "Manifest", "ObjectNotFound", "PublishOptions", "Publisher", "RecordFormat", "RecordNotFound",
+    "RequestError", "RequestTooLarge", "Schema", "SourceError", "Store", "StoreError", "StoreUnavailable",
+    "Timeline", "Unauthorized", "UnsupportedStore", "ValidationError", "VersionNotAvailable", "VersionNotReached",
+    "View", "open_source", "open_store",
 ]
 __version__ = "0.1.0"
 

@@ -13,7 +13,7 @@ from combe.consumer.timeline import METHODS, KeyHistory, Timeline
 from .options import add_dataset_options, add_json_option, emit_json, require_dataset, storage_options
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Registers both subcommands: they read a dataset's past the same way (consumer/timeline.py)."""
     diff = subparsers.add_parser(
         "diff", help="keys added, updated and removed between versions A and B, with before and after",

@@ -119,6 +119,7 @@ class BlobCache:
         self.max_bytes = max_bytes
         self.verify = verify
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.fetched = 0  # bytes downloaded from the store (cache misses), for Loader's account of a load
         self._verified: set[str] = set()  # blobs whose file passed the full check in this process
         # The blobs each View still alive in this process was built from. Weak keys: a View the
         # Consumer replaced and no reader holds any more drops out by itself, and its files with it.
@@ -136,6 +137,7 @@ class BlobCache:
             return table
         location = f"{self.dataset.url}/{ref.path}"
         ipc = self.dataset.blob_ipc(ref)  # checked against the manifest's sha256
+        self.fetched += ref.bytes
         fetched = read_ipc(ipc, path=location)
         self._store(ref, ipc, fetched)
         # Map what was written, so the pages are shared with other processes; the in-memory copy

@@ -83,7 +83,7 @@ class Consumer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._poll(force=True)
-        target = self._wanted()
+        target = self._wanted(pin)
         self._check_columns(columns, target)
         loaded = self._loader.load(target)
         self._view: View = loaded.view
@@ -199,12 +199,16 @@ class Consumer:
                                   "publish it first (combe publish)", dataset=self.name)
         self._tag, self._pointer = polled.tag, polled.pointer
 
-    def _wanted(self) -> int:
-        """The version to serve: this consumer's pin, else the store-wide pin, else the announced one."""
-        if self.pin is not None:
-            return self.pin
+    def _wanted(self, pin: int | None) -> int:
+        """The version to serve: ``pin`` (this consumer's), else the store-wide pin, else the announced one.
+
+        A pin names a version that is or was announced (ConfigError otherwise).
+        """
         assert self._pointer is not None
-        return self._pointer.serving
+        if pin is None:
+            return self._pointer.serving
+        self._pointer.check_pin(pin)
+        return pin
 
     def refresh(self) -> bool:
         """Poll now and move to the version to serve; True if the version changed.
@@ -213,31 +217,50 @@ class Consumer:
         ``status()`` and raised to the caller.
         """
         with self._lock:
-            previous = self._view
             try:
-                self._poll()
-                target = self._wanted()
-                if target == previous.version:
-                    self._succeeded()
-                    return False
-                loaded = self._loader.load(target, previous)
-                for fields in self._indexed:
-                    loaded.view.index(fields)  # built before the swap, so no reader waits for it
+                return self._move(self.pin)
             except Exception as exc:
                 self._failed(exc)
                 raise
-            self._view = loaded.view  # the swap: one assignment
-            if self._cache is not None:
-                self._cache.keep(loaded, previous)
-            self.last_plan = loaded.plan.describe()
+
+    def set_pin(self, version: int | None) -> None:
+        """Hold this consumer at ``version`` (None: follow the store again), then refresh.
+
+        A version that cannot be served (never announced, removed by gc, or a
+        failed load) raises, and the consumer stays as it was: same pin, same
+        version, nothing recorded as a failed refresh.
+        """
+        with self._lock:
+            self._move(version, force=True)  # a real read of the announcement: the pin is checked against it
+
+    def _move(self, pin: int | None, *, force: bool = False) -> bool:
+        """Poll, then serve the version ``pin`` asks for; True if the version changed. Call with the lock held.
+
+        ``self.pin`` becomes ``pin`` only once that version is served, so a
+        refused pin changes nothing.
+        """
+        previous = self._view
+        self._poll(force=force)
+        target = self._wanted(pin)
+        if target == previous.version:
+            self.pin = pin
             self._succeeded()
-            log.info("%s: version %d -> %d by %s", self.name, previous.version, loaded.view.version,
-                     self.last_plan)
-            self._notify(previous, loaded)
-            if self._cache is not None:
-                del previous  # the View just replaced is kept from eviction only if a reader still holds it
-                self._cache.evict()
-            return True
+            return False
+        loaded = self._loader.load(target, previous)
+        for fields in self._indexed:
+            loaded.view.index(fields)  # built before the swap, so no reader waits for it
+        self._view = loaded.view  # the swap: one assignment
+        self.pin = pin
+        if self._cache is not None:
+            self._cache.keep(loaded, previous)
+        self.last_plan = loaded.plan.describe()
+        self._succeeded()
+        log.info("%s: version %d -> %d by %s", self.name, previous.version, loaded.view.version, self.last_plan)
+        self._notify(previous, loaded)
+        if self._cache is not None:
+            del previous  # the View just replaced is kept from eviction only if a reader still holds it
+            self._cache.evict()
+        return True
 
     def _notify(self, previous: View, loaded: Loaded) -> None:
         if not self._listeners:
@@ -249,12 +272,6 @@ class Consumer:
                           previous.version, loaded.view.version)
             return
         self._listeners.notify(update)
-
-    def set_pin(self, version: int | None) -> None:
-        """Hold this consumer at ``version`` (None: follow the store again), then refresh."""
-        self.pin = version
-        self._tag = None  # force a real read of the announcement on unpin
-        self.refresh()
 
     def _succeeded(self) -> None:
         self.last_refresh = time.time()

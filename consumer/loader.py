@@ -33,7 +33,13 @@ log = logging.getLogger(__name__)
 
 
 class Blobs(Protocol):
-    """Where a loader gets a blob's table: straight from the store, or through a cache."""
+    """Where a loader gets a blob's table: straight from the store, or through a cache.
+
+    ``fetched`` counts the bytes downloaded from the store so far (a blob found
+    in a cache costs none), so a load can say what it really fetched.
+    """
+
+    fetched: int
 
     def table(self, ref: BlobRef) -> pa.Table: ...
 
@@ -48,10 +54,12 @@ class StoreBlobs:
     def __init__(self, dataset: Dataset, columns: Collection[str] | None = None) -> None:
         self.dataset = dataset
         self.columns = None if columns is None else {*columns, OP_COLUMN, INDEX_ROWS, INDEX_ENDS}
+        self.fetched = 0
 
     def table(self, ref: BlobRef) -> pa.Table:
         path = f"{self.dataset.url}/{ref.path}"
         table = read_ipc(self.dataset.blob_ipc(ref), path=path)
+        self.fetched += ref.bytes
         if self.columns is None or set(table.column_names) <= self.columns:
             return table
         # The key column comes first in every blob; keep it whatever it is named.
@@ -70,9 +78,10 @@ class Plan:
     start: str
     snapshot: Manifest
     steps: list[tuple[Manifest, BlobRef]]  # (the manifest of the version reached, the delta blob)
-    cost: int  # bytes to fetch
+    cost: int  # bytes to fetch, were none of the blobs cached: what plans are compared by
     chain: tuple[int, int] = (0, 0)  # the resulting View's delta chain: (deltas, bytes)
     reverse: int = 0  # how many of the steps are reverse deltas
+    fetched: int = 0  # bytes the load really downloaded, set by Loader.load (blobs found in a cache cost none)
 
     def describe(self) -> str:
         start = {"current": "the current view", "base": f"snapshot {self.snapshot.version} (already loaded)",
@@ -80,7 +89,7 @@ class Plan:
         forward = len(self.steps) - self.reverse
         return (f"{start} + {forward} delta{'s' * (forward != 1)}"
                 + (f" + {self.reverse} reverse delta{'s' * (self.reverse != 1)}" if self.reverse else "")
-                + f" ({self.cost} bytes fetched)")
+                + f" ({self.fetched} bytes fetched)")
 
 
 @dataclass
@@ -118,6 +127,7 @@ class Loader:
         plans = [p for p in (stay, self._from_snapshot(target, current)) if p]
         within = [p for p in plans if self._within_limits(p)]
         plan = min(within or plans, key=lambda p: p.cost)
+        fetched_before = self.blobs.fetched
         touched: list[pa.Array] | None = None
         if plan.start == "snapshot":
             assert plan.snapshot.snapshot is not None
@@ -137,6 +147,7 @@ class Loader:
             if touched is not None:
                 touched.append(delta.column(0).combine_chunks())
             view = view.with_delta(manifest, delta, ref.bytes)
+        plan.fetched = self.blobs.fetched - fetched_before
         log.info("%s: at version %d by %s", self.dataset.name, view.version, plan.describe())
         return Loaded(view, plan, touched)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .codec import verified_ipc, verify
-from .errors import ConfigError, ConflictError, DatasetNotFound, FormatError, ObjectNotFound
+from .errors import ConflictError, DatasetNotFound, FormatError, ObjectNotFound
 from .layout import ANNOUNCED, VERSIONS_DIR, check_dataset_name, manifest_path, manifest_version
 from .manifest import BlobRef, Manifest, Pointer
 from .store import Store, open_store
@@ -131,9 +131,7 @@ class Dataset:
                 raise DatasetNotFound(f"dataset {self.name!r} has no announced version at {self.url}; "
                                       "there is nothing to pin", dataset=self.name)
             if version is not None:
-                if not 1 <= version <= pointer.version:
-                    raise ConfigError(f"cannot pin {self.name} to version {version}: versions run from 1 to the "
-                                      f"announced version {pointer.version}")
+                pointer.check_pin(version)
                 self.manifest(version)  # DatasetNotFound if gc removed it: consumers could not load it
             previous = pointer.pin
             return None if pointer.pin == version else replace(pointer, pin=version)

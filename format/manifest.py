@@ -296,6 +296,13 @@ class Pointer:
         """The version consumers without a pin of their own should serve."""
         return self.pin if self.pin is not None else self.version
 
+    def check_pin(self, version: int) -> None:
+        """Refuse to serve ``version`` unless it is or was announced: a manifest past the announced version was
+        written by a producer that never announced it (stopped, or refused later), and no reader may see it."""
+        if not 1 <= version <= self.version:
+            raise ConfigError(f"{self.dataset} version {version} cannot be served: versions run from 1 to the "
+                              f"announced version {self.version}, and only announced versions are served")
+
     @classmethod
     def from_json(cls, data: bytes, path: str) -> Pointer:
         fields = _parse(data, path, READABLE_POINTERS)

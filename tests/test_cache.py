@@ -62,9 +62,10 @@ def test_a_restart_loads_from_the_cache_without_downloading_blobs(
     cache = tmp_path / "cache"
     options = s3_server.storage_options(fault_proxy.url)
     manifests = [s3_feed.dataset.manifest(v) for v in (1, 2)]
+    refs = [ref for ref in (manifests[0].snapshot, manifests[1].delta) if ref]
     with s3_feed.consumer(storage_options=options, cache_dir=cache) as first:
         assert view_state(first.view()) == s3_feed.states[2]
-    refs = [ref for ref in (manifests[0].snapshot, manifests[1].delta) if ref]
+        assert first.status()["last_load"] == f"snapshot 1 + 1 delta ({sum(ref.bytes for ref in refs)} bytes fetched)"
     assert sorted(blob_gets(fault_proxy)) == sorted(ref.path.rsplit("/", 1)[-1] for ref in refs)
     assert cached(cache) == {".arrow": sorted(f"{ref.sha256}.arrow" for ref in refs),
                              ".check": sorted(f"{ref.sha256}.check" for ref in refs), "other": []}
@@ -73,6 +74,7 @@ def test_a_restart_loads_from_the_cache_without_downloading_blobs(
         fault_proxy.clear()
         with s3_feed.consumer(storage_options=options, cache_dir=cache, verify_cache=verify) as restarted:
             assert view_state(restarted.view()) == s3_feed.states[2]
+            assert restarted.status()["last_load"] == "snapshot 1 + 1 delta (0 bytes fetched)"
         assert blob_gets(fault_proxy) == []  # manifests and the announcement only
         assert fault_proxy.count("GET") > 0
 

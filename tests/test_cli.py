@@ -224,13 +224,13 @@ def test_a_missing_source_file_exits_1(tmp_path: Path, capsys: pytest.CaptureFix
     assert f"{missing} does not exist" in capsys.readouterr().err
 
 
-def test_get_a_version_that_does_not_exist_exits_1(tmp_path: Path, changelog: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_get_a_version_that_was_never_announced_exits_2(tmp_path: Path, changelog: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     dataset = ["--store", str(tmp_path / "store"), "--dataset", "movies"]
     assert main(["publish", "--source", str(changelog), *dataset, "--once"]) == 0
     capsys.readouterr()
-    assert main(["get", *dataset, "--at", "7", "up"]) == 1
-    assert "no version 7" in capsys.readouterr().err
+    assert main(["get", *dataset, "--at", "7", "up"]) == 2
+    assert "versions run from 1 to the announced version 1" in capsys.readouterr().err
 
 
 def test_a_corrupted_manifest_exits_1_naming_it(tmp_path: Path, changelog: Path,

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from combe.cli import main
-from combe.format.errors import StoreError
+from combe.cli import EXIT_USAGE, main
+from combe.format.errors import ConfigError, DatasetNotFound, StoreError
 from tests.support.feed import Feed, blob, record_reads, view_state
 
 
@@ -125,3 +125,49 @@ def test_status_reports_a_failed_refresh_and_how_far_behind(tmp_path: Path) -> N
         assert status["last_error"] and status["last_error_at"] >= status["last_refresh"]
         assert status["seconds_behind"] >= 0.05
         assert consumer.get("late") is None  # still serving version 7
+
+
+def written_not_announced(tmp_path: Path) -> Feed:
+    """Seven announced versions and the manifest of an eighth that its producer stopped before announcing."""
+    feed = history(tmp_path)
+    announced = feed.dataset.announced()
+    feed.publish([("late", {"title": "never announced", "year": 1})])
+    assert announced.pointer is not None
+    back = feed.dataset.announce(announced.pointer, feed.dataset.announced().tag)  # as if never announced
+    assert back is not None and feed.dataset.versions()[-1] == 8 and feed.dataset.announced().version == 7
+    return feed
+
+
+def test_a_version_written_but_never_announced_is_never_served(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    feed = written_not_announced(tmp_path)
+    with pytest.raises(ConfigError, match="only announced versions are served"):
+        feed.consumer(pin=8)
+    with feed.consumer(pin=7) as consumer:
+        with pytest.raises(ConfigError, match="versions run from 1 to the announced version 7"):
+            consumer.set_pin(8)
+        assert consumer.version == 7 and consumer.get("late") is None
+    for command in (["get", "--at", "8", "late"], ["pin", "8"]):
+        assert pin_cli(feed, *command) == EXIT_USAGE
+        assert "only announced versions are served" in capsys.readouterr().err
+    assert feed.dataset.announced().pointer.pin is None  # type: ignore[union-attr]
+
+
+def test_a_refused_pin_leaves_the_consumer_as_it_was(tmp_path: Path) -> None:
+    feed = written_not_announced(tmp_path)
+    removed = Path(feed.store) / feed.name / "versions" / "000000000002.json"
+    removed.unlink()  # as gc would have removed version 2
+    with feed.consumer(pin=6) as consumer:  # snapshot 6: needs no manifest before it
+        before = consumer.status()
+        for bad, error in ((8, ConfigError), (0, ConfigError), (2, DatasetNotFound)):
+            with pytest.raises(error):
+                consumer.set_pin(bad)
+            assert consumer.pin == 6 and consumer.version == 6
+            assert view_state(consumer.view()) == feed.states[6]
+            assert consumer.refresh() is False  # still pinned to 6: later refreshes succeed
+            status = consumer.status()
+            assert (status["pin"], status["serving"], status["version"]) == (6, 6, 6)
+            assert status["last_error"] is None and status["refresh_errors"] == 0 and status["seconds_behind"] == 0
+            assert status["last_load"] == before["last_load"]
+        consumer.set_pin(None)  # and a good pin still moves it
+        assert consumer.pin is None and consumer.version == 7

@@ -33,7 +33,7 @@ def publish_cycle(store: str, changelog: Path, **options: Any) -> Any:
         return Publisher(Dataset.open(store, DATASET), source, PublishOptions(**{**OPTIONS, **options})).run_cycle()
 
 
-def build(root: Path, versions: int) -> tuple[str, Path, dict[int, list[Change]]]:
+def build(root: Path, versions: int, **options: Any) -> tuple[str, Path, dict[int, list[Change]]]:
     """A store with ``versions`` versions of small random changes; the changes each version folded through."""
     rng = random.Random(7)
     store, changelog = str(root / "store"), root / "movies.jsonl"
@@ -57,7 +57,7 @@ def build(root: Path, versions: int) -> tuple[str, Path, dict[int, list[Change]]
                 changes.append((key, {"title": key, "score": rng.randint(0, 100)}))
             history.append(changes[-1])
         append_jsonl(changelog, changes)
-        assert publish_cycle(store, changelog).version == version
+        assert publish_cycle(store, changelog, **options).version == version
         upto[version] = list(history)
     return store, changelog, upto
 
@@ -123,7 +123,11 @@ def test_gc_keeps_five_versions_that_each_load_with_pin_and_equal_their_replay(
     for version in (1, 16, 21, 40):
         with pytest.raises(DatasetNotFound, match="removed by gc"):
             Consumer(store, DATASET, pin=version)
-    # Deltas and reverse deltas between kept versions stay, so consumers can step between them.
+    capsys.readouterr()
+    assert main(["pin", "--store", store, "--dataset", DATASET, "21"]) == EXIT_FAILURE  # as the README says
+    error = capsys.readouterr().err
+    assert "no version 21" in error and "removed by gc" in error, error
+    # The versions on a kept chain keep their deltas and reverse deltas, so consumers can step along it.
     for version in range(47, 51):
         manifest = dataset.manifest(version)
         assert manifest.delta is not None and manifest.reverse is not None
@@ -141,6 +145,25 @@ def test_gc_keeps_five_versions_that_each_load_with_pin_and_equal_their_replay(
     before = files(store)
     assert gc(store, "--keep-versions", "6") == 0
     assert files(store) == before
+
+
+def test_gc_keeps_each_kept_versions_chain_and_nothing_between(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """What the README says gc keeps, with kept versions 5, 8 and 9 and snapshots at 1 and 7."""
+    store, _, upto = build(tmp_path, 9, snapshot_every=6)
+    dataset = Dataset.open(store, DATASET)
+    assert [v for v in dataset.versions() if dataset.manifest(v).snapshot] == [1, 7]
+    blobs = {v: {ref.path for ref in (dataset.manifest(v).snapshot, dataset.manifest(v).delta,
+                                      dataset.manifest(v).reverse) if ref} for v in range(1, 10)}
+    set_pin(store, 5)
+    assert gc(store, "--keep-versions", "2") == 0
+    assert "keeps versions 5, 8-9 (manifests 1-5, 7-9 stay)" in capsys.readouterr().out
+    assert dataset.versions() == [1, 2, 3, 4, 5, 7, 8, 9]
+    present = {f"blobs/{p.name}" for p in (Path(store) / DATASET / "blobs").iterdir()}
+    assert present == set().union(*(blobs[v] for v in dataset.versions()))  # version 7's delta 6 -> 7 included
+    assert not blobs[6] & present
+    for version in (5, 8, 9, 1, 7):
+        assert_loads(store, version, upto)
 
 
 def test_dry_run_deletes_nothing(fifty: tuple[str, Path, dict[int, list[Change]]],

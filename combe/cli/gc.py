@@ -11,13 +11,15 @@ from combe.producer.retention import Deletion, GcPlan, Retention, collect_garbag
 from .options import add_dataset_options, add_json_option, emit_json, require_dataset, storage_options
 
 DESCRIPTION = """\
-Delete the manifests and blobs that no kept version needs. Kept: the newest
---keep-versions announced versions, those younger than --keep-days, the
-announced version, the store-wide pin, and any version written but not yet
-announced; with them, everything a consumer needs to load each one (its
-nearest snapshot, the manifests and deltas from there) and the deltas and
-reverse deltas between them. Blobs that no manifest references (left by
-failed or refused cycles) are deleted once older than --grace-hours.
+Delete the manifests and blobs that no kept version needs. Kept versions:
+the newest --keep-versions announced versions, those younger than
+--keep-days, the announced version, the store-wide pin, and any version
+written but not yet announced. For each, gc keeps the manifests of every
+version from its nearest snapshot up to it and the blobs they name
+(snapshot, deltas, reverse deltas); nothing else, not even the versions
+between two kept ones that no such chain passes through. Blobs that no
+manifest references (left by failed or refused cycles) are deleted once
+older than --grace-hours.
 announced.json is never touched. Use --dry-run to see what would go.
 """
 

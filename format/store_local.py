@@ -13,7 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import tempfile
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,11 @@ class LocalStore(Store):
 
     def _write_temp(self, target: Path, data: bytes) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        # Mode 0666, as for any file a program creates: the umask (and a default ACL) decides who may read it.
+        # mkstemp's 0600 would shut out consumers running as another user. O_EXCL: a random name no one else
+        # is writing, as mkstemp's.
+        name = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -58,7 +62,7 @@ class LocalStore(Store):
         except BaseException:
             os.unlink(name)
             raise
-        return Path(name)
+        return name
 
     def write(self, path: str, data: bytes) -> None:
         target = self._path(path)

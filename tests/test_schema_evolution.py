@@ -121,6 +121,21 @@ def test_allow_schema_change_publishes_a_snapshot_only_version(store: str, chang
         assert consumer.version == 2 and consumer.get("m02")["year"] == 1992 and consumer.get("m05")["rating"] == 5.0
 
 
+def test_the_command_says_a_schema_change_version_has_no_delta(store: str, changelog: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["publish", "--source", str(changelog), "--store", store, "--dataset", DATASET, "--once",
+            "--allow-schema-change", "--snapshot-every", "2"]
+    said = []
+    for changes in ([], [("n05", {"title": "New 5", "year": 1995})], [("n06", {"title": "New 6", "year": 1996})],
+                    [("m01", {"title": "Movie 1", "year": "MCMXCI"})]):
+        append_jsonl(changelog, changes)
+        assert main(argv) == 0
+        said.append(capsys.readouterr().out)
+    assert [line.split("(", 1)[1].split(")", 1)[0] for line in said] == [
+        "snapshot", "delta", "snapshot + delta", "snapshot only: a column changed type, so no delta"]
+    assert Dataset.open(store, DATASET).manifest(4).delta is None
+
+
 def test_a_type_change_that_changes_no_value_is_still_published(store: str, changelog: Path) -> None:
     cycle(store, changelog)
     append_jsonl(changelog, [("m01", {"title": "Movie 1", "year": "1991"})])  # "1991" == the converted 1991

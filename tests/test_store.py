@@ -4,6 +4,9 @@ server), plus what only S3 has: conditional polls, retries, and bounded failure.
 from __future__ import annotations
 
 import socket
+import stat
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -333,3 +336,26 @@ def test_endpoint_and_credentials_come_from_the_standard_environment(
 def test_s3_url_without_bucket_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="bucket"):
         open_store("s3://")
+
+
+# -- local only ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_local_stores_create_files_as_the_umask_says(tmp_path: Path, umask: int, mode: int) -> None:
+    """A consumer running as another user (or group) reads what the producer's umask lets it read."""
+    changelog = tmp_path / "movies.jsonl"
+    changelog.write_text('{"key": "a", "value": {"n": 1}}\n')
+    store = tmp_path / "store"
+    for _ in range(2):  # a first version (snapshot), then a pin: announced.json rewritten by compare-and-swap
+        done = subprocess.run([sys.executable, "-m", "combe", "publish", "--source", str(changelog), "--store",
+                               str(store), "--dataset", "movies", "--once"], umask=umask, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-m", "combe", "pin", "--store", str(store), "--dataset", "movies", "1"],
+                          umask=umask, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    files = [p for p in (store / "movies").rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    kinds = {p.relative_to(store / "movies").parts[0] for p in files}
+    assert kinds == {"announced.json", "versions", "blobs"}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: mode for p in files}

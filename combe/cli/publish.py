@@ -76,8 +76,12 @@ def _summary(dataset: str, result: CycleResult) -> str:
     if result.outcome == "adopted":
         return f"{dataset}: announced version {result.version}, left unannounced by a stopped producer"
     skipped = f", {result.bad_records} bad records skipped" if result.bad_records else ""
-    kind = ("snapshot + delta" if result.snapshot and result.version != 1
-            else ("snapshot" if result.snapshot else "delta"))
+    if result.schema_change:
+        kind = "snapshot only: a column changed type, so no delta"
+    elif result.snapshot:
+        kind = "snapshot" if result.version == 1 else "snapshot + delta"
+    else:
+        kind = "delta"
     kind += ", rebuilt from the start of the source" if result.rebuilt else ""
     return (f"{dataset}: published version {result.version} ({kind}): {result.messages} messages, "
             f"+{result.added} ~{result.updated} -{result.removed}{skipped}, "

@@ -3,13 +3,15 @@
 Publishes examples/movies/changelog.jsonl (updates and tombstones included) into
 a local store with the same code path as ``combe publish --once``, then opens a
 Consumer and looks records up. Run it again: the second publish finds nothing
-new and announces nothing.
+new and announces nothing. It ends by saying where the store is and which
+commands to try on it next.
 
     python examples/quickstart.py [STORE]
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
 import tempfile
 import time
@@ -40,6 +42,18 @@ def run(store: str) -> None:
             table = view.table
             best = table.sort_by([("rating", "descending")]).slice(0, 3).select(["title", "rating"]).to_pylist()
             print(f"  top rated in version {view.version}: {best}")
+        root = movies.dataset.root.url
+
+    print(f"\nThe store is {root}; dataset movies is in {movies.dataset.url}. Next, try:")
+    for command in next_commands(root):
+        print(f"  {command}")
+    print("(combe serve needs the server extra, pip install 'combe[server]'; it answers on http://127.0.0.1:8080/)")
+
+
+def next_commands(store: str) -> list[str]:
+    """What to run next on the quick start's store, as shell lines."""
+    dataset = f"--store {shlex.quote(store)} --dataset movies"
+    return [f"combe inspect {dataset}", f"combe get {dataset} tt0034583 tt0075148", f"combe serve {dataset} --dev"]
 
 
 if __name__ == "__main__":

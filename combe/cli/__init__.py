@@ -89,20 +89,25 @@ def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.Argume
     raise LookupError(command)
 
 
+def report_error(exc: CombeError, args: argparse.Namespace, then: str = "") -> int:
+    """Say on stderr what failed, in the command's words (and ``then``, what happens next); the exit code."""
+    code, prefix = next((code, prefix) for kind, code, prefix in ERROR_EXITS if isinstance(exc, kind))
+    print(f"combe {args.command}: {prefix}{in_flags(str(exc), args.command_parser)}{then}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``combe`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_parser = _subparser(parser, args.command)
     logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         code: int = args.run(args)
         return code
     except CombeError as exc:
-        code, prefix = next((code, prefix) for kind, code, prefix in ERROR_EXITS if isinstance(exc, kind))
-        print(f"combe {args.command}: {prefix}{in_flags(str(exc), _subparser(parser, args.command))}",
-              file=sys.stderr)
-        return code
+        return report_error(exc, args)
     except KeyboardInterrupt:
         print(f"combe {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from types import FrameType
 
 from combe.format.dataset import Dataset
-from combe.format.errors import ConflictError, SourceError, StoreError
+from combe.format.errors import CombeError, ConfigError
 from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
 from combe.producer.sources.base import KAFKA_TIMEOUT, REBUILD_MODES
 
+from . import report_error
 from .options import (add_dataset_options, add_json_option, add_settings, key_values, require_dataset, settings_args,
                       storage_options)
 from .report import add_report_options, check_report_options, report_failure, report_success
@@ -58,7 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                             f"(default: {KAFKA_TIMEOUT:g})")
     cycle = parser.add_argument_group("cycles")
     cycle.add_argument("--once", action="store_true",
-                       help="publish at most one version and exit (for cron); otherwise run until stopped")
+                       help="publish at most one version and exit (for cron); otherwise run until stopped, trying "
+                            "a failed or refused cycle again next interval (a configuration error stops it)")
     cycle.add_argument("--interval", type=float, default=60.0, help="seconds between cycles (default: 60)")
     add_settings(cycle, PublishOptions, ("snapshot_every", "snapshot_ratio"))
     cycle.add_argument("--tag", action="append", metavar="KEY=VALUE",
@@ -151,8 +153,22 @@ def _cycle(publisher: Publisher, args: argparse.Namespace, name: str) -> int:
     return 0
 
 
+# The errors a daemon stops on: no later cycle can succeed. A ConfigError in a cycle means the options do not
+# fit the dataset (it was published with another key field, key type or value format). Everything else a
+# cycle raises as a CombeError (a refused version, a lost race, a bad record, a source or store that fails,
+# a damaged manifest) may be gone by the next interval, or is fixed by someone while the daemon waits.
+# Other exceptions are bugs: they stop it with their traceback.
+FATAL = (ConfigError,)
+
+
 def _daemon(publisher: Publisher, args: argparse.Namespace, name: str) -> int:
-    """Cycles every --interval seconds until SIGTERM or SIGINT; transient failures are retried."""
+    """Cycles every --interval seconds until SIGTERM or SIGINT.
+
+    A cycle that fails is reported as a --once run's failure is (stderr,
+    --json, --metrics-file) and tried again at the next interval; it announced
+    nothing, so consumers keep the last good version meanwhile. FATAL errors
+    stop the daemon with their exit code.
+    """
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -164,8 +180,10 @@ def _daemon(publisher: Publisher, args: argparse.Namespace, name: str) -> int:
         started = time.monotonic()
         try:
             _cycle(publisher, args, name)
-        except (ConflictError, SourceError, StoreError) as exc:
+        except FATAL:
+            raise
+        except CombeError as exc:
             report_failure(args, name, exc, time.monotonic() - started)
-            print(f"combe publish: {exc}; retrying in {args.interval:g} s", file=sys.stderr)
+            report_error(exc, args, f"; trying again in {args.interval:g} s")
         stop.wait(args.interval)
     return 0

@@ -29,8 +29,9 @@ def add_validation_options(parser: argparse.ArgumentParser) -> None:
     defaults = Limits()
     group = parser.add_argument_group(
         "checks before announcing",
-        "A version that fails a check is not announced; the run exits with code 3 and says what was "
-        "measured against which limit. Shares are of the previous version's record count.")
+        "A version that fails a check is not announced; a --once run exits with code 3 (a daemon tries again "
+        "next interval) and says what was measured against which limit. Shares are of the previous version's "
+        "record count.")
     removed = group.add_mutually_exclusive_group()
     removed.add_argument("--max-removed", type=share, default=defaults.max_removed, metavar="SHARE",
                          help="refuse a cycle that removes more than this share of the records "

@@ -212,8 +212,11 @@ def test_a_bounded_cache_evicts_the_least_recently_used_first(tmp_path: Path) ->
     with feeds["new"].consumer(cache_dir=cache, cache_max_bytes=bound) as consumer:
         assert sorted(cached(cache)[".arrow"]) == sorted([files["recent"].name, files["new"].name])
         assert view_state(consumer.view()) == feeds["new"].states[1]
-    # Reading a file counts as using it: "recent" opened now makes "new" the least recently used.
-    time.sleep(0.01)
+    # Reading a file counts as using it: "recent", used before "new" and then opened again, makes "new" the
+    # least recently used. The times are set, not waited for: file times may be coarser than a test's steps.
+    now = time.time()
+    os.utime(files["recent"], (now - 60, now - 60))
+    os.utime(files["new"], (now - 30, now - 30))
     feeds["recent"].consumer(cache_dir=cache).close()
     with feeds["old"].consumer(cache_dir=cache, cache_max_bytes=bound):
         assert sorted(cached(cache)[".arrow"]) == sorted([files["old"].name, files["recent"].name])

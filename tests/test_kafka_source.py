@@ -8,6 +8,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from confluent_kafka.admin import NewPartitions
 from combe.cli import main
 from combe.format.dataset import Dataset
 from combe.format.errors import BadRecordError, ConfigError, SourceError
+from combe.format.manifest import parse_time
 from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat
 from combe.producer.sources.kafka import KafkaSource
 from combe.producer.validators import Limits
@@ -223,7 +225,12 @@ def test_positions_older_than_delete_retention_need_a_rebuild(kafka_broker: Kafk
     first = [(f"k{i}", {"n": i}) for i in range(10)]
     produce(kafka_broker.bootstrap, topic, first)
     publish(kafka_broker, topic, dataset)
-    time.sleep(1.2)
+    # Until the announced position is older than delete.retention.ms, by the manifest's own clock.
+    created = parse_time(dataset.manifest(1).created_at)
+    deadline = time.monotonic() + 30
+    while datetime.now(timezone.utc) - created <= timedelta(seconds=1.1):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     # Nothing written since: nothing can have been cleaned away, so an old position is fine.
     assert publish(kafka_broker, topic, dataset).outcome == "noop"
 

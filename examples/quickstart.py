@@ -12,6 +12,7 @@ commands to try on it next.
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -52,8 +53,21 @@ def run(store: str) -> None:
 
 def next_commands(store: str) -> list[str]:
     """What to run next on the quick start's store, as shell lines."""
-    dataset = f"--store {shlex.quote(store)} --dataset movies"
-    return [f"combe inspect {dataset}", f"combe get {dataset} tt0034583 tt0075148", f"combe serve {dataset} --dev"]
+    combe, dataset = combe_command(), f"--store {shlex.quote(store)} --dataset movies"
+    return [f"{combe} inspect {dataset}", f"{combe} get {dataset} tt0034583 tt0075148", f"{combe} serve {dataset} --dev"]
+
+
+def combe_command() -> str:
+    """How to run the combe this script uses: ``combe`` when that is the one on PATH, else its script beside this
+    interpreter (``.venv/bin/combe`` after ``make quickstart``, whose venv is not on PATH)."""
+    beside = Path(sys.executable).parent / "combe"
+    found = shutil.which("combe")
+    if not beside.exists() or (found is not None and Path(found).resolve() == beside.resolve()):
+        return "combe"
+    try:
+        return shlex.quote(str(beside.relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(beside))
 
 
 if __name__ == "__main__":

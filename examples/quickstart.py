@@ -54,7 +54,8 @@ def run(store: str) -> None:
 def next_commands(store: str) -> list[str]:
     """What to run next on the quick start's store, as shell lines."""
     combe, dataset = combe_command(), f"--store {shlex.quote(store)} --dataset movies"
-    return [f"{combe} inspect {dataset}", f"{combe} get {dataset} tt0034583 tt0075148", f"{combe} serve {dataset} --dev"]
+    return [f"{combe} inspect {dataset}", f"{combe} get {dataset} tt0034583 tt0075148",
+            f"{combe} serve {dataset} --dev"]
 
 
 def combe_command() -> str:

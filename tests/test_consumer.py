@@ -146,7 +146,7 @@ def test_readers_never_see_two_versions_mixed(tmp_path: Path) -> None:
                 assert consumer.refresh() is True
                 assert consumer.version == version
                 # Every reader reads this version before the next swap, so the readers overlap every refresh.
-                assert wait_for(lambda: bool(errors) or all(version in versions for versions in seen)), seen
+                assert wait_for(lambda v=version: bool(errors) or all(v in versions for versions in seen)), seen
         finally:
             stop.set()
             for thread in threads:

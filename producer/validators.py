@@ -58,40 +58,34 @@ def refuse(context: ValidationContext, validator: str, reason: str) -> Validatio
                            dataset=context.dataset, version=context.version, validator=validator)
 
 
-@dataclass(frozen=True)
-class MaxRemoved:
-    """Refuse a cycle that removes more than ``share`` of the previous version's records."""
-
-    share: float
-    name = "max_removed"
-
-    def __call__(self, context: ValidationContext) -> None:
-        previous, removed = context.previous_count, context.result.removed
-        if previous and removed / previous > self.share:
-            raise refuse(context, self.name,
-                         f"it would remove {removed} of {previous} records ({percent(removed / previous)}), "
-                         f"above max_removed={percent(self.share)}. If that is intended, publish with a "
-                         "higher max_removed, or max_removed=None to turn the limit off.")
+# What a cycle that removes or adds records would do, as a refusal says it: (count, previous) -> text.
+_WOULD = {
+    "removed": lambda count, previous: f"it would remove {count} of {previous} records",
+    "added": lambda count, previous: f"it would add {count} records to {previous}",
+}
 
 
 @dataclass(frozen=True)
-class MaxAdded:
-    """Refuse a cycle that adds more than ``share`` of the previous count, once a dataset has ``floor`` records.
+class MaxShare:
+    """Refuse a cycle whose ``change`` (``"removed"`` or ``"added"`` records) is more than ``share`` of the
+    previous version's records, once that version has ``floor`` records: below it a dataset is still being
+    filled, and any growth is normal."""
 
-    Below the floor a dataset is still being filled, and any growth is normal.
-    """
-
+    change: str
     share: float
-    floor: int
-    name = "max_added"
+    floor: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"max_{self.change}"
 
     def __call__(self, context: ValidationContext) -> None:
-        previous, added = context.previous_count, context.result.added
-        if previous and previous >= self.floor and added / previous > self.share:
+        previous, count = context.previous_count, getattr(context.result, self.change)
+        if previous and previous >= self.floor and count / previous > self.share:
             raise refuse(context, self.name,
-                         f"it would add {added} records to {previous} ({percent(added / previous)}), "
-                         f"above max_added={percent(self.share)}. If that is intended, publish with a "
-                         "higher max_added, or max_added=None to turn the limit off.")
+                         f"{_WOULD[self.change](count, previous)} ({percent(count / previous)}), above "
+                         f"{self.name}={percent(self.share)}. If that is intended, publish with a higher "
+                         f"{self.name}, or {self.name}=None to turn the limit off.")
 
 
 @dataclass(frozen=True)
@@ -151,9 +145,9 @@ class Limits:
     def validators(self) -> list[Validator]:
         found: list[Validator] = []
         if self.max_removed is not None:
-            found.append(MaxRemoved(self.max_removed))
+            found.append(MaxShare("removed", self.max_removed))
         if self.max_added is not None:
-            found.append(MaxAdded(self.max_added, self.added_floor))
+            found.append(MaxShare("added", self.max_added, self.added_floor))
         if self.min_records:
             found.append(MinRecords(self.min_records))
         if not self.allow_empty_keys:

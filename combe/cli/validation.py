@@ -32,18 +32,16 @@ def add_validation_options(parser: argparse.ArgumentParser) -> None:
         "A version that fails a check is not announced; a --once run exits with code 3 (a daemon tries again "
         "next interval) and says what was measured against which limit. Shares are of the previous version's "
         "record count.")
-    removed = group.add_mutually_exclusive_group()
-    removed.add_argument("--max-removed", type=share, default=defaults.max_removed, metavar="SHARE",
-                         help="refuse a cycle that removes more than this share of the records "
-                              f"(default: {_help_percent(defaults.max_removed)})")
-    removed.add_argument("--no-max-removed", dest="max_removed", action="store_const", const=None,
-                         help="do not limit removals")
-    added = group.add_mutually_exclusive_group()
-    added.add_argument("--max-added", type=share, default=defaults.max_added, metavar="SHARE",
-                       help="refuse a cycle that adds more than this share of the records, once the dataset has "
-                            f"{defaults.added_floor} or more (default: {_help_percent(defaults.max_added)})")
-    added.add_argument("--no-max-added", dest="max_added", action="store_const", const=None,
-                       help="do not limit additions")
+    for change, verb, noun, when in (("removed", "removes", "removals", ""),
+                                     ("added", "adds", "additions",
+                                      f", once the dataset has {defaults.added_floor} or more")):
+        limit = group.add_mutually_exclusive_group()
+        default = getattr(defaults, f"max_{change}")
+        limit.add_argument(f"--max-{change}", type=share, default=default, metavar="SHARE",
+                           help=f"refuse a cycle that {verb} more than this share of the records{when} "
+                                f"(default: {_help_percent(default)})")
+        limit.add_argument(f"--no-max-{change}", dest=f"max_{change}", action="store_const", const=None,
+                           help=f"do not limit {noun}")
     group.add_argument("--min-records", type=int, default=defaults.min_records, metavar="N",
                        help="refuse a version with fewer than N records (default: 0, off)")
     group.add_argument("--allow-empty-keys", action="store_true",

@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from combe.consumer import Consumer, Diff, KeyHistory, Timeline, View
+    from combe.consumer import Consumer, Diff, KeyHistory, Timeline, View, register_metrics
     from combe.format import Dataset, Manifest, Schema, Store, open_store
     from combe.format.errors import (BadRecordError, CombeError, ConfigError, ConflictError, DatasetNotFound,
                                      DatasetNotReady, FormatError, Forbidden, IntegrityError, KeyTypeError,
@@ -32,7 +32,7 @@ _EXPORTS: dict[str, str] = {
     "SourceError": _ERRORS, "Store": "combe.format", "StoreError": _ERRORS, "StoreUnavailable": _ERRORS,
     "Unauthorized": _ERRORS, "UnsupportedStore": _ERRORS, "ValidationError": _ERRORS,
     "VersionNotAvailable": _ERRORS, "VersionNotReached": _ERRORS, "View": "combe.consumer",
-    "open_source": "combe.producer", "open_store": "combe.format",
+    "open_source": "combe.producer", "open_store": "combe.format", "register_metrics": "combe.consumer",
 }
 
 # A literal list, so linters and IDEs read the public names without running this module; each one is
@@ -43,7 +43,7 @@ __all__ = [
     "KeyTypeError", "Manifest", "ObjectNotFound", "PublishOptions", "Publisher", "RecordFormat", "RecordNotFound",
     "RequestError", "RequestTooLarge", "Schema", "SourceError", "Store", "StoreError", "StoreUnavailable",
     "Timeline", "Unauthorized", "UnsupportedStore", "ValidationError", "VersionNotAvailable", "VersionNotReached",
-    "View", "open_source", "open_store",
+    "View", "open_source", "open_store", "register_metrics",
 ]
 __version__ = "0.1.0"
 

@@ -27,6 +27,7 @@ from .diff import Diff
 from .indexes import Fields, Index, normalize_fields
 from .listeners import Listener, Listeners, changes
 from .loader import Loaded, Loader
+from .metrics import RefreshStats
 from .rows import Record
 from .timeline import KeyHistory, Timeline
 from .view import View
@@ -79,14 +80,16 @@ class Consumer:
         self.last_error_at: float | None = None
         self.last_plan: str | None = None
         self._failures = 0
-        self.refresh_errors = 0  # every failed refresh since start, for metrics
+        self.refresh_stats = RefreshStats()  # refreshes by result and their seconds, for metrics (consumer/metrics.py)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        started = time.perf_counter()
         self._poll(force=True)
         target = self._wanted(pin)
         self._check_columns(columns, target)
         loaded = self._loader.load(target)
         self._view: View = loaded.view
+        self.refresh_stats.last_load_seconds = time.perf_counter() - started
         if self._cache is not None:
             self._cache.keep(loaded, None)
             self._cache.evict()
@@ -217,10 +220,12 @@ class Consumer:
         ``status()`` and raised to the caller.
         """
         with self._lock:
+            started = time.perf_counter()
             try:
                 return self._move(self.pin)
             except Exception as exc:
                 self._failed(exc)
+                self.refresh_stats.record("failed", time.perf_counter() - started)
                 raise
 
     def set_pin(self, version: int | None) -> None:
@@ -239,17 +244,20 @@ class Consumer:
         ``self.pin`` becomes ``pin`` only once that version is served, so a
         refused pin changes nothing.
         """
+        started = time.perf_counter()
         previous = self._view
         self._poll(force=force)
         target = self._wanted(pin)
         if target == previous.version:
             self.pin = pin
             self._succeeded()
+            self.refresh_stats.record("unchanged", time.perf_counter() - started)
             return False
         loaded = self._loader.load(target, previous)
         for fields in self._indexed:
             loaded.view.index(fields)  # built before the swap, so no reader waits for it
         self._view = loaded.view  # the swap: one assignment
+        self.refresh_stats.record("changed", time.perf_counter() - started)  # before the listeners run
         self.pin = pin
         if self._cache is not None:
             self._cache.keep(loaded, previous)
@@ -280,8 +288,12 @@ class Consumer:
     def _failed(self, exc: BaseException) -> None:
         self.last_error, self.last_error_at = exc, time.time()
         self._failures += 1
-        self.refresh_errors += 1
         log.warning("%s: refresh failed (%s); still serving version %d", self.name, exc, self._view.version)
+
+    @property
+    def refresh_errors(self) -> int:
+        """Failed refreshes since start."""
+        return self.refresh_stats.counts["failed"]
 
     def _next_wait(self) -> float:
         interval = float(self.refresh_interval or 1.0)

@@ -132,6 +132,12 @@ class BaseIndex:
         self._hash_view = memoryview(self.hashes)  # type: ignore[arg-type]
         self._order: range | np.ndarray | None = None
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its arrays (the value order too, once a range() built it), for metrics."""
+        order = self._order
+        return int(self.rows.nbytes + self.hashes.nbytes + (order.nbytes if isinstance(order, np.ndarray) else 0))
+
     def normalize(self, value: Any) -> tuple[Any, ...]:
         """The lookup value as a tuple in compared form; a compound index takes a tuple."""
         values = (value,) if len(self.fields) == 1 else value

@@ -7,7 +7,10 @@ workers start) keeps each worker's values in memory-mapped files that any
 worker aggregates on a scrape: counters and histograms are summed, and the
 dataset gauges say what matters across workers (the lowest version served,
 the largest staleness). Each worker refreshes its gauges every second, and
-the worker answering the scrape refreshes its own first.
+the worker answering the scrape refreshes its own first. The dataset metrics
+are the consumer's own (consumer/metrics.py declares and computes them); the
+server adds ``combe_dataset_ready`` and counts failed initial loads as
+refresh errors.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess, values
 
+from ..metrics import METRICS, samples
 from .catalog import Catalog
 
 BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -45,20 +49,15 @@ class Metrics:
                                 ["method", "route", "status"], registry=own)
         self.latency = Histogram("combe_http_request_duration_seconds", "Seconds to answer a request, by route",
                                  ["route"], buckets=BUCKETS, registry=own)
-        self.version = Gauge("combe_dataset_version", "Version served (across workers: the lowest)",
-                             ["dataset"], registry=own, multiprocess_mode="livemin")
-        self.announced = Gauge("combe_dataset_announced_version", "Version announced in the store when last polled",
-                               ["dataset"], registry=own, multiprocess_mode="livemax")
-        self.records = Gauge("combe_dataset_records", "Records in the version served",
-                             ["dataset"], registry=own, multiprocess_mode="livemostrecent")
-        self.staleness = Gauge("combe_dataset_staleness_seconds",
-                               "Seconds since the announcement was last checked successfully (across workers: "
-                               "the largest)", ["dataset"], registry=own, multiprocess_mode="livemax")
         self.ready = Gauge("combe_dataset_ready", "1 when the dataset is loaded (across workers: the lowest)",
                            ["dataset"], registry=own, multiprocess_mode="livemin")
-        self.refresh_errors = Counter("combe_dataset_refresh_errors",
-                                      "Failed refreshes and failed initial loads", ["dataset"], registry=own)
-        self._counted: dict[str, int] = {}
+        self.dataset: dict[str, Any] = {
+            metric.name: Counter(metric.name, metric.help, ["dataset", *metric.labels], registry=own)
+            if metric.kind == "counter" else
+            Gauge(metric.name, metric.help, ["dataset", *metric.labels], registry=own,
+                  multiprocess_mode=metric.across_workers)
+            for metric in METRICS}
+        self._counted: dict[tuple[str, ...], float] = {}  # (metric, dataset, labels...) -> the count added so far
         # (method, route, status) -> its counter and histogram; routes are rule templates, so this stays small
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._lock = threading.Lock()  # the loader's tick and a scrape may update at the same time
@@ -73,27 +72,26 @@ class Metrics:
         series[1].observe(seconds)
 
     def update(self) -> None:
-        """Set the dataset gauges from this process's consumers."""
+        """Set the dataset metrics from this process's consumers."""
         catalog = self.catalog
         served = catalog.loaded()
         now = time.time()
         with self._lock:
             for name in catalog.names:
-                errors = catalog.load_errors.get(name, 0)
                 entry = served.get(name)
                 self.ready.labels(name).set(1 if entry else 0)
-                if entry is not None:
-                    consumer = entry.consumer
-                    status = consumer.status()
-                    self.version.labels(name).set(status["version"])
-                    self.announced.labels(name).set(status["announced"] or status["version"])
-                    self.records.labels(name).set(status["records"])
-                    if status["last_refresh"]:
-                        self.staleness.labels(name).set(max(0.0, now - status["last_refresh"]))
-                    errors += consumer.refresh_errors
-                new = errors - self._counted.get(name, 0)
-                self.refresh_errors.labels(name).inc(max(0, new))  # inc(0) still makes the series appear
-                self._counted[name] = errors
+                found = {(metric, labels): value for metric, labels, value in
+                         (samples(entry.consumer, now) if entry is not None else [])}
+                errors = ("combe_dataset_refresh_errors", ())
+                found[errors] = found.get(errors, 0) + catalog.load_errors.get(name, 0)
+                for (metric, labels), value in found.items():
+                    series = self.dataset[metric].labels(name, *labels)
+                    if isinstance(series, Gauge):
+                        series.set(value)
+                    else:  # counters only go up: add what the consumer counted since the last update
+                        counted = (metric, name, *labels)
+                        series.inc(max(0.0, value - self._counted.get(counted, 0)))  # inc(0): the series appears
+                        self._counted[counted] = value
 
     def render(self) -> bytes:
         self.update()

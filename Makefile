@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 UV := $(VENV)/bin/uv
 UV_OPTS := --quiet --python $(PY)
 CONSTRAINTS := constraints.txt
-# The extras whose whole resolution constraints.txt pins (combe[test] pulls in kafka, s3 and server).
+# The extras whose whole resolution constraints.txt pins (combe[test] pulls in every other extra).
 LOCK_EXTRAS := test
 
 # The tests `make check` leaves out: those needing the Kafka broker, the S3 server or a browser (the
@@ -32,15 +32,18 @@ lint: $(VENV)/.test-deps
 	$(PY) -m ruff check .
 	$(PY) tools/typecheck.py
 
-# The package with every extra, pinned; Chromium for the explorer page test (Debian packages, needs
-# root); the Kafka broker's jars, fetched with Maven into ~/.cache/combe-test so the broker fixture
-# starts without downloading.
-test-deps: $(VENV)/.test-deps
+# The package with every extra, pinned; the Kafka broker's jars, fetched with Maven into
+# ~/.cache/combe-test so the broker fixture starts without downloading (the fetch needs only the standard
+# library, so it runs while uv installs: on a fresh machine both are downloads); Chromium for the explorer
+# page test (Debian packages, needs root).
+test-deps: | $(UV)
+	@$(PY) -m tests.support.kafka_broker fetch & fetch=$$!; \
+	$(MAKE) --no-print-directory $(VENV)/.test-deps; installed=$$?; \
+	wait $$fetch && exit $$installed
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 		echo "installing chromium and chromium-driver (Debian packages)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
-	$(PY) -m tests.support.kafka_broker fetch
 
 # A venv that sees no system site-packages, so what the machine happens to have installed cannot leak in,
 # with uv (pinned) to install into it: from empty caches it installs the pinned set in a fraction of the

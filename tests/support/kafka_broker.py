@@ -8,6 +8,9 @@ come from Maven Central (see kafka/pom.xml) and it runs as a plain `java` subpro
 Pre-fetch the jars (e.g. from an install script) with::
 
     python -m tests.support.kafka_broker fetch
+
+Fetching needs only the standard library (confluent-kafka is imported where the broker is
+talked to), so `make test` fetches while the packages are still installing.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
 from tests.support.service import Service, terminate
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
 
 POM = Path(__file__).parent / "kafka" / "pom.xml"
 
@@ -224,6 +229,8 @@ class KafkaBroker(Service):
 
     def admin(self) -> AdminClient:
         """An AdminClient connected to this broker."""
+        from confluent_kafka.admin import AdminClient
+
         return AdminClient({"bootstrap.servers": self.bootstrap})
 
     def create_topic(
@@ -238,6 +245,8 @@ class KafkaBroker(Service):
         Compacted topics get COMPACTED_TOPIC_CONFIG so the cleaner really runs during a test;
         `config` entries override it.
         """
+        from confluent_kafka.admin import NewTopic
+
         settings = {**(COMPACTED_TOPIC_CONFIG if compact else {}), **(config or {})}
         admin = self.admin()
         new_topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=settings)
@@ -339,6 +348,8 @@ class KafkaBroker(Service):
 
         Polls the TCP port first so the Kafka client doesn't log a connection error per attempt.
         """
+        from confluent_kafka import KafkaException
+
         process = self._process
         assert process is not None
         deadline = time.monotonic() + self.startup_timeout

@@ -23,6 +23,7 @@ from ..stats import Figure, percentile, ratio, timed
 from ..workspace import Workspace, sample_keys
 
 MIN_WINDOW = 0.05  # seconds; an idle window shorter than this holds too few gets for a p99
+READER_DEADLINE = 60.0  # seconds a reader may take to complete one get on a loaded machine
 
 
 def overlapping_latencies(get: Callable[[Any], Any], keys: Sequence[Any],
@@ -36,6 +37,9 @@ def overlapping_latencies(get: Callable[[Any], Any], keys: Sequence[Any],
     """
     done: list[float] = []
     stop = threading.Event()
+    started = threading.Event()  # the reader has completed a get: it is in its loop
+    end = float("inf")
+    finished = threading.Event()  # the reader has completed a get after the action ended
 
     def reader() -> None:
         clock = time.perf_counter
@@ -45,16 +49,23 @@ def overlapping_latencies(get: Callable[[Any], Any], keys: Sequence[Any],
         while not stop.is_set():
             get(keys[i % len(keys)])
             i += 1
-            append(clock())
+            now = clock()
+            append(now)
+            if i == 1:
+                started.set()
+            elif now > end and not finished.is_set():  # an Event's set takes a lock: once, not per get
+                finished.set()
 
     thread = threading.Thread(target=reader, name="bench-reader")
     thread.start()
     try:
-        time.sleep(0.02)  # the reader is in its loop before the action starts
+        if not started.wait(READER_DEADLINE):
+            raise RuntimeError(f"the reader thread completed no get within {READER_DEADLINE} s")
         start = time.perf_counter()
         action()
         end = time.perf_counter()
-        time.sleep(0.02)  # and completes gets after it
+        if not finished.wait(READER_DEADLINE):
+            raise RuntimeError(f"the reader thread completed no get within {READER_DEADLINE} s of the action")
     finally:
         stop.set()
         thread.join()

@@ -5,8 +5,9 @@ per-message cost is decoding JSON, so it is used where present (the kafka
 extra installs it). Each function here gives the same answer with either
 library:
 
-- ``json_text``: the canonical text of a nested value (sorted keys, no spaces,
-  UTF-8), so equal values compare equal as text. orjson cannot write integers
+- ``json_text``: the canonical text of a value, RFC 8785 (JCS) with exact
+  integers (docs/FORMAT.md, "Canonical JSON text"), so equal values compare
+  equal as text and any writer stores the same bytes. orjson cannot write integers
   beyond 64 bits; those go through the stdlib.
 - ``loads_record``: a record's value from a source, standard JSON only. The
   stdlib's NaN/Infinity extensions and lone surrogate escapes are refused, as
@@ -20,7 +21,9 @@ library:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from json.encoder import encode_basestring as _quote  # the C escaper of json.dumps(ensure_ascii=False)
 from typing import Any
 
 try:
@@ -29,20 +32,102 @@ except ImportError:  # optional: the kafka extra installs it; everything works w
     orjson = None  # type: ignore[assignment]
 
 
-def _stdlib_json_text(value: Any) -> str:
-    """The canonical JSON text of a nested value, so equal values compare equal as text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def es_number(value: float) -> str:
+    """A float as ECMAScript's Number::toString writes it (what RFC 8785 prescribes for JSON numbers).
+
+    ``repr`` gives the shortest digits that read back as the same double, the
+    closest of them to it (the digits ECMAScript picks too); only their layout
+    differs: no ``.0``, no exponent from 1e-6 up to below 1e21, ``e+``/``e-``
+    with no leading zeros beyond that.
+    """
+    if value != value or value in (_INF, -_INF):
+        raise ValueError(f"{value} has no JSON text")
+    if value == 0:
+        return "0"  # -0 too
+    text = repr(value)  # "123.45", "100.0", "1e-07", "-1.5e+300"
+    if "e" not in text:  # 1e-4 <= |value| < 1e16: plain in both, only a whole number loses its ".0"
+        return text.removesuffix(".0")
+    if value < 0:
+        return "-" + es_number(-value)
+    mantissa, _, exponent = text.partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    written = whole + fraction
+    digits = written.lstrip("0")
+    # value = 0.<digits> x 10^point: the decimal point falls after ``point`` of the digits.
+    point = len(whole) + int(exponent or 0) - (len(written) - len(digits))
+    digits = digits.rstrip("0")
+    count = len(digits)
+    if count <= point <= 21:
+        return digits + "0" * (point - count)
+    if 0 < point <= 21:
+        return digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return "0." + "0" * -point + digits
+    power = point - 1
+    sign = "+" if power > 0 else "-"
+    return (digits[0] + ("." + digits[1:] if count > 1 else "")) + "e" + sign + str(abs(power))
+
+
+_INF = float("inf")
+# Bytes that start the UTF-8 of U+E000 and above: the characters whose code point order (orjson's sort)
+# and UTF-16 order (RFC 8785's) can differ.
+_HIGH = re.compile(rb"[\xee-\xf4]")
+
+
+def _utf16_order(name: str) -> bytes:
+    """What RFC 8785 sorts object member names by: their UTF-16 code units (big-endian bytes compare alike)."""
+    return name.encode("utf-16-be")
+
+
+def canonical_text(value: Any) -> str:
+    """The canonical JSON text of ``value`` (RFC 8785 with exact integers), without orjson: the reference.
+
+    Strings go through the stdlib's C escaper, whose escapes are RFC 8785's
+    (docs/FORMAT.md lists them).
+    """
+    kind = type(value)
+    if kind is str:
+        return _quote(value)
+    if kind is dict:
+        names = sorted(value)
+        if not all(map(str.isascii, names)):  # TypeError for a name that is not text
+            names.sort(key=_utf16_order)  # code point and UTF-16 orders differ from U+E000 up
+        return "{" + ",".join([_quote(name) + ":" + canonical_text(value[name]) for name in names]) + "}"
+    if kind is list or kind is tuple:
+        return "[" + ",".join([canonical_text(item) for item in value]) + "]"
+    if value is None or kind is bool:
+        return "null" if value is None else "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)  # exact, however large: JCS would round beyond 2^53 (FORMAT.md)
+    if kind is float:
+        return es_number(value)
+    # Subclasses (an OrderedDict, an IntEnum) as their base type.
+    if isinstance(value, str):
+        return _quote(str(value))
+    if isinstance(value, dict):
+        return canonical_text(dict(value))
+    if isinstance(value, (list, tuple)):
+        return canonical_text(list(value))
+    if isinstance(value, (int, float)):
+        return canonical_text(int(value) if isinstance(value, int) else float(value))
+    raise TypeError(f"a {kind.__name__} has no JSON text")
 
 
 def _orjson_text(value: Any) -> str:
-    """The canonical JSON text of a nested value, so equal values compare equal as text."""
+    """canonical_text, faster: orjson's text is already canonical unless it holds a float (orjson spells
+    those its own way, always with a "." or an "e+"/"e-"), a null (orjson also writes NaN as null) or a
+    character at or above U+E000. Text that merely looks so (a "." in a string) takes the reference."""
     try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:  # integers beyond 64 bits
-        return _stdlib_json_text(value)
+        return canonical_text(value)
+    if b"." in data or b"e+" in data or b"e-" in data or b"null" in data or (
+            not data.isascii() and _HIGH.search(data)):
+        return canonical_text(value)
+    return data.decode()
 
 
-json_text: Callable[[Any], str] = _orjson_text if orjson is not None else _stdlib_json_text
+json_text: Callable[[Any], str] = _orjson_text if orjson is not None else canonical_text
 
 
 def _refuse_constant(name: str) -> Any:

@@ -3,13 +3,18 @@
 Records are compared in one canonical form: a record's fields without its key
 and without null fields (a missing field and a null one are the same record to
 combe, since a column added later reads as null in older rows), as sorted JSON
-text so that 1 and 1.0 or true and 1 stay different, as they do in the format.
+text so that 1 and 1.0 or true and 1 stay different, as they do in the format's
+typed columns. Inside the nested values of a json column, numbers are JSON
+numbers: the canonical text (RFC 8785) writes a whole float below 1e21 with its
+shortest digits and no fraction, so a reader gets it back as an integer
+(100.0 as 100, 1e16 as 10000000000000000); the model reads them the same way.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +39,23 @@ def append_lines(path: Path, lines: Iterable[str]) -> None:
         handle.writelines(line + "\n" for line in lines)
 
 
+def json_numbers(value: Any) -> Any:
+    """A nested value as a reader of its canonical JSON text gets it back (see the module docstring)."""
+    if isinstance(value, list):
+        return [json_numbers(item) for item in value]
+    if isinstance(value, dict):
+        return {name: json_numbers(item) for name, item in value.items()}
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(Decimal(repr(value)))  # the shortest digits, as written: 5.023838750729234e16 -> ...340
+    return value
+
+
 def canon(record: dict[str, Any] | None, key_field: str = "key") -> str | None:
     """One record's canonical form (see the module docstring); None for an absent record."""
     if record is None:
         return None
-    fields = {name: value for name, value in record.items() if value is not None and name != key_field}
+    fields = {name: json_numbers(value) if isinstance(value, (list, dict)) else value
+              for name, value in record.items() if value is not None and name != key_field}
     return json.dumps(fields, sort_keys=True)
 
 

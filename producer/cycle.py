@@ -67,6 +67,10 @@ class PublishOptions:
     integrity_check: bool = True
     allow_schema_change: bool = False
     producer_id: str = field(default_factory=default_producer_id)
+    # Where blob names' uids and the documents' times come from. Fixed ones make a store the same bytes
+    # each time it is written (the conformance corpus, docs/conformance); uids must stay unique per dataset.
+    new_uid: Callable[[], str] = new_uid
+    clock: Callable[[], str] = utc_now
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -301,7 +305,7 @@ class Publisher:
         schema, and cannot be applied over a snapshot in another.
         """
         version = (base.announced.version or 0) + 1
-        uid = new_uid()
+        uid = self.options.new_uid()
         schema = result.schema
         checksum = state_checksum(result.state)
         blobs: dict[str, tuple[str, bytes, int]] = {}
@@ -319,7 +323,7 @@ class Publisher:
         refs = {name: BlobRef(path, len(data), sha256_hex(data), rows) for name, (path, data, rows) in blobs.items()}
         manifest = Manifest(
             dataset=self.dataset.name, version=version, parent=base.announced.version,
-            created_at=utc_now(), producer=self.options.producer_id, schema=schema,
+            created_at=self.options.clock(), producer=self.options.producer_id, schema=schema,
             value_format=self.options.fmt.value_format, record_count=result.state.num_rows,
             state_checksum=checksum,
             snapshot_version=version if "snapshot" in refs else base.manifest.snapshot_version,  # type: ignore[union-attr]
@@ -371,6 +375,6 @@ class Publisher:
                                     f"was publishing version {manifest.version}; nothing was announced by this one",
                                     dataset=self.dataset.name, version=manifest.version)
             pin = now.pointer.pin if now.pointer else None
-            return Pointer(self.dataset.name, manifest.version, utc_now(), self.options.producer_id, pin)
+            return Pointer(self.dataset.name, manifest.version, self.options.clock(), self.options.producer_id, pin)
 
         self.dataset.update_announced(change, current=announced, doing=f"announcing version {manifest.version}")

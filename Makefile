@@ -19,7 +19,7 @@ LOCK_EXTRAS := test
 # markers are set in tests/conftest.py by the fixtures a test uses).
 SERVICES := kafka or s3 or browser
 
-.PHONY: test test-deps check lint quickstart lock
+.PHONY: test test-deps check lint quickstart lock corpus
 
 test: test-deps lint
 	$(PY) -m pytest
@@ -67,6 +67,11 @@ $(VENV)/.base-deps: pyproject.toml $(CONSTRAINTS) | $(UV)
 
 quickstart: $(VENV)/.base-deps
 	$(PY) examples/quickstart.py
+
+# The conformance corpus (docs/conformance/): written again by combe, deterministically. Run it when what combe
+# writes changes on purpose, and commit the result with the change (tests/test_conformance.py compares).
+corpus: $(VENV)/.test-deps
+	$(PY) -m tests.support.corpus docs/conformance
 
 # Re-resolve every pin: uv resolves the extras above from pyproject.toml alone, for the venv's Python,
 # seeing no installed package (it installs nothing), in seconds where pip's resolver backtracks through

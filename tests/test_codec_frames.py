@@ -32,6 +32,28 @@ def test_any_zstd_decoder_reads_the_blob_as_one_stream(ipc: bytes) -> None:
     assert reader.read() == ipc
 
 
+def test_python_zstandard_reads_across_frames_only_as_format_md_says(ipc: bytes) -> None:
+    """FORMAT.md ("Blobs"): the streaming API with read_across_frames reads a multi-frame blob whole; the
+    one-shot API and a default decompressobj do not, which is why a reader must be told."""
+    blob = codec.compress(ipc, frame_bytes=50_000)
+    decompressor = zstandard.ZstdDecompressor()
+    assert decompressor.stream_reader(blob, read_across_frames=True).read() == ipc
+    whole = decompressor.decompressobj(read_across_frames=True)
+    assert b"".join(whole.decompress(blob[i:i + 65536]) for i in range(0, len(blob), 65536)) == ipc
+    with pytest.raises(zstandard.ZstdError):
+        decompressor.decompress(blob)  # it decodes the skippable frame alone: no content
+    assert decompressor.decompressobj().decompress(blob) == b""  # it stops after the skippable frame
+
+
+def test_a_blob_of_exactly_one_frame_size_has_no_table() -> None:
+    data = bytes(range(256)) * 16
+    assert codec._frame_table(codec.compress(data, frame_bytes=len(data)), "b") is None
+    table = codec._frame_table(codec.compress(data, frame_bytes=len(data) - 1), "b")
+    assert table is not None and [size for _, _, _, size in table] == [len(data) - 1, 1]
+    blob = codec.compress(data, frame_bytes=len(data) - 1)
+    assert struct.unpack_from("<I", blob, 4)[0] == 20 + 16 * 2  # the table's length: 20 + 16 N
+
+
 def test_a_small_blob_stays_one_plain_frame(ipc: bytes) -> None:
     blob = codec.compress(ipc)
     assert codec._frame_table(blob, "b") is None

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from combe.format.errors import ConfigError, KeyTypeError
 from combe.format.index import hash_keys
-from combe.format.jsontext import json_text
+from combe.format.jsontext import json_text, loads_stored
 from combe.format.schema import Schema
 
 from .rows import Record, compile_function, value_source
@@ -104,6 +104,14 @@ def _combine(hashes: list[int] | list[np.ndarray]) -> Any:
     return combined
 
 
+def _canonical_json(array: pa.Array) -> pa.Array:
+    """A json column's texts in the canonical form lookups are written in (docs/FORMAT.md, "Canonical JSON
+    text"): text written before that form spelled some numbers otherwise. Each distinct text once."""
+    encoded = pc.dictionary_encode(array)
+    texts = [None if text is None else json_text(loads_stored(text)) for text in encoded.dictionary.to_pylist()]
+    return pa.array(texts, pa.string()).take(encoded.indices)
+
+
 class BaseIndex:
     """An index over one snapshot's rows, shared by every View on that snapshot."""
 
@@ -117,7 +125,8 @@ class BaseIndex:
         # No reference to the Base itself: it holds this index, and a cycle would keep a replaced
         # snapshot in memory until the garbage collector happened to run.
         self.count, self.key_field = base.count, base.key_field
-        self.arrays = [base.arrays.get(f) for f in fields]
+        self.arrays = [_canonical_json(array) if array is not None and base.kinds.get(f) == "json" else array
+                       for f, array in ((f, base.arrays.get(f)) for f in fields)]
         env: dict[str, Any] = {}
         sources = [value_source(i, array, kind, env) for i, (array, kind) in enumerate(zip(self.arrays, self.kinds))]
         body = [load for loads, _ in sources for load in loads] + [f"return ({', '.join(e for _, e in sources)},)"]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from combe.consumer import Consumer
 from combe.format.errors import ConfigError, KeyTypeError
+from tests.support import corpus
 from tests.support.changelog import canon
 from tests.support.feed import Feed
 
@@ -123,3 +126,20 @@ def test_index_errors_say_what_is_wrong(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="sortable"):
             consumer.index("tags").range(None, None)
         assert keys_of(consumer.index("year").range(2, None)) == ["b"]
+
+
+def test_json_text_written_before_the_canonical_form_is_found(tmp_path: Path) -> None:
+    """The corpus's legacy dataset holds json text as combe wrote it before RFC 8785 (100.0, 1e-07, names by
+    code point): a lookup, written canonically, finds those records too (docs/FORMAT.md, "Canonical JSON
+    text")."""
+    store = tmp_path / "store"
+    shutil.copytree(corpus.DEFAULT_DIR / "store" / "legacy", store / "legacy")
+    old_text = {row["key"]: row["tags"] for row in json.loads(
+        (corpus.DEFAULT_DIR / "expected" / "legacy.json").read_bytes())["versions"][1]["rows"]}
+    assert old_text["k1"] == '{"p":100.0,"q":[1e-07,1e+16]}' and old_text["k4"] == '{"r":2.5e-05}'
+    with Consumer(str(store), "legacy", pin=2) as consumer:
+        tags = consumer.index("tags")
+        assert keys_of(tags.get({"q": [1e-7, 10**16], "p": 100})) == ["k1"]
+        assert keys_of(tags.get({"\U0001F600": 2, "\uffff": 1})) == ["k2"]
+        assert keys_of(tags.get({"r": 0.000025})) == ["k4"]
+        assert tags.get({"r": 0.00002}) == []

@@ -352,8 +352,13 @@ def _publish_logged(case: Logged, dataset: Dataset, changelogs: Path, stamps: St
         dataset.set_pin(case.pin)
 
 
+def _key_order(key: Any) -> Any:
+    """Keys as a state orders them: strings by their UTF-8 bytes, integers numerically."""
+    return key.encode() if isinstance(key, str) else key
+
+
 def _table(state: dict[Any, Row], schema: Schema) -> pa.Table:
-    keys = sorted(state, key=lambda k: k.encode() if isinstance(k, str) else k)
+    keys = sorted(state, key=_key_order)
     rows = [{schema.key_field: k, **{name: state[k].get(name) for name in schema.columns}} for k in keys]
     return pa.Table.from_pylist(rows, schema=schema.to_arrow())
 
@@ -378,8 +383,7 @@ def _write_layered(case: Layered, dataset: Dataset, stamps: Stamps) -> None:
             return path, compress(ipc_file_bytes(table), frame_bytes=case.frame_bytes), table.num_rows
 
         if version > 1:
-            changed = sorted((k for k in before.keys() | after.keys() if before.get(k) != after.get(k)),
-                             key=lambda k: k.encode() if isinstance(k, str) else k)
+            changed = sorted((k for k in before.keys() | after.keys() if before.get(k) != after.get(k)), key=_key_order)
             ops = [REMOVED if k not in after else UPDATED if k in before else ADDED for k in changed]
             undo = [ADDED if k not in after else UPDATED if k in before else REMOVED for k in changed]
             rows = _table({k: after.get(k, {}) for k in changed}, schema)

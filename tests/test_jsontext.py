@@ -52,7 +52,8 @@ RFC_INPUT = r'''{
   "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
   "literals": [null, true, false]
 }'''
-RFC_OUTPUT = r'''{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}'''
+RFC_OUTPUT = ('{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
+              r'''"string":"€$\u000f\nA'B\"\\\\\"/"}''')
 
 # RFC 8785 section 3.2.3: member names sorted by UTF-16 code units ("\ud83d\ude00" before "\ufb33").
 RFC_SORT_INPUT = r'''{

@@ -322,7 +322,7 @@ class Dataset:
         reserved = {"snapshot": [INDEX_ROWS, INDEX_ENDS], "delta": [OP], "reverse": [OP]}[kind]
         if table.column_names != [name for name, _ in schema] + reserved or table.num_rows != ref["rows"]:
             raise Refused(f"{ref['path']}: columns {table.column_names} or rows differ from the manifest")
-        for (name, tree), field in zip(schema, table.schema):
+        for (_, tree), field in zip(schema, table.schema):
             check_arrow(field, tree)
         if table.schema.field(0).nullable:
             raise Refused(f"{ref['path']}: the key column is nullable")

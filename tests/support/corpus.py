@@ -543,7 +543,7 @@ VECTOR_VALUES: list[tuple[str, Any]] = [
     ("binary", b""), ("binary", b"\x00\xff"),
     ("json", '{"a":[1,2.5]}'),
     ("list<int64>", []), ("list<int64>", [1, None, 3]), ("list<list<string>>", [["a"], [], None]),
-    ("struct<a:int64,\"b c\":string>", {"a": 1, "b c": None}), ("struct<a:int64,\"b c\":string>", {"a": None, "b c": None}),
+    ('struct<a:int64,"b c":string>', {"a": 1, "b c": None}), ('struct<a:int64,"b c":string>', {"a": None, "b c": None}),
     ("map<string,int64>", [("x", 1), ("y", None)]), ("map<string,int64>", [("y", None), ("x", 1)]),
     ("map<int64,list<bool>>", []), ("map<int64,list<bool>>", [(-1, [True, None])]),
 ]

@@ -154,7 +154,7 @@ def test_the_reader_notices_what_differs(copy: Path) -> None:
     document = json.loads(manifest.read_bytes())
     document["state_checksum"] = "h128:" + "0" * 32
     manifest.write_text(json.dumps(document))  # a checksum that the delta does not lead to
-    _edit(copy / "expected" / "legacy.json", '"canonical_json": false', '"canonical_json": true')  # older text
+    _edit(copy / "expected" / "legacy.json", '"older_json_text": ["k2", "k3", "k4"]', '"older_json_text": ["k3", "k4"]')
     _edit(copy / "expected" / "pinned.json", '"serving": 2', '"serving": 3')
     index = copy / "expected" / "emptied.json"
     _edit(index, '"row": 0}', '"row": 1}')  # a lookup

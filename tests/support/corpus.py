@@ -138,28 +138,28 @@ CANONICAL_SHOWCASE = {"b": 1.0, "a": ODD_FLOATS, "\uffff": 1, "\U0001F600": 2, "
 SCALARS = Logged(
     "scalars",
     "string keys whose UTF-8 and UTF-16 orders differ (and the empty key); every scalar column type: string, "
-    "int64 (its extremes), float64 (-0.0, subnormal, max), bool, json (canonical text), null; nulls; a column "
+    "int64 (its extremes), float64 (-0.0, subnormal, max), bool, json (lists of strings), null; nulls; a column "
     "typed null that gets a type by an ordinary delta; columns appended; tombstones; re-added keys; a record "
     "sent again unchanged; a snapshot at version 4",
     [
         [("", {"title": "the empty key", "year": 2000, "rating": 0.1, "seen": False, "tags": ["x"], "note": None,
                "big": 0}),
-         ("a", {"title": "Alpha", "year": 1999, "rating": 100, "seen": True, "tags": CANONICAL_SHOWCASE,
+         ("a", {"title": "Alpha", "year": 1999, "rating": 100, "seen": True, "tags": ["drama", "comedy"],
                 "note": None, "big": 2**63 - 1}),
          ("b", {"title": "Beta \u00e9\u65e5\u672c", "year": -1, "rating": -0.0, "seen": None, "tags": None,
                 "big": -(2**63)}),
-         ("\u00e9", {"title": "", "year": None, "rating": 5e-324, "tags": {"\uffff": [], "\U0001F600": {}}}),
-         ("\ue000", {"title": "private use", "rating": 1.7976931348623157e308, "tags": [None, True, 0]}),
+         ("\u00e9", {"title": "", "year": None, "rating": 5e-324, "tags": []}),
+         ("\ue000", {"title": "private use", "rating": 1.7976931348623157e308, "tags": ["\U0001F600", ""]}),
          ("\uffff", {"title": "last of the BMP", "year": 1, "rating": 1e16}),
          ("\U0001F600", {"title": "emoji", "year": 2, "rating": 1e-7}),
          ("z", {"title": "Zed", "year": 3, "rating": -2.5, "seen": False})],
-        [("a", {"title": "Alpha 2", "year": 1999, "rating": 99.5, "seen": True, "tags": CANONICAL_SHOWCASE}),
+        [("a", {"title": "Alpha 2", "year": 1999, "rating": 99.5, "seen": True, "tags": ["drama"]}),
          ("b", None),
          ("c", {"title": "Gamma", "note": "the note column gets its type", "added": "an appended column"}),
          ("z", {"title": "Zed", "year": 3, "rating": -2.5, "seen": False})],
         [("b", {"title": "Beta again", "year": 2}),
          ("\uffff", None),
-         ("\u00e9", {"title": "", "year": None, "rating": 5e-324, "tags": {"new": [1.5, -0.0]}})],
+         ("\u00e9", {"title": "", "year": None, "rating": 5e-324, "tags": ["new"]})],
         [("d", {"title": "Delta", "more": 3.5}),
          ("a", None)],
         [("a", {"title": "Alpha 3"}),
@@ -301,7 +301,8 @@ LEGACY = Layered(
     "legacy",
     "format version 1 manifests (sha256: state checksums; json text as combe wrote it then: Python's float "
     "spelling, names by code point), continued by the producer in format version 2 (h128: checksums, canonical "
-    "json text for the records it writes, the older text kept in the rest)",
+    "json text for the records it writes, numbers and names chosen to show the form, the older text kept in "
+    "the rest)",
     [
         Version(_LEGACY_1, _LEGACY_SCHEMA, snapshot=True, format_version=1, json_writer=_older_json_text),
         Version({**_LEGACY_1, "k4": {"title": "Four", "tags": {"r": 2.5e-05}}, "k3": {"title": "Three"}},
@@ -311,8 +312,10 @@ LEGACY = Layered(
         "legacy", "",
         [
             [("k1", {"title": "One", "year": 1, "rating": 100.0, "tags": {"p": 100.0, "q": [1e-07, 1e16]}}),
-             ("k5", {"title": "Five", "tags": [0.00001], "added": True})],
-            [("k2", None), ("k6", {"title": "Six", "extra": "typed at last"})],
+             ("k5", {"title": "Five", "tags": [0.00001], "added": True}),
+             ("k7", {"title": "Seven", "tags": CANONICAL_SHOWCASE})],
+            [("k2", None), ("k6", {"title": "Six", "extra": "typed at last"}),
+             ("k8", {"tags": {"\uffff": [], "\U0001F600": {}, "n": [None, True, 0, {"new": [1.5, -0.0]}]}})],
         ],
         snapshot_every=3,
     ),
@@ -456,8 +459,28 @@ def _index(snapshot: pa.Table, key_type: str, keys: list[Any]) -> list[Row]:
     return out
 
 
+def _older_json_text(case: Logged | Layered) -> dict[int, list[Any]]:
+    """Per version, the keys whose json text an older writer wrote (the rest is in the canonical form)."""
+    if isinstance(case, Logged):
+        return {}
+    older: dict[int, list[Any]] = {}
+    writers: dict[Any, Callable[[Any], str]] = {}
+    before: dict[Any, Row] = {}
+    for version, spec in enumerate(case.versions, start=1):
+        writers.update({k: spec.json_writer for k, r in spec.state.items() if before.get(k) != r})
+        writers = {k: w for k, w in writers.items() if k in spec.state}
+        older[version] = sorted(k for k, w in writers.items() if w is not json_text)
+        before = spec.state
+    for version, cycle in enumerate(case.then.cycles if case.then else [], start=len(case.versions) + 1):
+        for key, _ in cycle:
+            writers.pop(key, None)
+        older[version] = sorted(k for k, w in writers.items() if w is not json_text)
+    return older
+
+
 def _expected(case: Logged | Layered, dataset: Dataset) -> dict[str, Any]:
     pointer = dataset.require_announced()
+    older = _older_json_text(case)
     versions = []
     key_type = "string"
     for version in dataset.versions():
@@ -468,17 +491,15 @@ def _expected(case: Logged | Layered, dataset: Dataset) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "version": version, "format_version": manifest.format_version, "schema": schema.to_json(),
             "record_count": manifest.record_count, "state_checksum": manifest.state_checksum,
-            "rows": _rows(state, schema)}
+            "older_json_text": older.get(version, []), "rows": _rows(state, schema)}
         if manifest.snapshot is not None:
             snapshot = read_ipc(dataset.blob_ipc(manifest.snapshot), path=manifest.snapshot.path)
             keys = state.column(schema.key_field).to_pylist()
             keys += [key for key in ABSENT_KEYS[key_type] if key not in keys]
             entry["index"] = _index(snapshot, key_type, keys)
         versions.append(entry)
-    # Whether every json text is in the canonical form (not so where an older writer's text remains).
-    canonical = isinstance(case, Logged) or all(v.json_writer is json_text for v in case.versions)
     return {
-        "dataset": case.name, "about": case.about, "key_type": key_type, "canonical_json": canonical,
+        "dataset": case.name, "about": case.about, "key_type": key_type,
         "announced": {"version": pointer.version, "pin": pointer.pin, "serving": pointer.serving},
         "versions": versions,
     }

@@ -14,9 +14,9 @@ if TYPE_CHECKING:
     from combe.format import Dataset, Manifest, Schema, Store, open_store
     from combe.format.errors import (BadRecordError, CombeError, ConfigError, ConflictError, DatasetNotFound,
                                      DatasetNotReady, FormatError, Forbidden, IntegrityError, KeyTypeError,
-                                     ObjectNotFound, RecordNotFound, RequestError, RequestTooLarge, SourceError,
-                                     StoreError, StoreUnavailable, Unauthorized, UnsupportedStore, ValidationError,
-                                     VersionNotAvailable, VersionNotReached)
+                                     ObjectNotFound, RecordNotFound, RequestError, RequestTooLarge, ShardNotHeld,
+                                     SourceError, StoreError, StoreUnavailable, Unauthorized, UnsupportedStore,
+                                     ValidationError, VersionNotAvailable, VersionNotReached)
     from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
 
 _ERRORS = "combe.format.errors"
@@ -28,7 +28,7 @@ _EXPORTS: dict[str, str] = {
     "IntegrityError": _ERRORS, "KeyTypeError": _ERRORS,
     "Manifest": "combe.format", "ObjectNotFound": _ERRORS, "PublishOptions": "combe.producer",
     "Publisher": "combe.producer", "RecordFormat": "combe.producer", "RecordNotFound": _ERRORS,
-    "RequestError": _ERRORS, "RequestTooLarge": _ERRORS, "Schema": "combe.format",
+    "RequestError": _ERRORS, "RequestTooLarge": _ERRORS, "Schema": "combe.format", "ShardNotHeld": _ERRORS,
     "SourceError": _ERRORS, "Store": "combe.format", "StoreError": _ERRORS, "StoreUnavailable": _ERRORS,
     "Unauthorized": _ERRORS, "UnsupportedStore": _ERRORS, "ValidationError": _ERRORS,
     "VersionNotAvailable": _ERRORS, "VersionNotReached": _ERRORS, "View": "combe.consumer",
@@ -41,9 +41,9 @@ __all__ = [
     "BadRecordError", "CombeError", "ConfigError", "ConflictError", "Consumer", "CycleResult", "Dataset",
     "DatasetNotFound", "DatasetNotReady", "Diff", "Forbidden", "FormatError", "IntegrityError", "KeyHistory",
     "KeyTypeError", "Manifest", "ObjectNotFound", "PublishOptions", "Publisher", "RecordFormat", "RecordNotFound",
-    "RequestError", "RequestTooLarge", "Schema", "SourceError", "Store", "StoreError", "StoreUnavailable",
-    "Timeline", "Unauthorized", "UnsupportedStore", "ValidationError", "VersionNotAvailable", "VersionNotReached",
-    "View", "open_source", "open_store", "register_metrics",
+    "RequestError", "RequestTooLarge", "Schema", "ShardNotHeld", "SourceError", "Store", "StoreError",
+    "StoreUnavailable", "Timeline", "Unauthorized", "UnsupportedStore", "ValidationError", "VersionNotAvailable",
+    "VersionNotReached", "View", "open_source", "open_store", "register_metrics",
 ]
 __version__ = "0.1.0"
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .codec import verified_ipc, verify
-from .errors import ConflictError, DatasetNotFound, FormatError, ObjectNotFound
-from .layout import ANNOUNCED, VERSIONS_DIR, check_dataset_name, manifest_path, manifest_version
+from .errors import ConfigError, ConflictError, DatasetNotFound, FormatError, ObjectNotFound
+from .layout import (ANNOUNCED, SHARD_HEAD, SHARDING, VERSIONS_DIR, check_dataset_name, manifest_path,
+                     manifest_version, shard_dir)
 from .manifest import BlobRef, Manifest, Pointer
+from .sharded import ShardedManifest, Sharding
 from .store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -37,56 +39,80 @@ class Announced:
 
 
 class Dataset:
-    """One dataset under ``<store>/<name>/``."""
+    """One dataset under ``<store>/<name>/``, or one shard of a sharded dataset (``shard(i)``).
 
-    def __init__(self, store: Store, name: str) -> None:
+    A shard is a chain of versions like an unsharded dataset, under
+    ``<store>/<name>/shards/<i>/``; its announcement is its head
+    (``head.json``), which only its producers read and move.
+    """
+
+    def __init__(self, store: Store, name: str, *, shard: tuple[int, int] | None = None) -> None:
         self.name = check_dataset_name(name)
         self.root = store
-        self.store = store.child(name)
+        self.shard_of = shard  # (shard, shard count) of a shard; its manifests record it
+        self.store = store.child(name) if shard is None else store.child(name).child(shard_dir(shard[0]))
+        self._announcement = ANNOUNCED if shard is None else SHARD_HEAD
 
     @classmethod
     def open(cls, url: str, name: str, storage_options: dict[str, Any] | None = None) -> Dataset:
         return cls(open_store(url, storage_options), name)
 
+    def shard(self, index: int, count: int) -> Dataset:
+        """Shard ``index`` of this dataset, sharded ``count`` ways."""
+        return Dataset(self.root, self.name, shard=(index, count))
+
     @property
     def url(self) -> str:
         return self.store.url
+
+    @property
+    def label(self) -> str:
+        """The dataset's name in messages: ``movies``, or ``movies shard 3``."""
+        return self.name if self.shard_of is None else f"{self.name} shard {self.shard_of[0]}"
 
     def _pointer(self, data: bytes, path: str) -> Pointer:
         pointer = Pointer.from_json(data, f"{self.url}/{path}")
         if pointer.dataset != self.name:
             raise FormatError(f"{self.url}/{path} names dataset {pointer.dataset!r}, not {self.name!r}",
                               path=path)
+        if self.shard_of is not None and pointer.shard_count is not None:
+            raise FormatError(f"{self.url}/{path} is a sharded announcement, not a shard head", path=path)
         return pointer
 
     def announced(self) -> Announced:
-        """The current announcement; ``pointer`` is None before the first publish."""
+        """The current announcement (a shard's head); ``pointer`` is None before the first publish."""
         try:
-            data, tag = self.store.read_tagged(ANNOUNCED)
+            data, tag = self.store.read_tagged(self._announcement)
         except ObjectNotFound:
             return Announced(None, None)
-        return Announced(self._pointer(data, ANNOUNCED), tag)
+        return Announced(self._pointer(data, self._announcement), tag)
 
     def poll_announced(self, tag: str | None) -> Announced | None:
         """None if the announcement still has ``tag``: one small conditional request."""
         try:
-            changed = self.store.read_if_changed(ANNOUNCED, tag)
+            changed = self.store.read_if_changed(self._announcement, tag)
         except ObjectNotFound:
             return None if tag is None else Announced(None, None)
         if changed is None:
             return None
-        return Announced(self._pointer(changed[0], ANNOUNCED), changed[1])
+        return Announced(self._pointer(changed[0], self._announcement), changed[1])
 
     def require_announced(self) -> Pointer:
         pointer = self.announced().pointer
         if pointer is None:
-            raise DatasetNotFound(f"dataset {self.name!r} has no announced version at {self.url}; "
+            raise DatasetNotFound(f"dataset {self.label!r} has no announced version at {self.url}; "
                                   "publish it first (combe publish)", dataset=self.name)
         return pointer
 
+    def require_unsharded(self, pointer: Pointer | None, doing: str) -> None:
+        """ConfigError when the announcement is a sharded dataset's and ``doing`` (a command) handles one chain only."""
+        if pointer is not None and pointer.shard_count is not None:
+            raise ConfigError(f"dataset {self.name!r} is sharded ({pointer.shard_count} shards); {doing} does not "
+                              "handle sharded datasets yet")
+
     def announce(self, pointer: Pointer, expected_tag: str | None) -> str | None:
         """Compare-and-swap the announcement; the new tag, or None if another producer moved it."""
-        return self.store.compare_and_swap(ANNOUNCED, pointer.to_json(), expected_tag)
+        return self.store.compare_and_swap(self._announcement, pointer.to_json(), expected_tag)
 
     def update_announced(self, change: Callable[[Announced], Pointer | None], *, doing: str,
                          current: Announced | None = None, attempts: int = ANNOUNCE_ATTEMPTS) -> Pointer | None:
@@ -109,7 +135,7 @@ class Dataset:
                 return announced.pointer
             if self.announce(pointer, announced.tag) is not None:
                 return pointer
-        raise ConflictError(f"{self.name}: announced.json kept changing while {doing} ({attempts} attempts); "
+        raise ConflictError(f"{self.label}: {self._announcement} kept changing while {doing} ({attempts} attempts); "
                             "nothing was changed by this run, try again", dataset=self.name,
                             version=announced.version or 0)
 
@@ -132,7 +158,8 @@ class Dataset:
                                       "there is nothing to pin", dataset=self.name)
             if version is not None:
                 pointer.check_pin(version)
-                self.manifest(version)  # DatasetNotFound if gc removed it: consumers could not load it
+                # DatasetNotFound if gc removed it: consumers could not load it
+                (self.sharded_manifest if pointer.shard_count else self.manifest)(version)
             previous = pointer.pin
             return None if pointer.pin == version else replace(pointer, pin=version)
 
@@ -143,21 +170,61 @@ class Dataset:
                      pointer.version)
         return pointer, previous
 
-    def manifest(self, version: int) -> Manifest:
+    def _version_document(self, version: int) -> tuple[bytes, str]:
         path = manifest_path(version)
         try:
-            data = self.store.read(path)
+            return self.store.read(path), path
         except ObjectNotFound as exc:
-            raise DatasetNotFound(f"dataset {self.name!r} has no version {version} at {self.url} "
+            raise DatasetNotFound(f"dataset {self.label!r} has no version {version} at {self.url} "
                                   "(never published, or removed by gc)", dataset=self.name) from exc
+
+    def manifest(self, version: int) -> Manifest:
+        """Version ``version`` of this chain (an unsharded dataset or a shard), checked to belong to it."""
+        data, path = self._version_document(version)
         manifest = Manifest.from_json(data, f"{self.url}/{path}")
-        if manifest.version != version or manifest.dataset != self.name:
-            raise FormatError(f"{self.url}/{path} holds version {manifest.version} of {manifest.dataset!r}",
+        if manifest.version != version or manifest.dataset != self.name or manifest.shard != self.shard_of:
+            where = "" if manifest.shard is None else f" shard {manifest.shard[0]} of {manifest.shard[1]}"
+            raise FormatError(f"{self.url}/{path} holds version {manifest.version} of {manifest.dataset!r}{where}",
                               path=path)
         return manifest
 
     def create_manifest(self, manifest: Manifest) -> bool:
         """Write the manifest create-only; False if that version already exists."""
+        return self.store.put_if_absent(manifest_path(manifest.version), manifest.to_json())
+
+    # -- sharded datasets ---------------------------------------------------------------
+
+    def sharding(self) -> Sharding | None:
+        """How this dataset is sharded (``shards.json``), or None for a dataset created unsharded or not yet."""
+        try:
+            data = self.store.read(SHARDING)
+        except ObjectNotFound:
+            return None
+        sharding = Sharding.from_json(data, f"{self.url}/{SHARDING}")
+        if sharding.dataset != self.name:
+            raise FormatError(f"{self.url}/{SHARDING} names dataset {sharding.dataset!r}, not {self.name!r}",
+                              path=SHARDING)
+        return sharding
+
+    def create_sharding(self, sharding: Sharding) -> Sharding:
+        """Write ``shards.json`` create-only; the sharding in the store after (another writer's, if it was first)."""
+        if self.store.put_if_absent(SHARDING, sharding.to_json()):
+            return sharding
+        found = self.sharding()
+        assert found is not None  # it was there a moment ago, and nothing deletes it
+        return found
+
+    def sharded_manifest(self, version: int) -> ShardedManifest:
+        """Version ``version`` of a sharded dataset: the shard versions it is made of."""
+        data, path = self._version_document(version)
+        manifest = ShardedManifest.from_json(data, f"{self.url}/{path}")
+        if manifest.version != version or manifest.dataset != self.name:
+            raise FormatError(f"{self.url}/{path} holds version {manifest.version} of {manifest.dataset!r}",
+                              path=path)
+        return manifest
+
+    def create_sharded_manifest(self, manifest: ShardedManifest) -> bool:
+        """Write a sharded manifest create-only; False if that version already exists."""
         return self.store.put_if_absent(manifest_path(manifest.version), manifest.to_json())
 
     def versions(self) -> list[int]:

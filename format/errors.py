@@ -19,6 +19,7 @@
     ├── RequestError (ValueError)           an HTTP request the endpoint cannot answer as asked
     │   └── RequestTooLarge                 a body or batch over the server's limits
     ├── RecordNotFound (LookupError)        no record with that key in the version served
+    ├── ShardNotHeld (LookupError)          a key in a shard this consumer does not hold
     ├── DatasetNotReady                     a served dataset that has not loaded yet
     ├── VersionNotReached                   a version asked for that the server has not loaded yet
     ├── VersionNotAvailable                 a version asked for that the store does not serve
@@ -162,6 +163,22 @@ class RecordNotFound(CombeError, LookupError):
         super().__init__(message)
         self.dataset = dataset
         self.version = version
+
+
+class ShardNotHeld(CombeError, LookupError):
+    """A key of a sharded dataset whose shard this consumer (or server) does not hold: not a miss, a wrong address.
+
+    Answered 421 Misdirected Request by the HTTP endpoint: a router in front
+    of servers that each hold some shards sent the key to the wrong one.
+    """
+
+    status = 421
+
+    def __init__(self, message: str, *, dataset: str, shard: int, held: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.dataset = dataset
+        self.shard = shard
+        self.held = held
 
 
 class DatasetNotReady(CombeError):

@@ -13,14 +13,26 @@ import uuid
 from .errors import ConfigError, FormatError
 
 # What this combe writes: manifests changed in version 2 (the h128 state checksum, nested types);
-# the announcement is still written as version 1. Readers take every version listed as readable.
+# the announcement of an unsharded dataset is still written as version 1. Sharded datasets (format 3)
+# announce with version 2 and record their versions as sharded manifests, version 3, so that an older
+# reader refuses them by their format_version. Readers take every version listed as readable.
 MANIFEST_FORMAT = 2
 POINTER_FORMAT = 1
+SHARDED_POINTER_FORMAT = 2
+SHARDED_MANIFEST_FORMAT = 3
+SHARDING_FORMAT = 1
 READABLE_MANIFESTS = (1, 2)
-READABLE_POINTERS = (1,)
+READABLE_POINTERS = (1, 2)
+READABLE_SHARDED_MANIFESTS = (3,)
+READABLE_SHARDINGS = (1,)
 ANNOUNCED = "announced.json"
 VERSIONS_DIR = "versions"
 BLOBS_DIR = "blobs"
+# A sharded dataset: its shard count, fixed at creation (create-only), and one folder per shard, which
+# holds an ordinary chain of versions and blobs plus the shard head its producer moves (readers never do).
+SHARDING = "shards.json"
+SHARDS_DIR = "shards"
+SHARD_HEAD = "head.json"
 
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MANIFEST_NAME = re.compile(r"^versions/(\d{12})\.json$")
@@ -38,6 +50,11 @@ def check_dataset_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def shard_dir(shard: int) -> str:
+    """A shard's folder relative to its dataset: ``shards/<shard>`` (decimal, no padding)."""
+    return f"{SHARDS_DIR}/{shard}"
 
 
 def manifest_path(version: int) -> str:

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from .errors import ConfigError, FormatError
 from .checksum import LEGACY_PREFIX, is_checksum
-from .layout import (MANIFEST_FORMAT, POINTER_FORMAT, READABLE_MANIFESTS, READABLE_POINTERS, check_blob_path,
-                     check_dataset_name)
+from .layout import (MANIFEST_FORMAT, POINTER_FORMAT, READABLE_MANIFESTS, READABLE_POINTERS, SHARDED_MANIFEST_FORMAT,
+                     SHARDED_POINTER_FORMAT, check_blob_path, check_dataset_name)
 from .schema import KEY_TYPES, VALUE_FORMATS, Schema
 
 
@@ -116,13 +116,21 @@ class _Fields:
         return None if value is None else _Fields(value, self.path, f"{self.where}.{name}" if self.where else name)
 
 
-def _parse(data: bytes, path: str, readable: tuple[int, ...]) -> _Fields:
+def _parse(data: bytes, path: str, readable: tuple[int, ...], other: dict[int, str] | None = None) -> _Fields:
+    """The document's fields once its format_version is one of ``readable``.
+
+    ``other`` names the documents of another kind that share the path and
+    what they are (a sharded dataset's version in ``versions/``), so that a
+    reader asking for the wrong kind is told what it found.
+    """
     try:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{path} is not valid JSON (truncated or corrupted?): {exc}", path=path) from exc
     fields = _Fields(obj, path)
     found = fields.get("format_version", int)
+    if other and found in other:
+        raise FormatError(f"{path} is {other[found]} (format_version {found})", path=path)
     if found not in readable:
         raise FormatError(f"{path} has format_version {found}; this combe reads version "
                           f"{' and '.join(map(str, readable))}. Upgrade combe to read it.", path=path)
@@ -131,6 +139,10 @@ def _parse(data: bytes, path: str, readable: tuple[int, ...]) -> _Fields:
 
 def _dump(document: dict[str, Any]) -> bytes:
     return json.dumps(document, indent=1, sort_keys=False).encode() + b"\n"
+
+
+# What a sharded manifest is, for a reader that expected another document there.
+SHARDED_VERSION = "a version of a sharded dataset: it names a version of each shard and holds no blobs"
 
 
 @dataclass(frozen=True)
@@ -177,10 +189,13 @@ class Manifest:
     changes: dict[str, int] = field(default_factory=dict)
     schema_change: bool = False
     tags: dict[str, str] = field(default_factory=dict)  # check_tags; {} in manifests written before tags
+    # (shard, shard count) of a shard's manifest in a sharded dataset; None in an unsharded dataset.
+    shard: tuple[int, int] | None = None
     # The format this manifest was read in (1: sha256 state checksum, scalar types only), or is written in.
     format_version: int = MANIFEST_FORMAT
 
     def to_json(self) -> bytes:
+        shard = {} if self.shard is None else {"shard": {"index": self.shard[0], "count": self.shard[1]}}
         return _dump({
             "format_version": self.format_version,
             "dataset": self.dataset,
@@ -200,11 +215,12 @@ class Manifest:
             "changes": self.changes,
             "schema_change": self.schema_change,
             "tags": dict(sorted(self.tags.items())),
+            **shard,
         })
 
     @classmethod
     def from_json(cls, data: bytes, path: str) -> Manifest:
-        fields = _parse(data, path, READABLE_MANIFESTS)
+        fields = _parse(data, path, READABLE_MANIFESTS, {SHARDED_MANIFEST_FORMAT: SHARDED_VERSION})
         key = fields.nested("key")
         assert key is not None
         key_type = key.get("type", str)
@@ -244,6 +260,7 @@ class Manifest:
             changes={k: v for k, v in fields.get("changes", dict).items() if isinstance(v, int)},
             schema_change=bool(fields.get("schema_change", bool, optional=True)),
             tags=fields.checked("tags", dict, check_tags) if fields.obj.get("tags") is not None else {},
+            shard=_shard_of(fields.nested("shard", optional=True)),
             format_version=fields.get("format_version", int),
         )
         manifest._check(path)
@@ -269,8 +286,15 @@ class Manifest:
             problems.append("state_checksum must be sha256:<64 hex> in format_version 1 and h128:<32 hex> after")
         if self.format_version == 1 and any("<" in t for t in self.schema.columns.values()):
             problems.append("format_version 1 has no nested types")
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            problems.append("shard.index must be from 0 to shard.count - 1")
         if problems:
             raise FormatError(f"{path}: " + "; ".join(problems), path=path)
+
+
+def _shard_of(fields: _Fields | None) -> tuple[int, int] | None:
+    """A manifest's optional ``shard`` field as (index, count)."""
+    return None if fields is None else (fields.get("index", int), fields.get("count", int))
 
 
 @dataclass(frozen=True)
@@ -278,7 +302,11 @@ class Pointer:
     """``announced.json``: the version readers should use, and the store-wide pin if one is set.
 
     The pin lives in the same object so that a consumer's poll stays one
-    conditional request; producers carry it over when they announce.
+    conditional request; producers carry it over when they announce. A
+    sharded dataset's announcement also says how many shards it has
+    (``shard_count``), and is written in format 2 so that a reader that does
+    not know sharded datasets refuses it. A shard's head (``shards/<i>/head.json``)
+    is an unsharded pointer.
     """
 
     dataset: str
@@ -286,10 +314,15 @@ class Pointer:
     at: str
     by: str
     pin: int | None = None
+    shard_count: int | None = None
 
     def to_json(self) -> bytes:
-        return _dump({"format_version": POINTER_FORMAT, "dataset": self.dataset,
-                      "version": self.version, "at": self.at, "by": self.by, "pin": self.pin})
+        document: dict[str, Any] = {"format_version": POINTER_FORMAT if self.shard_count is None else
+                                    SHARDED_POINTER_FORMAT, "dataset": self.dataset, "version": self.version,
+                                    "at": self.at, "by": self.by, "pin": self.pin}
+        if self.shard_count is not None:
+            document["shard_count"] = self.shard_count
+        return _dump(document)
 
     @property
     def serving(self) -> int:
@@ -306,9 +339,13 @@ class Pointer:
     @classmethod
     def from_json(cls, data: bytes, path: str) -> Pointer:
         fields = _parse(data, path, READABLE_POINTERS)
+        sharded = fields.get("format_version", int) == SHARDED_POINTER_FORMAT
         pointer = cls(fields.checked("dataset", str, check_dataset_name), fields.get("version", int),
                       fields.checked("at", str, _time_text), fields.get("by", str),
-                      fields.get("pin", int, optional=True))
+                      fields.get("pin", int, optional=True),
+                      fields.get("shard_count", int) if sharded else None)
         if pointer.version < 1 or (pointer.pin is not None and not 1 <= pointer.pin <= pointer.version):
             raise FormatError(f"{path}: version must be 1 or more and pin between 1 and version", path=path)
+        if pointer.shard_count is not None and pointer.shard_count < 1:
+            raise FormatError(f"{path}: shard_count must be 1 or more", path=path)
         return pointer

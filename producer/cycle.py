@@ -199,7 +199,9 @@ class Publisher:
             convert_changes(changes)
             base.state = retype_state(base.state, changes.retyped, changes.schema)
         result = fold(base.state, changes)
-        if not result.changed and not changes.retyped:
+        # A shard's first version is published even when empty: a dataset version needs every shard.
+        first_shard = base.manifest is None and self.dataset.shard_of is not None
+        if not result.changed and not changes.retyped and not first_shard:
             log.info("%s: %d messages, no change; nothing to publish", self.dataset.name, messages)
             return CycleResult("noop", base.announced.version, messages, bad, seconds=time.monotonic() - started,
                                rebuilt=rebuild)
@@ -331,7 +333,7 @@ class Publisher:
             source_uri=self.source.uri, positions=positions,
             changes={"messages": messages, "added": result.added, "updated": result.updated,
                      "removed": result.removed, "unchanged": result.unchanged, "bad_records": bad},
-            schema_change=schema_change, tags=self.options.tags,
+            schema_change=schema_change, tags=self.options.tags, shard=self.dataset.shard_of,
         )
         if not self.dataset.create_manifest(manifest):
             raise ConflictError(f"{self.dataset.name}: version {version} was written by another producer first; "

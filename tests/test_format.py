@@ -125,8 +125,10 @@ def test_not_an_object() -> None:
 
 def test_unknown_format_version() -> None:
     doc = document()
-    doc["format_version"] = 3
-    expect_format_error(encoded(doc), "format_version 3", "Upgrade combe")
+    doc["format_version"] = 4
+    expect_format_error(encoded(doc), "format_version 4", "Upgrade combe")
+    doc["format_version"] = 3  # a sharded dataset's version where a chain's manifest was expected
+    expect_format_error(encoded(doc), "format_version 3", "a version of a sharded dataset")
     doc["format_version"] = "1"
     expect_format_error(encoded(doc), "format_version")
     doc["format_version"] = True

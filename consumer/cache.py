@@ -130,13 +130,18 @@ class BlobCache:
     def path(self, ref: BlobRef) -> Path:
         return self.directory / f"{ref.sha256}{DATA}"
 
-    def table(self, ref: BlobRef) -> pa.Table:
-        """The blob's table, mapped from the cache file; fetched, verified and cached first if needed."""
+    def table(self, ref: BlobRef, dataset: Dataset | None = None) -> pa.Table:
+        """The blob's table, mapped from the cache file; fetched, verified and cached first if needed.
+
+        ``dataset`` is where the blob is fetched from when it is not this
+        cache's own dataset (a shard of it: one cache serves every shard).
+        """
         table = self._open(ref)
         if table is not None:
             return table
-        location = f"{self.dataset.url}/{ref.path}"
-        ipc = self.dataset.blob_ipc(ref)  # checked against the manifest's sha256
+        source = dataset or self.dataset
+        location = f"{source.url}/{ref.path}"
+        ipc = source.blob_ipc(ref)  # checked against the manifest's sha256
         self.fetched += ref.bytes
         fetched = read_ipc(ipc, path=location)
         self._store(ref, ipc, fetched)

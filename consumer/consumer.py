@@ -29,6 +29,7 @@ from .listeners import Listener, Listeners, changes
 from .loader import Loaded, Loader
 from .metrics import RefreshStats
 from .rows import Record
+from .sharded import AnyView, ShardedIndex, ShardedLoaded, ShardedLoader, ShardedView, held_shards, sharded_changes
 from .timeline import KeyHistory, Timeline
 from .view import View
 
@@ -52,14 +53,16 @@ class Consumer:
     consumer/cache.py); ``columns`` loads only those value
     columns (the key always); ``max_deltas`` caps the deltas kept over a
     snapshot before a snapshot is loaded instead (so does a delta chain
-    bigger than its snapshot).
+    bigger than its snapshot). ``shards`` holds only those shards of a
+    sharded dataset (all of them by default; consumer/sharded.py): a key of
+    another shard raises ShardNotHeld.
     """
 
     def __init__(self, store: str, dataset: str, *, refresh_interval: float | None = None,
                  pin: int | None = None, cache_dir: str | Path | None = None,
                  storage_options: dict[str, Any] | None = None, max_deltas: int = 32,
                  columns: Collection[str] | None = None, cache_max_bytes: int | None = None,
-                 verify_cache: bool = False) -> None:
+                 verify_cache: bool = False, shards: Collection[int] | None = None) -> None:
         if isinstance(columns, str):
             raise ConfigError(f"columns={columns!r}: give a list of column names, e.g. columns=[{columns!r}]")
         self._dataset = Dataset.open(store, dataset, storage_options)
@@ -67,7 +70,6 @@ class Consumer:
         self.pin = pin
         self.refresh_interval = refresh_interval
         self._cache = self._blob_cache(cache_dir, cache_max_bytes, verify_cache)
-        self._loader = Loader(self._dataset, self._cache, max_deltas=max_deltas, columns=columns)
         self._timeline = Timeline(self._dataset, self._cache)  # every column, whatever ``columns`` says
         # One refresh at a time; readers never take it. Reentrant so that a listener may call refresh().
         self._lock = threading.RLock()
@@ -85,15 +87,27 @@ class Consumer:
         self._thread: threading.Thread | None = None
         started = time.perf_counter()
         self._poll(force=True)
+        assert self._pointer is not None
+        count = self._pointer.shard_count
+        self._loader: Loader | ShardedLoader
+        if count is None:
+            if shards is not None:
+                raise ConfigError(f"shards={shards!r}: dataset {dataset!r} is not sharded; leave shards out")
+            self.shards: tuple[int, ...] | None = None
+            self._loader = Loader(self._dataset, self._cache, max_deltas=max_deltas, columns=columns)
+        else:
+            self.shards = held_shards(shards, count, dataset)
+            self._loader = ShardedLoader(self._dataset, count, self.shards, self._cache, max_deltas=max_deltas,
+                                         columns=columns)
         target = self._wanted(pin)
         self._check_columns(columns, target)
         loaded = self._loader.load(target)
-        self._view: View = loaded.view
+        self._view: AnyView = loaded.view
         self.refresh_stats.last_load_seconds = time.perf_counter() - started
+        self._keep(loaded, None)
         if self._cache is not None:
-            self._cache.keep(loaded, None)
             self._cache.evict()
-        self.last_plan = loaded.plan.describe()
+        self.last_plan = _describe(loaded)
         self.last_refresh = time.time()
         if refresh_interval:
             self._thread = threading.Thread(target=self._run, name=f"combe-refresh-{dataset}", daemon=True)
@@ -125,6 +139,11 @@ class Consumer:
     def version(self) -> int:
         return self._view.version
 
+    @property
+    def shard_count(self) -> int | None:
+        """How many shards the dataset has; None for an unsharded dataset."""
+        return self._pointer.shard_count if self._pointer else None
+
     def get(self, key: Any) -> Record | None:
         """The record with ``key`` as a new dict (only the loaded ``columns``), or None."""
         return self._view.get(key)
@@ -137,7 +156,7 @@ class Consumer:
         """The records for ``keys`` as a pyarrow Table, in order, absent keys left out (fastest for many keys)."""
         return self._view.get_table(keys)
 
-    def view(self) -> View:
+    def view(self) -> AnyView:
         """The current version, fixed for as long as it is held (``with consumer.view() as v``)."""
         return self._view
 
@@ -168,12 +187,20 @@ class Consumer:
         (``method`` forces one); the Diff says which (consumer/timeline.py).
         """
         view = self._view
+        if isinstance(view, ShardedView):
+            raise self._unsharded_only("diff()")
         return self._timeline.diff(from_version, view.version if to_version is None else to_version,
                                    method=method, current=view)
 
     def history(self, key: Any, *, to_version: int | None = None) -> KeyHistory:
         """Every version up to ``to_version`` (default: the announced one) at which ``key`` changed, oldest first."""
+        if self.shards is not None:
+            raise self._unsharded_only("history()")
         return self._timeline.history(key, to_version=to_version)
+
+    def _unsharded_only(self, what: str) -> ConfigError:
+        return ConfigError(f"{what} reads one chain of versions; dataset {self.name!r} is sharded, and comparing "
+                           "its versions is not supported yet")
 
     # -- listening -------------------------------------------------------------------
 
@@ -253,15 +280,14 @@ class Consumer:
             self._succeeded()
             self.refresh_stats.record("unchanged", time.perf_counter() - started)
             return False
-        loaded = self._loader.load(target, previous)
+        loaded = self._load(target, previous)
         for fields in self._indexed:
             loaded.view.index(fields)  # built before the swap, so no reader waits for it
-        self._view = loaded.view  # the swap: one assignment
+        self._view = loaded.view  # the swap: one assignment, every held shard at once
         self.refresh_stats.record("changed", time.perf_counter() - started)  # before the listeners run
         self.pin = pin
-        if self._cache is not None:
-            self._cache.keep(loaded, previous)
-        self.last_plan = loaded.plan.describe()
+        self._keep(loaded, previous)
+        self.last_plan = _describe(loaded)
         self._succeeded()
         log.info("%s: version %d -> %d by %s", self.name, previous.version, loaded.view.version, self.last_plan)
         self._notify(previous, loaded)
@@ -270,11 +296,35 @@ class Consumer:
             self._cache.evict()
         return True
 
-    def _notify(self, previous: View, loaded: Loaded) -> None:
+    def _load(self, target: int, previous: AnyView) -> Loaded | ShardedLoaded:
+        if isinstance(self._loader, ShardedLoader):
+            assert isinstance(previous, ShardedView)
+            return self._loader.load(target, previous)
+        assert isinstance(previous, View)
+        return self._loader.load(target, previous)
+
+    def _keep(self, loaded: Loaded | ShardedLoaded, previous: AnyView | None) -> None:
+        """Tell the blob cache which blobs the new View (each held shard's) is built from."""
+        if self._cache is None:
+            return
+        if isinstance(loaded, ShardedLoaded):
+            assert previous is None or isinstance(previous, ShardedView)
+            for part, before in loaded.pairs(previous):
+                self._cache.keep(part, before)
+        else:
+            assert previous is None or isinstance(previous, View)
+            self._cache.keep(loaded, previous)
+
+    def _notify(self, previous: AnyView, loaded: Loaded | ShardedLoaded) -> None:
         if not self._listeners:
             return
         try:
-            update = changes(previous, loaded.view, loaded.touched)
+            if isinstance(loaded, ShardedLoaded):
+                assert isinstance(previous, ShardedView)
+                update = sharded_changes(previous, loaded)
+            else:
+                assert isinstance(previous, View)
+                update = changes(previous, loaded.view, loaded.touched)
         except Exception:  # noqa: BLE001 - the new version is served; only the notification is lost
             log.exception("%s: could not work out the changes %d -> %d for listeners", self.name,
                           previous.version, loaded.view.version)
@@ -320,6 +370,11 @@ class Consumer:
         behind = 0.0
         if wanted is not None and wanted != view.version and pointer is not None:
             behind = round(max(0.0, time.time() - parse_time(pointer.at).timestamp()), 3)
+        chain: dict[str, Any] = {"base_version": view.base_version, "deltas_applied": view.deltas_applied} \
+            if isinstance(view, View) else \
+            {"shards": {shard: {"version": v.version, "base_version": v.base_version,
+                                "deltas_applied": v.deltas_applied, "records": len(v)}
+                        for shard, v in view.views.items()}, "shard_count": view.shard_count}
         return {
             "dataset": self.name,
             "version": view.version,
@@ -330,8 +385,7 @@ class Consumer:
             "store_pin": pointer.pin if pointer else None,
             "records": len(view),
             "tags": view.tags,
-            "base_version": view.base_version,
-            "deltas_applied": view.deltas_applied,
+            **chain,
             "last_load": self.last_plan,
             "last_refresh": self.last_refresh,
             "last_error": str(self.last_error) if self.last_error else None,
@@ -366,7 +420,7 @@ class LiveIndex:
         self.consumer = consumer
         self.fields = fields
 
-    def current(self) -> Index:
+    def current(self) -> Index | ShardedIndex:
         """The index of the version served now (hold it to make several calls on one version)."""
         return self.consumer.view().index(self.fields)
 
@@ -379,3 +433,7 @@ class LiveIndex:
     def __repr__(self) -> str:
         return f"<LiveIndex {self.fields} of {self.consumer!r}>"
 
+
+def _describe(loaded: Loaded | ShardedLoaded) -> str:
+    """How a load went, for ``status()["last_load"]`` and the log."""
+    return loaded.describe() if isinstance(loaded, ShardedLoaded) else loaded.plan.describe()

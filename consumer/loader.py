@@ -39,7 +39,8 @@ class Blobs(Protocol):
     in a cache costs none), so a load can say what it really fetched.
     """
 
-    fetched: int
+    @property
+    def fetched(self) -> int: ...
 
     def table(self, ref: BlobRef) -> pa.Table: ...
 

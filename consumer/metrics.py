@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from combe.format.errors import ConfigError
 
+from .sharded import ShardedView
+
 if TYPE_CHECKING:
     from .consumer import Consumer
+    from .sharded import AnyView
     from .view import View
 
 RESULTS = ("changed", "unchanged", "failed")  # how a refresh ends: a new version served, none, an error
@@ -90,13 +93,22 @@ METRICS: tuple[Metric, ...] = (
 Sample = tuple[str, tuple[str, ...], float]  # metric name, values of its own labels (not dataset), value
 
 
-def memory(view: View) -> dict[str, int]:
-    """Bytes a View holds in Arrow and numpy buffers, by part."""
-    base = view.base
-    # A copy of the values: another thread may be adding an index (under base.index_lock) meanwhile.
-    indexes = list(base.indexes.values())
-    return {"columns": int(base.table.nbytes), "key_index": int(base.index_rows.nbytes + base.index_ends.nbytes),
-            "indexes": sum(index.nbytes for index in indexes)}
+def _views(view: AnyView) -> list[View]:
+    """The Views a consumer serves from: its View, or each held shard's."""
+    return list(view.views.values()) if isinstance(view, ShardedView) else [view]
+
+
+def memory(view: AnyView) -> dict[str, int]:
+    """Bytes a View (every held shard's, summed) holds in Arrow and numpy buffers, by part."""
+    total = {"columns": 0, "key_index": 0, "indexes": 0}
+    for part in _views(view):
+        base = part.base
+        # A copy of the values: another thread may be adding an index (under base.index_lock) meanwhile.
+        indexes = list(base.indexes.values())
+        total["columns"] += int(base.table.nbytes)
+        total["key_index"] += int(base.index_rows.nbytes + base.index_ends.nbytes)
+        total["indexes"] += sum(index.nbytes for index in indexes)
+    return total
 
 
 def samples(consumer: Consumer, now: float | None = None) -> list[Sample]:
@@ -111,7 +123,7 @@ def samples(consumer: Consumer, now: float | None = None) -> list[Sample]:
         ("combe_dataset_records", (), status["records"]),
         ("combe_dataset_seconds_behind", (), status["seconds_behind"]),
         ("combe_dataset_refresh_errors", (), stats.counts["failed"]),
-        ("combe_dataset_overlay_records", (), len(view.overlay)),
+        ("combe_dataset_overlay_records", (), sum(len(part.overlay) for part in _views(view))),
     ]
     if status["last_refresh"]:
         found.append(("combe_dataset_staleness_seconds", (), max(0.0, now - status["last_refresh"])))

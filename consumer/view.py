@@ -251,14 +251,24 @@ class View:
 
     # -- moving on -------------------------------------------------------------------
 
+    def _overlay_for(self, schema: Schema) -> Overlay:
+        """A copy of the overlay whose rows have ``schema``'s columns (new ones None) in its order."""
+        if list(schema.columns) == self._names:
+            return dict(self.overlay)
+        names = [schema.key_field, *schema.columns]
+        return {key: None if row is None else {n: row.get(n) for n in names} for key, row in self.overlay.items()}
+
+    def with_manifest(self, manifest: Manifest) -> View:
+        """The same rows under ``manifest`` (a shard read with its sharded dataset's columns); this one is unchanged."""
+        return View(manifest, self.base, self.base_version, self._overlay_for(project(manifest.schema, self.columns)),
+                    columns=self.columns, deltas_applied=self.deltas_applied, chain_bytes=self.chain_bytes)
+
     def with_delta(self, manifest: Manifest, delta: pa.Table, nbytes: int = 0) -> View:
         """A new View one step on (a forward delta) or back (a reverse delta); this one is unchanged."""
         schema = project(manifest.schema, self.columns)
         key_field = schema.key_field
         names = [key_field, *schema.columns]
-        overlay = dict(self.overlay)
-        if list(schema.columns) != self._names:  # a schema change: give every kept row the new columns
-            overlay = {key: None if row is None else {n: row.get(n) for n in names} for key, row in overlay.items()}
+        overlay = self._overlay_for(schema)  # a schema change gives every kept row the new columns
         # Column by column: one conversion per column, then one dict per changed row.
         columns = []
         for name in names:

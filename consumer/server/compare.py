@@ -16,7 +16,7 @@ from combe.format.errors import RequestError
 from combe.format.keys import lookup_key, parse_int64
 
 from .params import next_cursor, parse_cursor, parse_limit
-from .routes import _announced, _dataset, _server
+from .routes import _announced, _dataset, _one_chain, _server
 
 compare = Blueprint("combe_compare", __name__)
 
@@ -34,7 +34,8 @@ def _version_arg(name: str) -> int | None:
 @compare.get("/v1/datasets/<name>/diff")
 def diff(name: str) -> Response:
     settings = _server().settings
-    served, view = _dataset(name)
+    served, found_view = _dataset(name)
+    view = _one_chain(name, found_view, "a diff")
     start = _version_arg("from")
     if start is None:
         raise RequestError("give the version to compare from: ?from=A (and to=B; by default the version served)")
@@ -53,6 +54,7 @@ def diff(name: str) -> Response:
 def key_history(name: str, key: str) -> Response:
     settings = _server().settings
     served, view = _dataset(name)
+    _one_chain(name, view, "the history of a key")
     parsed = lookup_key(key, view.schema.key_type)
     limit = parse_limit(request.args.get("limit"), settings.page_size, settings.page_limit)
     below = parse_cursor(request.args.get("cursor"))

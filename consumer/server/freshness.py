@@ -19,7 +19,7 @@ from combe.format.errors import CombeError, RequestError, VersionNotAvailable, V
 from combe.format.keys import parse_int64
 
 from ..consumer import Consumer
-from ..view import View
+from ..sharded import AnyView
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def parse_min_version(raw: str | None) -> int | None:
     return value
 
 
-def at_least(consumer: Consumer, lock: threading.Lock, wanted: int, wait: float) -> View:
+def at_least(consumer: Consumer, lock: threading.Lock, wanted: int, wait: float) -> AnyView:
     """A View of version ``wanted`` or newer, refreshing ``consumer`` if it is behind.
 
     ``lock`` (one per dataset) makes concurrent requests share one refresh;
@@ -69,7 +69,7 @@ def at_least(consumer: Consumer, lock: threading.Lock, wanted: int, wait: float)
                               dataset=consumer.name, version=wanted, serving=view.version)
 
 
-def _not_reached(consumer: Consumer, wanted: int, view: View, why: str) -> VersionNotReached:
+def _not_reached(consumer: Consumer, wanted: int, view: AnyView, why: str) -> VersionNotReached:
     return VersionNotReached(f"{consumer.name} version {wanted} or newer was asked for ({HEADER}); this server "
                              f"serves version {view.version} and has not reached it yet ({why}); retry",
                              dataset=consumer.name, version=wanted, serving=view.version)

@@ -18,14 +18,14 @@ from typing import Any
 
 from combe.format.errors import RequestError
 
-from ..view import View
+from ..sharded import AnyView
 from .checks import QUERYABLE_TYPES
 from .params import parse_value
 
 RANGE_OPS = ("gte", "lt")
 
 
-def query_fields(view: View, indexes: Sequence[str]) -> dict[str, str]:
+def query_fields(view: AnyView, indexes: Sequence[str]) -> dict[str, str]:
     """Queryable field -> its column type."""
     fields = {view.schema.key_field: view.schema.key_type}
     for name in indexes:
@@ -40,7 +40,7 @@ class Query:
     field: str
     match: dict[str, str]  # {"eq": text} or {"gte": text, "lt": text} (either bound optional), as given
 
-    def run(self, view: View, kind: str, offset: int, limit: int) -> list[dict[str, Any]]:
+    def run(self, view: AnyView, kind: str, offset: int, limit: int) -> list[dict[str, Any]]:
         """Matches ``offset`` to ``offset + limit``: only those records are built, however many match."""
         values = {op: parse_value(text, kind, self.field) for op, text in self.match.items()}
         if "eq" in values:
@@ -51,7 +51,7 @@ class Query:
         return view.index(self.field).range(values.get("gte"), values.get("lt"), offset=offset, limit=limit)
 
 
-def parse_query(args: dict[str, list[str]], view: View, indexes: Sequence[str]) -> tuple[Query, str]:
+def parse_query(args: dict[str, list[str]], view: AnyView, indexes: Sequence[str]) -> tuple[Query, str]:
     """The query in the URL's parameters (limit and cursor left out), and the field's type."""
     fields = query_fields(view, indexes)
     usage = (f"match one field: ?field=value, or ?field.gte=low&field.lt=high; queryable in "

@@ -18,6 +18,7 @@ from combe.format.errors import DatasetNotFound, RecordNotFound, RequestError, R
 from combe.format.keys import lookup_key
 from combe.format.manifest import parse_time
 
+from ..sharded import AnyView, ShardedView
 from ..view import View
 from .auth import require
 from .catalog import Served
@@ -35,7 +36,7 @@ def _server() -> Server:
     return server
 
 
-def _dataset(name: str) -> tuple[Served, View]:
+def _dataset(name: str) -> tuple[Served, AnyView]:
     """The dataset and the View that answers, at least as new as the client's X-Combe-Min-Version."""
     server = _server()
     require(g.get("combe_grant"), name)
@@ -47,6 +48,14 @@ def _dataset(name: str) -> tuple[Served, View]:
         view = at_least(served.consumer, served.refreshing, wanted, server.settings.min_version_wait)
     g.combe_version = view.version
     return served, view
+
+
+def _one_chain(name: str, view: AnyView, what: str) -> View:
+    """The View of an unsharded dataset; a sharded one's versions are not one chain the history routes can read."""
+    if isinstance(view, ShardedView):
+        raise RequestError(f"{what} of {name} is not available: {name} is sharded, and this server reads the "
+                           "changes of unsharded datasets only; records, batches and queries work")
+    return view
 
 
 def _age(created_at: str, now: float) -> float:
@@ -161,7 +170,7 @@ def query(name: str) -> Response:
 # -- versions -------------------------------------------------------------------------
 
 
-def _announced(served: Served, view: View) -> int:
+def _announced(served: Served, view: AnyView) -> int:
     """The newest version readers may see: manifests past it are not announced (yet, or ever)."""
     announced = served.consumer.status()["announced"]
     return max(announced or 0, view.version)
@@ -171,6 +180,7 @@ def _announced(served: Served, view: View) -> int:
 def list_versions(name: str) -> Response:
     settings = _server().settings
     served, view = _dataset(name)
+    _one_chain(name, view, "the version list")
     limit = parse_limit(request.args.get("limit"), settings.page_size, settings.page_limit)
     below = parse_cursor(request.args.get("cursor"))
     newest = _announced(served, view)
@@ -194,6 +204,7 @@ def list_versions(name: str) -> Response:
 def version_changes(name: str, version: int) -> Response:
     settings = _server().settings
     served, view = _dataset(name)
+    _one_chain(name, view, f"the changes of version {version}")
     limit = parse_limit(request.args.get("limit"), settings.page_size, settings.page_limit)
     offset = parse_cursor(request.args.get("cursor"))
     if not 1 <= version <= _announced(served, view):

@@ -73,6 +73,23 @@ def require_datasets(args: argparse.Namespace) -> tuple[str, list[str]]:
     return args.store, list(dict.fromkeys(names))
 
 
+def shard_list(text: str | None, flag: str = "--shards") -> tuple[int, ...] | None:
+    """``--shards`` text (``0-3``, ``1,5``, ``0-1,4``) as ascending shard numbers; None when not given."""
+    if text is None:
+        return None
+    shards: set[int] = set()
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi if dash else lo)
+        except ValueError:
+            raise ConfigError(f"{flag} {text!r}: give shard numbers and ranges, e.g. 0-3 or 1,5") from None
+        if not 0 <= first <= last:
+            raise ConfigError(f"{flag} {text!r}: {part.strip()!r} is not a range of shards from 0 up")
+        shards.update(range(first, last + 1))
+    return tuple(sorted(shards))
+
+
 def flag(name: str) -> str:
     """The flag of a library parameter: ``snapshot_every`` -> ``--snapshot-every``."""
     return "--" + name.replace("_", "-")

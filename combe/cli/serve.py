@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from combe.format.errors import ConfigError
 
-from .options import add_dataset_options, require_datasets, storage_options
+from .options import add_dataset_options, require_datasets, shard_list, storage_options
 
 TOKENS_VARIABLE = "COMBE_SERVE_TOKENS"  # bearer tokens, as the lines of a --token-file
 
@@ -50,6 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     http.add_argument("--cache-dir", type=Path,
                       help="blob cache shared by the workers; kept across restarts (default: a temporary directory)")
     http.add_argument("--access-log", action="store_true", help="log every request to stdout")
+    http.add_argument("--shards", metavar="LIST",
+                      help="of sharded datasets, hold and answer only these shards (0-3, 1,5): a key of another "
+                           "shard answers 421, for a router to send it to the server holding it (default: all)")
     access = parser.add_argument_group("access control and TLS")
     access.add_argument("--token-file", type=Path, action="append", default=[], metavar="PATH",
                         help="bearer tokens, one a line: TOKEN [DATASET ...] (no dataset: every one); then every "
@@ -94,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         tokens.check_names(names)
     from combe.consumer.server.checks import check_datasets
 
-    check_datasets(store, names, settings.index, options)
+    shards = shard_list(args.shards)
+    check_datasets(store, names, settings.index, options, shards)
     listen = Listen(args.host, args.port, args.workers, args.threads, args.access_log,
                     request_timeout=args.request_timeout, max_body_bytes=settings.max_body_bytes,
                     certfile=args.certfile, keyfile=args.keyfile)
@@ -108,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"combe serve needs flask and prometheus_client ({exc.name} is missing); "
                                   "install them with: pip install 'combe[server]'") from exc
             return create_app(store, names, settings=settings, cache_dir=cache_dir, storage_options=options,
-                              tokens=tokens)
+                              tokens=tokens, shards=shards)
 
         if args.dev:
             serve_dev(factory, listen)

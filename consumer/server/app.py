@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +42,22 @@ class _JSON(DefaultJSONProvider):
 
 def create_app(store: str | None = None, datasets: Iterable[str] = (), *, consumers: Iterable[Consumer] = (),
                settings: Settings | None = None, cache_dir: str | Path | None = None,
-               storage_options: dict[str, Any] | None = None, tokens: Tokens | None = None) -> Flask:
+               storage_options: dict[str, Any] | None = None, tokens: Tokens | None = None,
+               shards: Collection[int] | None = None) -> Flask:
     """A flask app answering for ``datasets`` in ``store`` (loaded in the background) and for ``consumers``.
 
     It returns once every dataset has loaded, or after ``settings.ready_wait``
     seconds (datasets still loading then answer 503 until they load), so a
     gunicorn worker accepts requests only when it can answer them. With
     ``tokens`` every route but /healthz, the explorer page and the spec needs
-    a bearer token (auth.py). ``app.extensions["combe"].close()`` stops the
-    background work.
+    a bearer token (auth.py). ``shards`` holds only those shards of the
+    datasets (sharded, all of them) it loads: a key of another shard is
+    answered 421, for a router to send it to the server holding it.
+    ``app.extensions["combe"].close()`` stops the background work.
     """
     settings = settings or Settings()
     catalog = Catalog(store, datasets, refresh_interval=settings.refresh_interval, cache_dir=cache_dir,
-                      storage_options=storage_options, consumers=consumers)
+                      storage_options=storage_options, consumers=consumers, shards=shards)
     if tokens is not None:
         tokens.check_names(catalog.names)
     server = Server(catalog, Metrics(catalog), settings, tokens)

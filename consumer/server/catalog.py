@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,9 @@ class Catalog:
 
     def __init__(self, store: str | None, names: Iterable[str], *, refresh_interval: float | None,
                  cache_dir: str | Path | None = None, storage_options: dict[str, Any] | None = None,
-                 consumers: Iterable[Consumer] = ()) -> None:
+                 consumers: Iterable[Consumer] = (), shards: Collection[int] | None = None) -> None:
         self.store = store
+        self.shards = shards  # the shards held of every dataset loaded here (None: whole datasets)
         self.refresh_interval = refresh_interval
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.storage_options = storage_options
@@ -134,7 +135,7 @@ class Catalog:
         assert self.store is not None
         try:
             consumer = Consumer(self.store, name, refresh_interval=self.refresh_interval, cache_dir=self.cache_dir,
-                                storage_options=self.storage_options)
+                                storage_options=self.storage_options, shards=self.shards)
         except Exception as exc:  # noqa: BLE001 - any failure is retried; the message goes to /readyz
             self.load_errors[name] += 1
             self.last_load_error[name] = str(exc)

@@ -10,12 +10,14 @@ such error: the datasets then load in the background, retried, as usual.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from combe.format.dataset import Dataset
 from combe.format.errors import CombeError, ConfigError, DatasetNotFound
 from combe.format.schema import Schema
+
+from ..sharded import held_shards
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,9 @@ QUERYABLE_TYPES = ("string", "int64", "float64", "bool", "json")
 
 
 def check_datasets(store: str, names: Sequence[str], index: Sequence[str],
-                   storage_options: dict[str, Any] | None = None) -> None:
-    """DatasetNotFound for a dataset the store says is absent; ConfigError for a field that cannot be indexed."""
+                   storage_options: dict[str, Any] | None = None, shards: Collection[int] | None = None) -> None:
+    """DatasetNotFound for a dataset the store says is absent; ConfigError for a field that cannot be indexed,
+    or for ``shards`` that a dataset does not have (or an unsharded dataset with ``shards``)."""
     schemas: dict[str, Schema] = {}
     for name in names:
         dataset = Dataset.open(store, name, storage_options)
@@ -38,8 +41,14 @@ def check_datasets(store: str, names: Sequence[str], index: Sequence[str],
             log.warning("dataset %s: cannot check it before serving (%s); it will be loaded in the background",
                         name, exc)
             continue
+        if pointer.shard_count is None and shards is not None:
+            raise ConfigError(f"dataset {name!r} is not sharded: serve it whole, or from another server than the "
+                              "one holding some shards")
+        if pointer.shard_count is not None:
+            held_shards(shards, pointer.shard_count, name)
         try:
-            schemas[name] = dataset.manifest(pointer.serving).schema
+            schemas[name] = (dataset.manifest(pointer.serving) if pointer.shard_count is None
+                             else dataset.sharded_manifest(pointer.serving)).schema
         except CombeError as exc:
             log.warning("dataset %s: cannot read its schema before serving (%s)", name, exc)
     check_index(index, schemas, every_schema=len(schemas) == len(names))

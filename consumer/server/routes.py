@@ -99,6 +99,7 @@ def describe_dataset(name: str) -> Response:
         "announced": announced,
         "pin": status["pin"] if status["pin"] is not None else status["store_pin"],
         "queryable": sorted(query_fields(view, _server().settings.index)),
+        "shards": {"count": view.shard_count, "held": list(view.shards)} if isinstance(view, ShardedView) else None,
         "staleness": {
             "seconds_since_check": round(now - status["last_refresh"], 3) if status["last_refresh"] else None,
             "versions_behind": max(0, announced - view.version),

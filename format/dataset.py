@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .codec import verified_ipc, verify
-from .errors import ConfigError, ConflictError, DatasetNotFound, FormatError, ObjectNotFound
+from .errors import ConflictError, DatasetNotFound, FormatError, ObjectNotFound
 from .layout import (ANNOUNCED, SHARD_HEAD, SHARDING, VERSIONS_DIR, check_dataset_name, manifest_path,
                      manifest_version, shard_dir)
 from .manifest import BlobRef, Manifest, Pointer
@@ -103,12 +103,6 @@ class Dataset:
             raise DatasetNotFound(f"dataset {self.label!r} has no announced version at {self.url}; "
                                   "publish it first (combe publish)", dataset=self.name)
         return pointer
-
-    def require_unsharded(self, pointer: Pointer | None, doing: str) -> None:
-        """ConfigError when the announcement is a sharded dataset's and ``doing`` (a command) handles one chain only."""
-        if pointer is not None and pointer.shard_count is not None:
-            raise ConfigError(f"dataset {self.name!r} is sharded ({pointer.shard_count} shards); {doing} does not "
-                              "handle sharded datasets yet")
 
     def announce(self, pointer: Pointer, expected_tag: str | None) -> str | None:
         """Compare-and-swap the announcement; the new tag, or None if another producer moved it."""

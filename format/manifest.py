@@ -130,7 +130,7 @@ def _parse(data: bytes, path: str, readable: tuple[int, ...], other: dict[int, s
     fields = _Fields(obj, path)
     found = fields.get("format_version", int)
     if other and found in other:
-        raise FormatError(f"{path} is {other[found]} (format_version {found})", path=path)
+        raise FormatError(f"{path} (format_version {found}) is {other[found]}", path=path)
     if found not in readable:
         raise FormatError(f"{path} has format_version {found}; this combe reads version "
                           f"{' and '.join(map(str, readable))}. Upgrade combe to read it.", path=path)
@@ -142,7 +142,8 @@ def _dump(document: dict[str, Any]) -> bytes:
 
 
 # What a sharded manifest is, for a reader that expected another document there.
-SHARDED_VERSION = "a version of a sharded dataset: it names a version of each shard and holds no blobs"
+SHARDED_VERSION = ("a version of a sharded dataset, which names a version of each shard and holds no blobs: read it "
+                   "with a Consumer or combe serve; this command handles unsharded datasets only")
 
 
 @dataclass(frozen=True)

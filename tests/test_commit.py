@@ -141,3 +141,19 @@ def test_a_shard_head_behind_the_announced_version_is_refused(store: str, tmp_pa
     assert shard.announce(Pointer("movies", 1, utc_now(), "rogue"), head.tag) is not None
     with pytest.raises(FormatError, match=f"the heads of shards \\[{moved}\\] are behind"):
         commit(writer.dataset, writer.sharding, producer="tests")
+
+
+def test_commands_for_one_chain_refuse_a_sharded_dataset_and_change_nothing(store: str, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from combe.cli import main
+
+    writer = ShardedWriter(store, "movies", 2, tmp_path)
+    writer.publish([("a", {"n": 1}), ("b", {"n": 1})])
+    writer.publish([("a", {"n": 2})])
+    before = sorted(p.relative_to(store) for p in Path(store).rglob("*") if p.is_file())
+    for command in (["inspect"], ["gc", "--keep-versions", "1", "--grace-hours", "0"], ["diff", "1", "2"]):
+        assert main([command[0], "--store", store, "--dataset", "movies", *command[1:]]) == 1
+        assert "is a version of a sharded dataset" in capsys.readouterr().err
+    assert sorted(p.relative_to(store) for p in Path(store).rglob("*") if p.is_file()) == before
+    assert main(["get", "--store", store, "--dataset", "movies", "a"]) == 0  # a Consumer reads it whole
+    assert '"n": 2' in capsys.readouterr().out

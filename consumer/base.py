@@ -24,7 +24,8 @@ from combe.format.index import build_index, split_index
 from combe.format.schema import Schema
 from combe.format.types import type_of_field
 
-from .rows import ColumnReader, byte_slicer, typed_view
+from .buffers import byte_slicer, typed_view
+from .rows import ColumnReader
 
 if TYPE_CHECKING:
     from .indexes import BaseIndex, Fields
@@ -73,13 +74,14 @@ class Base:
         # Secondary indexes over these rows, shared by every View on this Base (indexes.py).
         self.indexes: dict[Fields, BaseIndex] = {}
         self.index_lock = threading.Lock()
-        self._readers: dict[tuple[str, str], ColumnReader] = {}
+        self._readers: dict[tuple[str, str], ColumnReader] = {}  # (column, type wanted) -> reader
 
-    def column_reader(self, name: str, kind: str) -> ColumnReader:
-        """The batch reader of column ``name`` (read as ``kind``), made once per Base."""
-        found = self._readers.get((name, kind))
+    def column_reader(self, name: str, wanted: str) -> ColumnReader:
+        """The batch reader of column ``name`` as a View of type ``wanted`` reads it, made once per Base."""
+        found = self._readers.get((name, wanted))
         if found is None:
-            found = self._readers[(name, kind)] = ColumnReader(self.arrays.get(name), kind)
+            kind = self.kinds.get(name, wanted)
+            found = self._readers[(name, wanted)] = ColumnReader(self.arrays.get(name), kind, wanted)
         return found
 
     @property

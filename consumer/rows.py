@@ -14,7 +14,6 @@ comprehension zips them into dicts.
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable
 from typing import Any
 
@@ -23,27 +22,14 @@ import pyarrow as pa
 
 from combe.format.jsontext import loads_all, loads_stored
 
+from .buffers import byte_slicer, typed_view
+from .nested import is_nested, nested_source
+
 Record = dict[str, Any]
 
 
-def typed_view(buffer: pa.Buffer | None, fmt: str) -> memoryview:
-    """A typed memoryview of an Arrow buffer (empty when the buffer is absent)."""
-    raw = memoryview(buffer).cast("B") if buffer is not None and buffer.size else memoryview(b"")
-    return raw.cast(fmt) if fmt != "B" else raw  # type: ignore[call-overload]
-
-
-def byte_slicer(buffer: pa.Buffer | None) -> Any:
-    """The buffer's bytes as a ctypes char array over the same memory: a slice of it is a ``bytes``.
-
-    Slicing this is about twice as fast as slicing a memoryview and decoding
-    it. It does not keep the buffer alive: the caller keeps ``buffer``.
-    """
-    if buffer is None or not buffer.size:
-        return b""
-    return (ctypes.c_char * buffer.size).from_address(buffer.address)
-
-
-def value_source(i: int, array: pa.Array | None, kind: str, env: dict[str, Any]) -> tuple[list[str], str]:
+def value_source(i: int, array: pa.Array | None, kind: str, env: dict[str, Any],
+                 wanted: str | None = None) -> tuple[list[str], str]:
     """Statements that load column ``i``'s words at row ``r``, and the expression of its value.
 
     Adds the names it uses to ``env``. The loads only depend on ``r``, so a
@@ -51,10 +37,14 @@ def value_source(i: int, array: pa.Array | None, kind: str, env: dict[str, Any])
     misses of different columns then overlap instead of queueing one after
     another (a random row misses the cache once or twice per column).
     ``array`` is None for a column this snapshot lacks (added by a later
-    version's schema): its value is None.
+    version's schema): its value is None. ``kind`` is the column's type in
+    the snapshot; a nested column is read as ``wanted`` (the View's type of
+    it, nested.py), which may have grown since.
     """
-    if array is None or kind == "null":
+    if array is None or kind == "null" or wanted == "null":
         return [], "None"
+    if is_nested(kind):
+        return [], nested_source(array, kind, wanted or kind, "r", env, f"n{i}_")
     offset, length = array.offset, len(array)
     buffers = array.buffers()
     at = f"r + {offset}" if offset else "r"
@@ -103,9 +93,16 @@ class ColumnReader:
     only; strings go through Arrow ``take``.
     """
 
-    def __init__(self, array: pa.Array | None, kind: str) -> None:
+    def __init__(self, array: pa.Array | None, kind: str, wanted: str | None = None) -> None:
         self.array, self.kind = array, kind
-        if array is None or kind == "null":
+        if array is None or kind == "null" or wanted == "null":
+            self.kind = "null"
+            return
+        if is_nested(kind):
+            # One generated comprehension over the rows (nested.py): faster than to_pylist, and maps come as dicts.
+            env: dict[str, Any] = {}
+            expr = nested_source(array, kind, wanted or kind, "r", env, "n")
+            self.nested = compile_function(f"def column(rows):\n    return [{expr} for r in rows]\n", "column", env)
             return
         buffers, offset, length = array.buffers(), array.offset, len(array)
         self.bits = None if not array.null_count else np.frombuffer(buffers[0], np.uint8)
@@ -125,6 +122,8 @@ class ColumnReader:
         kind, array = self.kind, self.array
         if array is None or kind == "null":
             return [None] * len(rows)
+        if is_nested(kind):
+            return self.nested(rows.tolist())  # type: ignore[no-any-return]
         if kind in ("string", "binary", "json"):
             taken = array.take(indices)
             if kind == "json":
@@ -138,6 +137,15 @@ class ColumnReader:
             for i in np.flatnonzero(self._bit(self.bits, rows) == 0).tolist():
                 out[i] = None
         return out
+
+
+def python_values(array: pa.Array, kind: str) -> list[Any]:
+    """Every value of ``array`` (a column of combe type ``kind``) as a reader returns it: JSON parsed, maps as dicts."""
+    if kind == "json":
+        return loads_all(array.to_pylist())
+    if is_nested(kind):
+        return ColumnReader(array, kind).values(np.arange(len(array)), array)
+    return array.to_pylist()  # type: ignore[no-any-return]
 
 
 def batch_builder(key_field: str, names: list[str]) -> Callable[[list[Any], list[list[Any]]], list[Record]]:

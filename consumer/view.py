@@ -21,15 +21,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from combe.format.delta import OP_COLUMN, REMOVED
-from combe.format.errors import ConfigError
+from combe.format.errors import ConfigError, FormatError
 from combe.format.keys import lookup_key
 from combe.format.manifest import Manifest
-from combe.format.jsontext import json_text, loads_all
-from combe.format.schema import INT64_MAX, INT64_MIN, Schema, conform
+from combe.format.jsontext import json_text
+from combe.format.schema import INT64_MAX, INT64_MIN, Schema, conform, conform_value, grows
 
 from .base import Base
 from .indexes import BaseIndex, Fields, Index, OverlayPart, base_index, normalize_fields
-from .rows import Record, batch_builder, compile_function, record_source, value_source
+from .rows import Record, batch_builder, compile_function, python_values, record_source, value_source
 
 # Below this many keys, get_many looks keys up one by one: the vectorised path has a fixed cost.
 BATCH_MIN = 32
@@ -70,7 +70,7 @@ class View:
         # (Arrow type null) and typed by a later version reads as None, and the reverse.
         self._kinds = [base.kinds.get(name, kind) for name, kind in self.schema.columns.items()]
         self._build = batch_builder(self.schema.key_field, self._names)
-        self._readers = [base.column_reader(name, kind) for name, kind in zip(self._names, self._kinds)]
+        self._readers = [base.column_reader(name, kind) for name, kind in self.schema.columns.items()]
         self.get = self._compile_get()
         key_type = self.schema.to_arrow().field(self.schema.key_field).type
         self._overlay_keys = pa.array(list(self.overlay), key_type)
@@ -80,8 +80,8 @@ class View:
 
     def _compile_get(self) -> Callable[[Any], Record | None]:
         env: dict[str, Any] = dict(self.base.lookup_env)
-        columns = [(name, value_source(i, self.base.arrays.get(name), kind, env))
-                   for i, (name, kind) in enumerate(zip(self._names, self._kinds))]
+        columns = [(name, value_source(i, self.base.arrays.get(name), kind, env, wanted))
+                   for i, (name, kind, wanted) in enumerate(zip(self._names, self._kinds, self.schema.columns.values()))]
         key_type = self.schema.key_type
         env.update(_overlay=self.overlay, _coerce=lambda key: lookup_key(key, key_type))
         # Keys of the stored type skip the coercion (one type check); an int out of int64 is refused like
@@ -252,11 +252,12 @@ class View:
     # -- moving on -------------------------------------------------------------------
 
     def _overlay_for(self, schema: Schema) -> Overlay:
-        """A copy of the overlay whose rows have ``schema``'s columns (new ones None) in its order."""
-        if list(schema.columns) == self._names:
+        """A copy of the overlay whose rows have ``schema``'s columns (new ones None) in its order and types."""
+        if list(schema.columns.items()) == list(self.schema.columns.items()):  # same names, order and types
             return dict(self.overlay)
-        names = [schema.key_field, *schema.columns]
-        return {key: None if row is None else {n: row.get(n) for n in names} for key, row in self.overlay.items()}
+        return {key: None if row is None else {schema.key_field: key, **{n: conform_value(row.get(n), t)
+                                                                         for n, t in schema.columns.items()}}
+                for key, row in self.overlay.items()}
 
     def with_manifest(self, manifest: Manifest) -> View:
         """The same rows under ``manifest`` (a shard read with its sharded dataset's columns); this one is unchanged."""
@@ -266,23 +267,31 @@ class View:
     def with_delta(self, manifest: Manifest, delta: pa.Table, nbytes: int = 0) -> View:
         """A new View one step on (a forward delta) or back (a reverse delta); this one is unchanged."""
         schema = project(manifest.schema, self.columns)
+        _check_evolution(self.schema, schema, forward=manifest.version > self.version, dataset=manifest.dataset,
+                         versions=(self.version, manifest.version))
         key_field = schema.key_field
         names = [key_field, *schema.columns]
-        overlay = self._overlay_for(schema)  # a schema change gives every kept row the new columns
-        # Column by column: one conversion per column, then one dict per changed row.
-        columns = []
-        for name in names:
-            if name not in delta.column_names:  # a column the delta predates: null on its rows
-                columns.append([None] * delta.num_rows)
-            elif schema.columns.get(name) == "json":
-                columns.append(loads_all(delta.column(name).to_pylist()))
-            else:
-                columns.append(delta.column(name).to_pylist())
+        overlay = self._overlay_for(schema)  # a schema change gives every kept row the new columns and types
+        # Column by column: one conversion per column, then one dict per changed row. A delta of a newer
+        # schema (a reverse delta leads back to an older one) is read in this View's schema first.
         ops = delta.column(OP_COLUMN).to_pylist()
+        delta = conform(delta, schema).combine_chunks()
+        types = [schema.key_type, *schema.columns.values()]
+        columns = [python_values(delta.column(n).chunk(0), t) if delta.num_rows else [] for n, t in zip(names, types)]
         for op, key, values in zip(ops, columns[0], zip(*columns)):
             overlay[key] = None if op == REMOVED else dict(zip(names, values))
         return View(manifest, self.base, self.base_version, overlay, columns=self.columns,
                     deltas_applied=self.deltas_applied + 1, chain_bytes=self.chain_bytes + nbytes)
+
+
+def _check_evolution(old: Schema, new: Schema, *, forward: bool, dataset: str, versions: tuple[int, int]) -> None:
+    """Refuse a delta across a type change the format does not allow (docs/FORMAT.md, "Schema evolution")."""
+    for name, kind in new.columns.items():
+        before = old.columns.get(name)
+        if before is not None and not (grows(before, kind) if forward else grows(kind, before)):
+            raise FormatError(f"{dataset}: column {name!r} is {before} at version {versions[0]} and {kind} at "
+                              f"version {versions[1]}; a delta cannot carry that change (a schema-change version "
+                              "has a snapshot and no deltas)")
 
 
 def _encode_json(row: dict[str, Any], schema: Schema) -> dict[str, Any]:

@@ -9,11 +9,13 @@ set so that a snapshot can be read from any language (docs/FORMAT.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import ConfigError, FormatError
-from .types import arrow_field, parse_type
+from .types import arrow_field, arrow_type, kind, list_item, map_types, parse_type, struct_fields, type_of_arrow
 
 KEY_TYPES = ("string", "int64")
 VALUE_FORMATS = ("json", "string", "bytes")
@@ -99,19 +101,109 @@ class Schema:
         return self.to_arrow().empty_table()
 
 
+def grows(old: str, new: str) -> bool:
+    """Whether a column of type ``old`` may hold type ``new`` at a later version reached by a delta.
+
+    The rules of docs/FORMAT.md, "Schema evolution": a type stays, or ``null``
+    becomes any type, or a struct appends fields, at any depth (list items,
+    struct fields, map values). Any other change (int64 to float64 once held,
+    a removed or reordered field) needs a snapshot-only version.
+    """
+    if old == new or old == "null":
+        return True
+    head = kind(old)
+    if head != kind(new) or head not in ("list", "struct", "map"):
+        return False
+    if head == "list":
+        return grows(list_item(old), list_item(new))
+    if head == "map":
+        (old_key, old_value), (new_key, new_value) = map_types(old), map_types(new)
+        return old_key == new_key and grows(old_value, new_value)
+    before, after = struct_fields(old), struct_fields(new)
+    return len(after) >= len(before) and all(
+        name == new_name and grows(type_, new_type) for (name, type_), (new_name, new_type) in zip(before, after))
+
+
+def conform_array(array: pa.Array, type_: str, where: str) -> pa.Array:
+    """``array`` read as combe type ``type_``, at any depth; ``where`` names it in errors.
+
+    A null-typed array becomes nulls of any type; a struct gains the fields
+    it lacks (null) and loses those ``type_`` does not have, which must hold
+    no value (a reverse delta leads back to a type without them); lists and
+    map values are conformed item by item; other differences are Arrow casts
+    (int64 to float64). Arrow's own cast is not used for nested types: it
+    drops struct fields that hold values without a word.
+    """
+    target = arrow_type(type_)
+    if array.type == target:
+        return array
+    if pa.types.is_null(target):
+        if array.null_count != len(array):
+            raise FormatError(f"{where} holds values, but the schema has it all null")
+        return pa.nulls(len(array))
+    if pa.types.is_null(array.type):
+        return pa.nulls(len(array), target)
+    mask = array.is_null() if array.null_count else None
+    head = kind(type_)
+    if head == "list" and pa.types.is_list(array.type):
+        items = conform_array(array.values, list_item(type_), f"{where}[]")
+        return pa.ListArray.from_arrays(array.offsets, items, type=target, mask=mask)
+    if head == "map" and pa.types.is_map(array.type):
+        key_type, value_type = map_types(type_)
+        keys = conform_array(array.keys, key_type, f"{where} (keys)")
+        items = conform_array(array.items, value_type, f"{where}{{}}")
+        return pa.MapArray.from_arrays(array.offsets, keys, items, type=target, mask=mask)
+    if head == "struct" and pa.types.is_struct(array.type):
+        present = {array.type.field(i).name: i for i in range(array.type.num_fields)}
+        fields = struct_fields(type_)
+        for name in present.keys() - {name for name, _ in fields}:
+            child = array.field(present[name])  # a struct's child keeps its own validity: combine both
+            if child.null_count != len(child) and pc.any(pc.and_(array.is_valid(), child.is_valid())).as_py():
+                raise FormatError(f"{where}.{name} holds values, but the schema's {type_} has no field {name!r}")
+        children = [conform_array(array.field(present[name]), field_type, f"{where}.{name}") if name in present
+                    else pa.nulls(len(array), arrow_type(field_type)) for name, field_type in fields]
+        return pa.StructArray.from_arrays(children, fields=list(target), mask=mask)
+    try:
+        return array.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise FormatError(f"{where} has type {type_of_arrow(array.type)}, which cannot be read as {type_}: "
+                          f"{exc}") from exc
+
+
 def conform(table: pa.Table, schema: Schema) -> pa.Table:
-    """``table`` with the columns of ``schema``: missing ones added as nulls, null-typed ones cast."""
+    """``table`` with the columns of ``schema``: missing ones added as nulls, the others conformed (conform_array)."""
     target = schema.to_arrow()
+    types = {schema.key_field: schema.key_type, **schema.columns}
     columns = []
     for arrow in target:
-        if arrow.name in table.column_names:
-            column = table.column(arrow.name)
-            if column.type != arrow.type and arrow.type == pa.null():
-                # Back to a version where the column was all null: Arrow casts nothing to null.
-                if column.null_count != len(column):
-                    raise FormatError(f"column {arrow.name!r} holds values, but the schema has it all null")
-                column = pa.nulls(len(column))
-            columns.append(column if column.type == arrow.type else column.cast(arrow.type))
-        else:
+        if arrow.name not in table.column_names:
             columns.append(pa.nulls(table.num_rows, arrow.type))
+            continue
+        column = table.column(arrow.name)
+        if column.type != arrow.type:
+            where = f"column {arrow.name!r}"
+            column = pa.chunked_array([conform_array(chunk, types[arrow.name], where) for chunk in column.chunks],
+                                      type=arrow.type)
+        columns.append(column)
     return pa.Table.from_arrays(columns, schema=target)
+
+
+def conform_value(value: Any, type_: str) -> Any:
+    """A Python value (as a reader returns it) read as combe type ``type_``, by the rules of ``conform_array``.
+
+    Used on records already read, when a delta changes the schema under them.
+    """
+    if value is None or type_ == "null":
+        return None
+    head = kind(type_)
+    if head == "struct":
+        return {name: conform_value(value.get(name), field_type) for name, field_type in struct_fields(type_)}
+    if head == "list":
+        item = list_item(type_)
+        return [conform_value(x, item) for x in value]
+    if head == "map":
+        value_type = map_types(type_)[1]
+        return {k: conform_value(x, value_type) for k, x in value.items()}
+    if head == "float64" and type(value) is int:
+        return float(value)
+    return value

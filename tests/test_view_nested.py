@@ -1,0 +1,168 @@
+"""Nested columns through a View: lookups, batches, tables, deltas, schema growth inside values, reverse walks.
+
+The datasets are written with the format layer alone (tests/support/written.py),
+so any schema can be published; the records as written are the truth.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from combe.consumer import Consumer, View
+from combe.format.errors import FormatError
+from combe.format.types import kind, list_item, map_types, struct_fields
+from tests.support.values import values
+from tests.support.written import Written, schema_of
+
+SCHEMA = schema_of(
+    title="string", tags="list<string>", scores="list<float64>", who="struct<id:int64,name:string,ok:bool>",
+    attrs="map<string,int64>", cast="list<struct<name:string,roles:list<string>>>", doc="json",
+)
+RECORD = st.fixed_dictionaries({name: values(type_) for name, type_ in SCHEMA.columns.items()
+                                if type_ != "json"})
+KEYS = [f"k{i:02d}" for i in range(40)]
+
+
+def shaped(value: Any, type_: str) -> Any:
+    """A value written in an older type as the spec says it reads in ``type_``: struct fields it lacks are None."""
+    if value is None or type_ == "null":
+        return None
+    if kind(type_) == "struct":
+        return {name: shaped(value.get(name), t) for name, t in struct_fields(type_)}
+    if kind(type_) == "list":
+        return [shaped(item, list_item(type_)) for item in value]
+    if kind(type_) == "map":
+        return {k: shaped(v, map_types(type_)[1]) for k, v in value.items()}
+    return value
+
+
+def expected(written: Written, version: int, key: Any) -> dict[str, Any] | None:
+    """The record as written, in the version's schema (absent columns None)."""
+    record = written.states[version].get(key)
+    if record is None:
+        return None
+    return {"key": key, **{n: shaped(record.get(n), t) for n, t in written.schemas[version].columns.items()}}
+
+
+def check_reads(view: View, written: Written) -> None:
+    """get, get_many (both paths), get_table, table and pyarrow's own reading all give the written records."""
+    keys = sorted({key for state in written.states.values() for key in state} | {*KEYS, "absent"})
+    truth = [expected(written, view.version, key) for key in keys]
+    assert [view.get(key) for key in keys] == truth
+    assert view.get_many(keys) == truth  # batch path (32 keys and more)
+    assert view.get_many(keys[:3]) == truth[:3]  # one by one
+    present = [record for record in truth if record is not None]
+    assert view.table.to_pylist(maps_as_pydicts="strict") == present
+    wanted = [record["key"] for record in reversed(present)]
+    assert view.get_table(wanted).to_pylist(maps_as_pydicts="strict") == present[::-1]
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(KEYS), st.none() | RECORD, min_size=1, max_size=12),
+                min_size=4, max_size=4))
+def test_nested_values_read_back_as_written_through_snapshots_and_deltas(versions: list[dict[str, Any]]) -> None:
+    with tempfile.TemporaryDirectory() as store:
+        written = Written(store)
+        written.publish({key: record or {} for key, record in versions[0].items()}, SCHEMA)
+        with Consumer(store, written.dataset.name) as following:
+            for number, changes in enumerate(versions[1:], start=2):
+                written.publish(changes, SCHEMA, snapshot=number == 3)
+                following.refresh()
+                check_reads(following.view(), written)  # the snapshot it started from, plus deltas
+            for version in range(1, 5):
+                with Consumer(store, written.dataset.name, pin=version) as fresh:
+                    check_reads(fresh.view(), written)
+                following.set_pin(version)  # back by reverse deltas, or a snapshot
+                check_reads(following.view(), written)
+
+
+V1 = schema_of(who="struct<id:int64,name:string>", tags="list<null>", pairs="list<struct<a:int64>>",
+               attrs="map<string,struct<x:int64>>", later="null")
+V2 = schema_of(who="struct<id:int64,name:string,age:float64>", tags="list<string>",
+               pairs="list<struct<a:int64,b:list<string>>>", attrs="map<string,struct<x:int64,y:bool>>",
+               later="struct<z:string>", added="list<int64>")
+
+
+def grow(store: str) -> Written:
+    """v1 in the old types; v2 (a delta) grows them; v3 a snapshot in the new types; v4 a delta."""
+    written = Written(store)
+    # Filler rows make a snapshot cost more to fetch than the deltas, so going back walks reverse deltas.
+    filler = {f"f{i:03d}": {"who": {"id": i, "name": uuid.UUID(int=i * 7919).hex}} for i in range(300)}
+    written.publish({
+        **filler,
+        "a": {"who": {"id": 1, "name": "Ann"}, "tags": [None], "pairs": [{"a": 1}], "attrs": {"p": {"x": 1}}},
+        "b": {"who": {"id": 2, "name": None}, "tags": [], "pairs": [None, {"a": None}], "attrs": {}},
+        "c": {"who": None, "tags": None, "pairs": None, "attrs": None},
+    }, V1)
+    written.publish({
+        "b": {"who": {"id": 2, "name": "Bob", "age": 4.5}, "tags": ["x", None], "pairs": [{"a": 2, "b": ["y"]}],
+              "attrs": {"q": {"x": 2, "y": True}}, "later": {"z": "z"}, "added": [1, None]},
+        "d": {"who": {"id": 4, "name": "Dee", "age": None}, "tags": ["d"], "pairs": [], "attrs": None},
+    }, V2)
+    written.publish({"c": None}, V2, snapshot=True)
+    written.publish({"a": {"who": {"id": 1, "name": "Ann", "age": 30.0}, "tags": ["a"]}}, V2)
+    return written
+
+
+# What the untouched row "a" reads as in the newer schema: new fields and columns null.
+A_GROWN = {"key": "a", "who": {"id": 1, "name": "Ann", "age": None}, "tags": [None], "pairs": [{"a": 1, "b": None}],
+           "attrs": {"p": {"x": 1, "y": None}}, "later": None, "added": None}
+
+
+def test_a_struct_gains_fields_and_a_list_of_nulls_gets_a_type_without_a_snapshot(tmp_path: Path) -> None:
+    written = grow(str(tmp_path))
+    with Consumer(str(tmp_path), "nested", pin=2) as consumer:
+        view = consumer.view()
+        assert (view.version, view.base_version) == (2, 1)  # the v1 snapshot, in the old types, plus a delta
+        assert view.get("a") == A_GROWN
+        assert view.get_many(["a"] * 40)[0] == A_GROWN
+        assert view.get_table(["a"]).to_pylist(maps_as_pydicts="strict") == [A_GROWN]
+        assert view.table.schema == V2.to_arrow()
+        check_reads(view, written)
+        consumer.set_pin(4)  # the v3 snapshot in the new types, plus a delta
+        check_reads(consumer.view(), written)
+
+
+def test_reverse_walks_read_older_types_from_a_newer_snapshot(tmp_path: Path) -> None:
+    written = grow(str(tmp_path))
+    with Consumer(str(tmp_path), "nested", pin=3) as consumer:
+        assert consumer.view().base_version == 3
+        consumer.set_pin(2)
+        assert (consumer.view().version, consumer.view().base_version) == (2, 3)  # a reverse delta, same base
+        check_reads(consumer.view(), written)
+        consumer.set_pin(1)  # back across the growth: the fields v1 did not have are not in its records
+        view = consumer.view()
+        assert view.base_version == 3 and view.deltas_applied == 2
+        assert view.get("a") == {"key": "a", "who": {"id": 1, "name": "Ann"}, "tags": [None], "pairs": [{"a": 1}],
+                                 "attrs": {"p": {"x": 1}}, "later": None}
+        assert view.table.schema == V1.to_arrow()
+        check_reads(view, written)
+
+
+def test_a_delta_across_a_type_change_the_format_does_not_allow_is_refused(tmp_path: Path) -> None:
+    written = Written(str(tmp_path))
+    written.publish({"a": {"who": {"id": 1, "name": "Ann"}}}, schema_of(who="struct<id:int64,name:string>"))
+    with Consumer(str(tmp_path), "nested") as consumer:
+        # Fields reordered: not an append. A writer must publish this as a snapshot-only version.
+        written.publish({"b": {"who": {"name": "Bob", "id": 2}}}, schema_of(who="struct<name:string,id:int64>"))
+        with pytest.raises(FormatError, match=r"column 'who' is struct<id:int64,name:string> at version 1 and "
+                                              r"struct<name:string,id:int64> at version 2"):
+            consumer.refresh()
+        assert consumer.version == 1 and consumer.get("a") == {"key": "a", "who": {"id": 1, "name": "Ann"}}
+
+
+def test_json_columns_of_format_version_1_datasets_still_read_as_values(tmp_path: Path) -> None:
+    written = Written(str(tmp_path))
+    schema = schema_of(doc="json", tags="list<string>")
+    written.publish({"a": {"doc": '{"b":[1,2.5,null]}', "tags": ["t"]}}, schema)
+    with Consumer(str(tmp_path), "nested") as consumer:
+        assert consumer.get("a") == {"key": "a", "doc": {"b": [1, 2.5, None]}, "tags": ["t"]}
+        assert consumer.view().table.column("doc").type == pa.string()  # json stays text in Arrow

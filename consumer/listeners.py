@@ -5,8 +5,10 @@ When the new View was reached by deltas, only the keys those deltas touched
 overlay held) can differ, so just those are compared, record by record:
 a key changed by one delta and changed back by the next is no change at all.
 When a snapshot was loaded, the two versions are compared whole, columnwise
-with Arrow kernels. Either way the change set is the real difference between
-the two versions as this consumer sees them (its ``columns``, if projected).
+with Arrow kernels (nested values, which Arrow cannot compare, by the value
+hashes of the state checksum). Either way the change set is the real
+difference between the two versions as this consumer sees them (its
+``columns``, if projected).
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from combe.format.schema import conform
+from combe.format.checksum import value_hashes
+from combe.format.schema import Schema, conform, conform_value
 
+from .nested import is_nested
+from .rows import Record
 from .view import View
 
 log = logging.getLogger(__name__)
@@ -48,28 +53,41 @@ Listener = Callable[[Update], object]
 
 def changes(old: View, new: View, touched: list[pa.Array] | None) -> Update:
     """The difference between ``old`` and ``new``; ``touched`` as the loader reported it."""
+    # Records are compared in the newer version's schema, which holds the older one (docs/FORMAT.md, "Schema
+    # evolution"): a column or struct field appended since, null in the older record, is no change.
+    wide = new.schema if new.version > old.version else old.schema
     if touched is None:
-        added, updated, removed = _diff_tables(old, new)
+        added, updated, removed = _diff_tables(old, new, wide)
     else:
-        added, updated, removed = _diff_keys(old, new, touched)
+        added, updated, removed = _diff_keys(old, new, touched, wide)
     return Update(new.manifest.dataset, old.version, new.version, added, updated, removed)
 
 
-def _diff_keys(old: View, new: View, touched: list[pa.Array]) -> tuple[frozenset[Any], ...]:
+def _widened(record: Record | None, schema: Schema) -> Record | None:
+    if record is None:
+        return None
+    return {schema.key_field: record[schema.key_field],
+            **{name: conform_value(record.get(name), kind) for name, kind in schema.columns.items()}}
+
+
+def _diff_keys(old: View, new: View, touched: list[pa.Array], wide: Schema) -> tuple[frozenset[Any], ...]:
     keys = list({key for array in touched for key in array.to_pylist()})
     added: set[Any] = set()
     updated: set[Any] = set()
     removed: set[Any] = set()
-    for key, before, after in zip(keys, old.get_many(keys), new.get_many(keys)):
+    befores, afters = old.get_many(keys), new.get_many(keys)
+    if old.schema.columns != new.schema.columns:
+        befores, afters = [_widened(r, wide) for r in befores], [_widened(r, wide) for r in afters]
+    for key, before, after in zip(keys, befores, afters):
         if before == after:
             continue
         (added if before is None else removed if after is None else updated).add(key)
     return frozenset(added), frozenset(updated), frozenset(removed)
 
 
-def _diff_tables(old: View, new: View) -> tuple[frozenset[Any], ...]:
+def _diff_tables(old: View, new: View, wide: Schema) -> tuple[frozenset[Any], ...]:
     key = new.schema.key_field
-    before, after = conform(old.table, new.schema), new.table
+    before, after = conform(old.table, wide), conform(new.table, wide)
     old_keys, new_keys = before.column(key), after.column(key)
     kept_old = pc.is_in(old_keys, value_set=new_keys.combine_chunks())
     kept_new = pc.is_in(new_keys, value_set=old_keys.combine_chunks())
@@ -78,9 +96,14 @@ def _diff_tables(old: View, new: View) -> tuple[frozenset[Any], ...]:
     # Both tables are sorted by key, so the kept rows line up one to one.
     left, right = before.filter(kept_old), after.filter(kept_new)
     changed = pa.array(np.zeros(left.num_rows, bool))
-    for name in new.schema.columns:
+    for name, kind in wide.columns.items():
         x, y = left.column(name), right.column(name)
-        differs = pc.or_(pc.fill_null(pc.not_equal(x, y), False), pc.xor(pc.is_null(x), pc.is_null(y)))
+        if is_nested(kind):
+            # Arrow compares no nested values: compare their 64-bit value hashes (those of the state checksum).
+            (xh, xv), (yh, yv) = (value_hashes(c.combine_chunks(), kind) for c in (x, y))
+            differs = pa.array((xv != yv) | (xv & (xh != yh)))
+        else:
+            differs = pc.or_(pc.fill_null(pc.not_equal(x, y), False), pc.xor(pc.is_null(x), pc.is_null(y)))
         changed = pc.or_(changed, differs)
     updated = right.column(key).filter(changed).to_pylist()
     return frozenset(added), frozenset(updated), frozenset(removed)

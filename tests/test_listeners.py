@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from combe.consumer import Update
+from combe.consumer import Consumer, Update
 from tests.support.feed import Feed
+from tests.support.written import Written, schema_of
 
 
 def difference(before: dict[Any, str], after: dict[Any, str]) -> tuple[set[Any], set[Any], set[Any]]:
@@ -109,3 +110,49 @@ def test_a_listener_may_refresh_and_read_the_new_version(tmp_path: Path) -> None
         feed.publish([("a", {"n": 2})])
         assert consumer.refresh()
     assert seen == [(2, {"key": "a", "n": 2})]
+
+
+def test_change_sets_of_nested_columns_by_deltas_and_by_snapshots(tmp_path: Path) -> None:
+    schema = schema_of(tags="list<string>", who="struct<id:int64,name:string>", attrs="map<string,list<int64>>")
+    grown = schema_of(tags="list<string>", who="struct<id:int64,name:string,age:int64>",
+                      attrs="map<string,list<int64>>")
+    written = Written(str(tmp_path))
+    written.publish({f"k{i}": {"tags": [str(i)], "who": {"id": i, "name": "n"}, "attrs": {"a": [i]}}
+                     for i in range(6)}, schema)
+    updates: list[Update] = []
+    plans: list[str] = []
+    with Consumer(str(tmp_path), written.dataset.name, max_deltas=3) as consumer:
+        consumer.on_update(updates.append)
+        steps = [
+            # one change in each column, deep inside; k4 changes and changes back within the second refresh
+            ({"k0": {"tags": ["0", None], "who": {"id": 0, "name": "n"}, "attrs": {"a": [0]}},
+              "k1": {"tags": ["1"], "who": {"id": 1, "name": None}, "attrs": {"a": [1]}},
+              "k2": {"tags": ["2"], "who": {"id": 2, "name": "n"}, "attrs": {"a": [2], "b": []}},
+              "k3": None, "k9": {"tags": []}}, schema, False),
+            ({"k4": {"tags": ["changed"]}}, schema, False),
+            ({"k4": {"tags": ["4"], "who": {"id": 4, "name": "n"}, "attrs": {"a": [4]}},
+              "k5": {"tags": ["5"], "who": {"id": 5, "name": "n", "age": 50}, "attrs": {"a": [5]}}}, grown, False),
+            ({"k0": {"tags": []}, "k2": {"tags": ["2"], "who": {"id": 2, "name": "n"}, "attrs": {"a": [2]}}},
+             grown, True),  # a snapshot: compared whole
+        ]
+        for changes, version_schema, snapshot in steps:
+            written.publish(changes, version_schema, snapshot=snapshot)
+            if written.version != 3:  # versions 2 and 3 arrive together
+                assert consumer.refresh()
+                plans.append(consumer.status()["last_load"])
+        for version in (3, 1):  # back past the growth: by reverse deltas, then from snapshot 1
+            consumer.set_pin(version)
+            plans.append(consumer.status()["last_load"])
+    assert [(u.from_version, u.to_version) for u in updates] == [(1, 2), (2, 4), (4, 5), (5, 3), (3, 1)]
+    assert [len(u) for u in updates] == [5, 1, 2, 4, 6]
+    # Compared key by key (deltas) and whole (a snapshot loaded), forward and back across the growth.
+    assert [p.split(" ")[0] for p in plans] == ["the", "the", "snapshot", "the", "snapshot"], plans
+    assert "reverse" in plans[3], plans
+    for update in updates:
+        # The truth: the records as written, both read in the newer version's schema.
+        newer = max(update.from_version, update.to_version)
+        before, after = written.states[update.from_version], written.states[update.to_version]
+        changed = {key for key in set(before) & set(after)
+                   if written.record(update.from_version, key, newer) != written.record(update.to_version, key, newer)}
+        assert (set(update.added), set(update.updated), set(update.removed)) == (
+            set(after) - set(before), changed, set(before) - set(after)), update

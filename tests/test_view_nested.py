@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from combe.consumer import Consumer, View
 from combe.format.errors import FormatError
-from combe.format.types import kind, list_item, map_types, struct_fields
 from tests.support.values import values
 from tests.support.written import Written, schema_of
 
@@ -31,31 +30,10 @@ RECORD = st.fixed_dictionaries({name: values(type_) for name, type_ in SCHEMA.co
 KEYS = [f"k{i:02d}" for i in range(40)]
 
 
-def shaped(value: Any, type_: str) -> Any:
-    """A value written in an older type as the spec says it reads in ``type_``: struct fields it lacks are None."""
-    if value is None or type_ == "null":
-        return None
-    if kind(type_) == "struct":
-        return {name: shaped(value.get(name), t) for name, t in struct_fields(type_)}
-    if kind(type_) == "list":
-        return [shaped(item, list_item(type_)) for item in value]
-    if kind(type_) == "map":
-        return {k: shaped(v, map_types(type_)[1]) for k, v in value.items()}
-    return value
-
-
-def expected(written: Written, version: int, key: Any) -> dict[str, Any] | None:
-    """The record as written, in the version's schema (absent columns None)."""
-    record = written.states[version].get(key)
-    if record is None:
-        return None
-    return {"key": key, **{n: shaped(record.get(n), t) for n, t in written.schemas[version].columns.items()}}
-
-
 def check_reads(view: View, written: Written) -> None:
     """get, get_many (both paths), get_table, table and pyarrow's own reading all give the written records."""
     keys = sorted({key for state in written.states.values() for key in state} | {*KEYS, "absent"})
-    truth = [expected(written, view.version, key) for key in keys]
+    truth = [written.record(view.version, key) for key in keys]
     assert [view.get(key) for key in keys] == truth
     assert view.get_many(keys) == truth  # batch path (32 keys and more)
     assert view.get_many(keys[:3]) == truth[:3]  # one by one

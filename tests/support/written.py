@@ -22,8 +22,25 @@ from combe.format.index import with_index
 from combe.format.layout import delta_blob, new_uid, reverse_blob, snapshot_blob
 from combe.format.manifest import BlobRef, Manifest, Pointer, utc_now
 from combe.format.schema import Schema
+from combe.format.types import kind, list_item, map_types, struct_fields
 
 Record = dict[str, Any]
+
+
+def shaped(value: Any, type_: str) -> Any:
+    """A value written in an older type as the spec says it reads in ``type_``: struct fields it lacks are None.
+
+    The test's own reading of docs/FORMAT.md ("Schema evolution"), independent of the code under test.
+    """
+    if value is None or type_ == "null":
+        return None
+    if kind(type_) == "struct":
+        return {name: shaped(value.get(name), t) for name, t in struct_fields(type_)}
+    if kind(type_) == "list":
+        return [shaped(item, list_item(type_)) for item in value]
+    if kind(type_) == "map":
+        return {k: shaped(v, map_types(type_)[1]) for k, v in value.items()}
+    return value
 
 
 def schema_of(key_type: str = "string", **columns: str) -> Schema:
@@ -83,3 +100,12 @@ class Written:
         self.states[version] = after
         self.schemas[version] = schema
         return version
+
+    def record(self, version: int, key: Any, schema_version: int | None = None) -> Record | None:
+        """The record of ``key`` at ``version`` as written, read in the schema of ``schema_version`` (default:
+        ``version``'s), absent columns None."""
+        record = self.states[version].get(key)
+        if record is None:
+            return None
+        schema = self.schemas[schema_version or version]
+        return {"key": key, **{n: shaped(record.get(n), t) for n, t in schema.columns.items()}}

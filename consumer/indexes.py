@@ -27,11 +27,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from combe.format.checksum import value_hashes
 from combe.format.errors import ConfigError, KeyTypeError
 from combe.format.index import hash_keys
 from combe.format.jsontext import json_text, loads_stored
 from combe.format.schema import Schema
 
+from .compare import Nested, freeze
+from .compare import lookup as nested_lookup
+from .nested import is_nested
 from .rows import Record, compile_function, value_source
 
 if TYPE_CHECKING:
@@ -47,6 +51,12 @@ _MULTIPLIER = 16777619
 _UNSORTABLE = ("json", "binary", "null")
 
 
+def field_kinds(schema: Schema, fields: Fields) -> list[str]:
+    """The types of ``fields`` in ``schema`` (the key field included)."""
+    kinds = {schema.key_field: schema.key_type, **schema.columns}
+    return [kinds[f] for f in fields]
+
+
 def normalize_fields(fields: str | Sequence[str]) -> Fields:
     names = (fields,) if isinstance(fields, str) else tuple(fields)
     if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
@@ -55,11 +65,14 @@ def normalize_fields(fields: str | Sequence[str]) -> Fields:
 
 
 def _normalize_value(value: Any, kind: str, field: str) -> Any:
-    """A lookup value in the form the index compares: floats for float columns, JSON as canonical text."""
+    """A lookup value in the form the index compares: floats for float columns, JSON as canonical text,
+    nested values frozen (compare.py)."""
     if value is None:
         return None
     if kind == "json":
         return json_text(value)
+    if is_nested(kind):
+        return nested_lookup(value, kind, field)
     expected: tuple[type, ...] = {"string": (str,), "int64": (int,), "float64": (int, float), "bool": (bool,),
                                   "binary": (bytes,)}.get(kind, ())
     if not isinstance(value, expected) or (kind in ("int64", "float64") and isinstance(value, bool)):
@@ -71,6 +84,8 @@ def _value_hash(value: Any, kind: str) -> int:
     """CRC-32 of one normalized value's canonical bytes (what ``_column_hashes`` gives for it)."""
     if value is None or kind == "null":
         return 0  # a null column holds no value: a non-null lookup finds nothing once checked
+    if isinstance(value, Nested):
+        return value.hash
     if kind == "bool":
         return _TRUE if value else _FALSE
     if kind == "int64":
@@ -84,6 +99,9 @@ def _column_hashes(array: pa.Array, kind: str) -> np.ndarray:
     """Every row's value hash (0 for nulls), hashing each distinct value once."""
     if kind == "null" or array.null_count == len(array):
         return np.zeros(len(array), np.uint64)
+    if is_nested(kind):
+        hashes, valid = value_hashes(array, kind)
+        return np.where(valid, hashes & np.uint64(0xFFFFFFFF), np.uint64(0))
     encoded = pc.dictionary_encode(array)
     values = encoded.dictionary
     if kind == "bool":
@@ -113,15 +131,19 @@ def _canonical_json(array: pa.Array) -> pa.Array:
 
 
 class BaseIndex:
-    """An index over one snapshot's rows, shared by every View on that snapshot."""
+    """An index over one snapshot's rows, shared by every View on that snapshot.
 
-    def __init__(self, base: Base, schema: Schema, fields: Fields) -> None:
+    It reads the snapshot by the snapshot's own column types (a column all
+    null when it was written is Arrow null; a column the snapshot lacks is
+    null), while lookups come in the types of each View's version: those
+    only differ by growth (docs/FORMAT.md, "Schema evolution"), under which
+    compared forms and hashes stay the same.
+    """
+
+    def __init__(self, base: Base, fields: Fields) -> None:
         self.fields = fields
-        kinds = {schema.key_field: schema.key_type, **schema.columns}
         # JSON is compared as its canonical text, which is what the column stores.
-        # Read by the snapshot's own column types (a column all null when it was written is Arrow null).
-        self.kinds = ["string" if k == "json" else k for k in (base.kinds.get(f, kinds[f]) for f in fields)]
-        self._kinds_in = [kinds[f] for f in fields]
+        self.kinds = ["string" if k == "json" else k for k in (base.kinds.get(f, "null") for f in fields)]
         # No reference to the Base itself: it holds this index, and a cycle would keep a replaced
         # snapshot in memory until the garbage collector happened to run.
         self.count, self.key_field = base.count, base.key_field
@@ -129,7 +151,12 @@ class BaseIndex:
                        for f, array in ((f, base.arrays.get(f)) for f in fields)]
         env: dict[str, Any] = {}
         sources = [value_source(i, array, kind, env) for i, (array, kind) in enumerate(zip(self.arrays, self.kinds))]
-        body = [load for loads, _ in sources for load in loads] + [f"return ({', '.join(e for _, e in sources)},)"]
+        exprs = [expr for _, expr in sources]
+        for i, kind in enumerate(self.kinds):
+            if is_nested(kind):
+                env[f"_freeze{i}"] = lambda value, type_=kind: None if value is None else Nested(freeze(value, type_))
+                exprs[i] = f"_freeze{i}({exprs[i]})"
+        body = [load for loads, _ in sources for load in loads] + [f"return ({', '.join(exprs)},)"]
         self.values_at: Callable[[int], tuple[Any, ...]] = compile_function(
             "def values_at(r):\n" + "".join(f"    {line}\n" for line in body), "values_at", env)
         count = base.count
@@ -147,16 +174,16 @@ class BaseIndex:
         order = self._order
         return int(self.rows.nbytes + self.hashes.nbytes + (order.nbytes if isinstance(order, np.ndarray) else 0))
 
-    def normalize(self, value: Any) -> tuple[Any, ...]:
-        """The lookup value as a tuple in compared form; a compound index takes a tuple."""
+    def normalize(self, value: Any, kinds: Sequence[str]) -> tuple[Any, ...]:
+        """The lookup value as a tuple in compared form, for fields of ``kinds``; a compound index takes a tuple."""
         values = (value,) if len(self.fields) == 1 else value
         if not isinstance(values, tuple) or len(values) != len(self.fields):
             raise KeyTypeError(f"the index on {self.fields} takes a tuple of {len(self.fields)} values, not {value!r}")
-        return tuple(_normalize_value(v, kind, f) for v, kind, f in zip(values, self._kinds_in, self.fields))
+        return tuple(_normalize_value(v, kind, f) for v, kind, f in zip(values, kinds, self.fields))
 
-    def values_of(self, record: Record) -> tuple[Any, ...]:
-        """A record's values on the indexed fields, in compared form."""
-        return tuple(_normalize_value(record.get(f), kind, f) for f, kind in zip(self.fields, self._kinds_in))
+    def values_of(self, record: Record, kinds: Sequence[str]) -> tuple[Any, ...]:
+        """A record's values on the indexed fields (of ``kinds``), in compared form."""
+        return tuple(_normalize_value(record.get(f), kind, f) for f, kind in zip(self.fields, kinds))
 
     def rows_equal(self, values: tuple[Any, ...]) -> np.ndarray:
         """Rows whose fields equal ``values`` (normalized), in row order."""
@@ -164,7 +191,7 @@ class BaseIndex:
         low = bisect.bisect_left(self._hash_view, wanted)
         high = bisect.bisect_right(self._hash_view, wanted, low)
         candidates = self.rows[low:high]
-        if len(candidates) <= SMALL_MATCH:
+        if len(candidates) <= SMALL_MATCH or any(map(is_nested, self.kinds)):  # Arrow compares no nested values
             values_at = self.values_at
             return np.array([r for r in candidates.tolist() if values_at(r) == values], np.int64)
         taken = pa.array(candidates)
@@ -186,12 +213,12 @@ class BaseIndex:
         return start, max(start, stop)
 
     def value_order(self) -> range | np.ndarray:
-        """Row numbers in value order (ties in row order), without rows holding a null; built on first use."""
+        """Row numbers in value order (ties in row order), without rows holding a null; built on first use.
+
+        Index.range refuses the fields that cannot be ordered before it asks.
+        """
         if self._order is not None:
             return self._order
-        unsortable = [f for f, kind in zip(self.fields, self._kinds_in) if kind in _UNSORTABLE]
-        if unsortable:
-            raise ConfigError(f"range() needs sortable columns; {', '.join(unsortable)} cannot be ordered")
         if self.fields == (self.key_field,):
             self._order = identity = range(self.count)  # the snapshot is sorted by key already
             return identity
@@ -209,12 +236,12 @@ class BaseIndex:
         return sorted_rows
 
 
-def base_index(base: Base, schema: Schema, fields: Fields) -> BaseIndex:
+def base_index(base: Base, fields: Fields) -> BaseIndex:
     """The BaseIndex on ``fields``, built once per Base and shared by its Views."""
     with base.index_lock:
         found = base.indexes.get(fields)
         if found is None:
-            found = base.indexes[fields] = BaseIndex(base, schema, fields)
+            found = base.indexes[fields] = BaseIndex(base, fields)
         return found
 
 
@@ -252,15 +279,18 @@ def _page(rows: range | np.ndarray, dead: np.ndarray, extras: int, position: Cal
 class OverlayPart:
     """A View's own part of an index: its overlay's records by value, and the base rows the overlay replaced.
 
-    Built once per View and fields (``View.index`` keeps it). It holds no
-    reference to the View, which holds it.
+    Built once per View and fields (``View.index`` keeps it), with the
+    View's types of the fields (``kinds``). It holds no reference to the
+    View, which holds it.
     """
 
-    def __init__(self, overlay: dict[Any, Record | None], base: BaseIndex, replaced: np.ndarray) -> None:
+    def __init__(self, overlay: dict[Any, Record | None], base: BaseIndex, replaced: np.ndarray,
+                 kinds: Sequence[str]) -> None:
+        self.kinds = list(kinds)
         self.by_value: dict[tuple[Any, ...], list[Any]] = {}
         for key, record in overlay.items():
             if record is not None:
-                self.by_value.setdefault(base.values_of(record), []).append(key)
+                self.by_value.setdefault(base.values_of(record, kinds), []).append(key)
         self.replaced = replaced  # sorted base rows whose keys the overlay changed or removed
         self._dead: np.ndarray | None = None
         self._in_order: list[tuple[tuple[Any, ...], Any]] | None = None
@@ -300,7 +330,7 @@ class Index:
 
         ``offset`` and ``limit`` take one page of them: only that page's records are built.
         """
-        values = self.base.normalize(value)
+        values = self.base.normalize(value, self._overlay.kinds)
         rows = self.base.rows_equal(values)  # in row order, which is key order
         replaced = self._overlay.replaced
         at = np.searchsorted(rows, replaced)
@@ -323,8 +353,14 @@ class Index:
         binary searches, and only its records are built, so ``range(limit=10)``
         costs about ten lookups however many records match.
         """
-        low = None if lo is None else self.base.normalize(lo)
-        high = None if hi is None else self.base.normalize(hi)
+        kinds = self._overlay.kinds
+        unsortable = [f"{f!r} ({kind})" for f, kind in zip(self.fields, kinds)
+                      if kind in _UNSORTABLE or is_nested(kind)]
+        if unsortable:
+            raise ConfigError(f"range() needs columns that can be ordered; {', '.join(unsortable)} cannot be: "
+                              "get() finds equal values")
+        low = None if lo is None else self.base.normalize(lo, kinds)
+        high = None if hi is None else self.base.normalize(hi, kinds)
         start, stop = self.base.span(low, high)
         rows = self.base.value_order()[start:stop]
         dead: np.ndarray = np.zeros(0, np.int64)

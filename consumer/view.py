@@ -28,7 +28,7 @@ from combe.format.jsontext import json_text
 from combe.format.schema import INT64_MAX, INT64_MIN, Schema, conform, conform_value, grows
 
 from .base import Base
-from .indexes import BaseIndex, Fields, Index, OverlayPart, base_index, normalize_fields
+from .indexes import BaseIndex, Fields, Index, OverlayPart, base_index, field_kinds, normalize_fields
 from .rows import Record, batch_builder, compile_function, python_values, record_source, value_source
 
 # Below this many keys, get_many looks keys up one by one: the vectorised path has a fixed cost.
@@ -221,8 +221,9 @@ class View:
             with self._lock:
                 found = self._indexes.get(names)
                 if found is None:
-                    shared = base_index(self.base, self.schema, names)
-                    found = self._indexes[names] = (shared, OverlayPart(self.overlay, shared, self.replaced_rows))
+                    shared = base_index(self.base, names)
+                    part = OverlayPart(self.overlay, shared, self.replaced_rows, field_kinds(self.schema, names))
+                    found = self._indexes[names] = (shared, part)
         return Index(self, *found)
 
     # -- the whole table -----------------------------------------------------------

@@ -7,7 +7,6 @@ changes downloads and decodes its blobs once, not once per page.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -22,10 +21,11 @@ from combe.format.delta import ADDED, OP_COLUMN, OP_NAMES, REMOVED
 from combe.format.errors import ObjectNotFound
 from combe.format.index import split_index
 from combe.format.manifest import Manifest
-from combe.format.schema import conform
+from combe.format.schema import Schema, conform
 
 from ..diff import Diff
 from ..loader import Blobs
+from ..rows import python_values
 from ..timeline import KeyHistory, Timeline
 from ..view import View
 
@@ -70,32 +70,28 @@ class VersionChanges:
     def page(self, offset: int, limit: int) -> list[dict[str, Any]]:
         """Rows ``offset`` to ``offset + limit``: op, key, the new record and the old one."""
         schema = self.manifest.schema
-        json_columns = [name for name, kind in schema.columns.items() if kind == "json"]
-        names = [schema.key_field, *schema.columns]
         rows = self.rows.slice(offset, limit)
         ops = rows.column(OP_COLUMN).to_pylist()
-        records = rows.select(names).to_pylist()
+        records = _records(rows, schema)
         olds: list[dict[str, Any] | None] = [None] * len(records)
         if self.before is not None:
             before = self.before.slice(offset, limit)
             if before.column(schema.key_field).equals(rows.column(schema.key_field)):
                 old_ops = before.column(OP_COLUMN).to_pylist()
-                olds = [row if op != REMOVED else None
-                        for row, op in zip(before.select(names).to_pylist(), old_ops)]
+                olds = [row if op != REMOVED else None for row, op in zip(_records(before, schema), old_ops)]
         out = []
         for op, record, old in zip(ops, records, olds):
             out.append({"op": OP_NAMES[op], "key": record[schema.key_field],
-                        "record": None if op == REMOVED else _decoded(record, json_columns),
-                        "before": None if old is None else _decoded(old, json_columns)})
+                        "record": None if op == REMOVED else record, "before": old})
         return out
 
 
-def _decoded(row: dict[str, Any], json_columns: list[str]) -> dict[str, Any]:
-    """Nested values are stored as JSON text; give them back as values."""
-    for name in json_columns:
-        if row.get(name) is not None:
-            row[name] = json.loads(row[name])
-    return row
+def _records(rows: pa.Table, schema: Schema) -> list[dict[str, Any]]:
+    """The rows as records, values as a consumer's ``get`` gives them (JSON parsed, nested values as lists and dicts)."""
+    names = [schema.key_field, *schema.columns]
+    columns = [python_values(rows.column(name).combine_chunks(), kind)
+               for name, kind in zip(names, [schema.key_type, *schema.columns.values()])]
+    return [dict(zip(names, values)) for values in zip(*columns)]
 
 
 class History:

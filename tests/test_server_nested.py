@@ -1,0 +1,79 @@
+"""The HTTP endpoint over nested columns: records, batches and version changes answer nested values as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from combe.consumer.server import Settings, create_app
+from tests.support.written import Written, schema_of
+
+V1 = schema_of(tags="list<string>", who="struct<id:int64,name:string>", ids="map<int64,list<float64>>",
+               raw="list<binary>", doc="json")
+V2 = schema_of(tags="list<string>", who="struct<id:int64,name:string,age:int64>", ids="map<int64,list<float64>>",
+               raw="list<binary>", doc="json")
+ANN = {"tags": ["a", None], "who": {"id": 1, "name": "Ann"}, "ids": {7: [1.5, None], -2: []}, "raw": [b"\x00\xff"],
+       "doc": '{"x":[1,{"y":null}]}'}
+# As JSON: map keys as text, binary as base64, json columns as values, every struct field present.
+ANN_JSON = {"key": "a", "tags": ["a", None], "who": {"id": 1, "name": "Ann", "age": None},
+            "ids": {"7": [1.5, None], "-2": []}, "raw": ["AP8="], "doc": {"x": [1, {"y": None}]}}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    store = str(tmp_path_factory.mktemp("nested"))
+    written = Written(store)
+    written.publish({"a": ANN, "b": {"tags": []}}, V1)
+    written.publish({"b": {"who": {"id": 2, "name": None, "age": 40}}, "c": {"ids": {}}}, V2)
+    return store
+
+
+@pytest.fixture(scope="module")
+def app(store: str) -> Iterator[Flask]:
+    app = create_app(store, ["nested"], settings=Settings(index=("tags", "who")))
+    yield app
+    app.extensions["combe"].close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def body(response: Any) -> Any:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return json.loads(response.get_data())  # the raw JSON text, not flask's reading of it
+
+
+def test_records_answer_nested_values_as_json(client: FlaskClient) -> None:
+    assert body(client.get("/v1/datasets/nested/records/a"))["record"] == ANN_JSON
+    assert body(client.get("/v1/datasets/nested/records/b"))["record"] == {
+        "key": "b", "tags": None, "who": {"id": 2, "name": None, "age": 40}, "ids": None, "raw": None, "doc": None}
+    records = body(client.post("/v1/datasets/nested/records:batchGet", json={"keys": ["c", "a", "x"]}))["records"]
+    assert records == [{"key": "c", "tags": None, "who": None, "ids": {}, "raw": None, "doc": None}, ANN_JSON, None]
+
+
+def test_the_schema_names_nested_types(client: FlaskClient) -> None:
+    schema = body(client.get("/v1/datasets/nested"))["schema"]
+    assert schema == [{"name": "key", "type": "string"}, {"name": "tags", "type": "list<string>"},
+                      {"name": "who", "type": "struct<id:int64,name:string,age:int64>"},
+                      {"name": "ids", "type": "map<int64,list<float64>>"}, {"name": "raw", "type": "list<binary>"},
+                      {"name": "doc", "type": "json"}]
+
+
+def test_version_changes_answer_nested_values_before_and_after(client: FlaskClient) -> None:
+    changes = body(client.get("/v1/datasets/nested/versions/2/changes"))["changes"]
+    assert changes == [
+        {"op": "updated", "key": "b",
+         "record": {"key": "b", "tags": None, "who": {"id": 2, "name": None, "age": 40}, "ids": None, "raw": None,
+                    "doc": None},
+         "before": {"key": "b", "tags": [], "who": None, "ids": None, "raw": None, "doc": None}},
+        {"op": "added", "key": "c",
+         "record": {"key": "c", "tags": None, "who": None, "ids": {}, "raw": None, "doc": None}, "before": None}]
+    first = body(client.get("/v1/datasets/nested/versions/1/changes"))["changes"]
+    assert first[0]["record"] == {**ANN_JSON, "who": {"id": 1, "name": "Ann"}}  # in version 1's schema

@@ -24,7 +24,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from werkzeug.serving import make_server
 
 from combe.consumer.server import Tokens, create_app
-from tests.support.served import MOVIE_TAGS, Published, publish_all
+from tests.support.served import ANN_JSON, MOVIE_TAGS, Published, publish_all, publish_nested
 
 pytestmark = pytest.mark.browser
 
@@ -180,3 +180,36 @@ def test_explorer_compares_versions_and_shows_a_keys_history(browser: WebDriver,
     errors = [entry for entry in browser.get_log("browser")
               if entry["level"] == "SEVERE" and "the server responded with a status of 4" not in entry["message"]]
     assert errors == []
+
+
+@pytest.fixture(scope="module")
+def nested_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    store = str(tmp_path_factory.mktemp("explorer-nested"))
+    publish_nested(store)
+    with serving(create_app(store, ["nested"])) as base:
+        yield base
+
+
+def test_explorer_shows_nested_values(browser: WebDriver, nested_url: str) -> None:
+    browser.get(nested_url + "/")
+    wait_for(browser, "body[data-dataset=nested]")
+    schema = [[cell.get_attribute("textContent") for cell in row.find_elements(By.TAG_NAME, "td")]
+              for row in browser.find_elements(By.CSS_SELECTOR, "#schema tbody tr")]  # in a closed <details>
+    assert schema[2] == ["who", "struct<id:int64,name:string,age:int64>"]
+
+    look_up(browser, "a")
+    shown = browser.find_element(By.ID, "record").text
+    assert json.loads(shown) == ANN_JSON
+    assert shown.splitlines()[3] == '  "who": {"id":1,"name":"Ann","age":null},'  # a field a line, values compact
+
+    browser.find_element(By.CSS_SELECTOR, "#versions tr[data-version='2'] button").click()
+    wait_for(browser, "body[data-changes='2']")
+    cells = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+             for row in browser.find_elements(By.CSS_SELECTOR, "#changes tbody tr")]
+    # JSON with one field per line, each value compact on its field's line.
+    assert cells[0][:2] == ["updated", "b"]
+    assert json.loads(cells[0][2]) == {"key": "b", "tags": [], "who": None, "ids": None, "raw": None, "doc": None}
+    assert cells[0][3].splitlines()[3] == '  "who": {"id":2,"name":null,"age":40},'
+    assert cells[1][:2] == ["added", "c"] and cells[1][3].splitlines()[4] == '  "ids": {},'
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "explorer-nested.png"))

@@ -11,25 +11,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from combe.consumer.server import Settings, create_app
-from tests.support.written import Written, schema_of
-
-V1 = schema_of(tags="list<string>", who="struct<id:int64,name:string>", ids="map<int64,list<float64>>",
-               raw="list<binary>", doc="json")
-V2 = schema_of(tags="list<string>", who="struct<id:int64,name:string,age:int64>", ids="map<int64,list<float64>>",
-               raw="list<binary>", doc="json")
-ANN = {"tags": ["a", None], "who": {"id": 1, "name": "Ann"}, "ids": {7: [1.5, None], -2: []}, "raw": [b"\x00\xff"],
-       "doc": '{"x":[1,{"y":null}]}'}
-# As JSON: map keys as text, binary as base64, json columns as values, every struct field present.
-ANN_JSON = {"key": "a", "tags": ["a", None], "who": {"id": 1, "name": "Ann", "age": None},
-            "ids": {"7": [1.5, None], "-2": []}, "raw": ["AP8="], "doc": {"x": [1, {"y": None}]}}
+from tests.support.served import ANN_JSON, publish_nested
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     store = str(tmp_path_factory.mktemp("nested"))
-    written = Written(store)
-    written.publish({"a": ANN, "b": {"tags": []}}, V1)
-    written.publish({"b": {"who": {"id": 2, "name": None, "age": 40}}, "c": {"ids": {}}}, V2)
+    publish_nested(store)
     return store
 
 

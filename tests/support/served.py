@@ -25,6 +25,7 @@ from combe.format.dataset import Dataset
 from combe.producer import PublishOptions, Publisher, RecordFormat, open_source
 
 from .changelog import Change, append_jsonl
+from .written import Written, schema_of
 
 GENRES = ("drama", "comedy", "sci-fi")
 
@@ -86,6 +87,24 @@ def publish_all(root: Path) -> Published:
         published.publish("movies", changes, tags=MOVIE_TAGS.get(version))
     published.publish("counts", COUNTS[1], key_type="int64")
     return published
+
+
+# ``nested`` (written with the format layer): nested columns, a struct that gains a field at version 2.
+NESTED_V1 = schema_of(tags="list<string>", who="struct<id:int64,name:string>", ids="map<int64,list<float64>>",
+                      raw="list<binary>", doc="json")
+NESTED_V2 = schema_of(tags="list<string>", who="struct<id:int64,name:string,age:int64>",
+                      ids="map<int64,list<float64>>", raw="list<binary>", doc="json")
+ANN = {"tags": ["a", None], "who": {"id": 1, "name": "Ann"}, "ids": {7: [1.5, None], -2: []}, "raw": [b"\x00\xff"],
+       "doc": '{"x":[1,{"y":null}]}'}
+# As JSON: map keys as text, binary as base64, json columns as values, every struct field present.
+ANN_JSON = {"key": "a", "tags": ["a", None], "who": {"id": 1, "name": "Ann", "age": None},
+            "ids": {"7": [1.5, None], "-2": []}, "raw": ["AP8="], "doc": {"x": [1, {"y": None}]}}
+
+
+def publish_nested(store: str) -> None:
+    written = Written(store, "nested")
+    written.publish({"a": ANN, "b": {"tags": []}}, NESTED_V1)
+    written.publish({"b": {"who": {"id": 2, "name": None, "age": 40}}, "c": {"ids": {}}}, NESTED_V2)
 
 
 # -- combe serve as a process ----------------------------------------------------------

@@ -40,11 +40,18 @@ function cell(row, text, className) {
   return td;
 }
 
-function codeCell(row, value) {
+// A record as JSON text with one field per line and each value compact, so a nested list or object stays
+// on its field's line (wrapped when long) instead of spreading over a line per item; it copies as JSON.
+function recordJson(record) {
+  const fields = Object.entries(record).map(([field, value]) => "  " + JSON.stringify(field) + ": " + JSON.stringify(value));
+  return "{\n" + fields.join(",\n") + "\n}";
+}
+
+function recordCell(row, record) {
   const td = row.insertCell();
-  if (value !== null && value !== undefined) {
+  if (record !== null && record !== undefined) {
     const code = document.createElement("code");
-    code.textContent = JSON.stringify(value);
+    code.textContent = recordJson(record);
     td.appendChild(code);
   }
   return td;
@@ -127,7 +134,7 @@ async function lookup(event) {
   message.className = "";
   try {
     const body = await api(datasetPath("/records/" + encodeURIComponent(key)));
-    record.textContent = JSON.stringify(body.record, null, 2);
+    record.textContent = recordJson(body.record);
     record.hidden = false;
     message.textContent = "version " + body.version;
   } catch (error) {
@@ -185,8 +192,8 @@ async function showChanges(version, fromStart) {
       const row = tbody.insertRow();
       cell(row, change.op, "op-" + change.op);
       cell(row, change.key);
-      codeCell(row, change.before);
-      codeCell(row, change.record);
+      recordCell(row, change.before);
+      recordCell(row, change.record);
     }
     state.changesCursor = body.next_cursor;
     $("#more-changes").hidden = !body.next_cursor;
@@ -230,7 +237,7 @@ async function showKeyHistory(fromStart) {
       cell(row, change.version + (change.since && change.since !== change.version - 1 ? " (since " + change.since + ")" : ""));
       cell(row, change.op, "op-" + change.op);
       cell(row, change.created_at);
-      codeCell(row, change.record);
+      recordCell(row, change.record);
     }
     if (fromStart && !body.changes.length) summary.textContent += ": the key never changed";
     state.historyCursor = body.next_cursor;
@@ -266,8 +273,8 @@ async function showDiff(event) {
       const row = tbody.insertRow();
       cell(row, change.op, "op-" + change.op);
       cell(row, change.key);
-      codeCell(row, change.before);
-      codeCell(row, change.after);
+      recordCell(row, change.before);
+      recordCell(row, change.after);
     }
     state.diffCursor = body.next_cursor;
     $("#more-diff").hidden = !body.next_cursor;

@@ -15,6 +15,7 @@ import pytest
 
 from combe.cli import COMMANDS, main
 from tests.support.changelog import append_jsonl
+from tests.support.served import NESTED_V1, NESTED_V2, publish_nested
 
 CHANGES = [("alien", {"title": "Alien", "year": 1979}), ("heat", {"title": "Heat", "year": 1995}),
            ("up", {"title": "Up", "year": 2009, "tags": ["pixar"]}), ("heat", {"title": "Heat", "year": 1995.5}),
@@ -316,3 +317,24 @@ def test_library_string_literals_name_no_command_flags() -> None:
                         and re.search(r"(?<![\w-])--[a-z]", node.value)):
                     found.append(f"{path.relative_to(repo)}:{node.lineno}: {node.value[:60]!r}")
     assert found == []
+
+
+def test_inspect_and_get_show_nested_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "store")
+    publish_nested(store)
+    dataset = ["--store", store, "--dataset", "nested"]
+    assert main(["get", *dataset, "a", "c"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[1] == {"key": "c", "tags": None, "who": None, "ids": {}, "raw": None, "doc": None}
+    assert lines[0]["who"] == {"id": 1, "name": "Ann", "age": None} and lines[0]["ids"] == {"7": [1.5, None], "-2": []}
+    assert lines[0]["raw"] == ["\x00\ufffd"]  # binary as text, as for binary columns
+
+    assert main(["inspect", *dataset]) == 0
+    out = capsys.readouterr().out
+    assert "  who   struct<id:int64,name:string,age:int64>\n" in out and "  ids   map<int64,list<float64>>\n" in out
+    assert main(["inspect", *dataset, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["schema"] == NESTED_V2.to_json()
+    assert main(["pin", *dataset, "1"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", *dataset, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["schema"] == NESTED_V1.to_json()  # the version served

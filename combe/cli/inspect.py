@@ -13,9 +13,12 @@ from .options import add_dataset_options, add_json_option, emit_json, require_da
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "inspect", help="show the announced version, the pin, and every version's counts, blobs, positions and tags",
-        description="Show a dataset's announced version and pin, and for each version: records, changes, "
-                    "blob sizes, the source positions it folded through and its tags.")
+        "inspect", help="show the announced version, the pin, the columns, and every version's counts, blobs, "
+                        "positions and tags",
+        description="Show a dataset's announced version and pin, the columns and their types (nested types "
+                    "spelled as in manifests: list<string>, struct<id:int64,...>, map<string,int64>), and for "
+                    "each version: records, changes, blob sizes, the source positions it folded through and "
+                    "its tags.")
     add_dataset_options(parser)
     parser.add_argument("--last", type=int, metavar="N", help="only the newest N versions")
     add_json_option(parser)
@@ -29,6 +32,7 @@ def describe(dataset: Dataset, last: int | None = None) -> dict[str, Any]:
         raise DatasetNotFound(f"dataset {dataset.name!r} has no announced version at {dataset.url}",
                               dataset=dataset.name)
     versions = dataset.versions()
+    schema = dataset.manifest(announced.serving).schema.to_json()
     if last:
         versions = versions[-last:]
     rows = []
@@ -49,7 +53,7 @@ def describe(dataset: Dataset, last: int | None = None) -> dict[str, Any]:
             "announced": version <= announced.version,
         })
     return {"dataset": dataset.name, "store": dataset.url, "announced": announced.version,
-            "pin": announced.pin, "announced_at": announced.at, "versions": rows}
+            "pin": announced.pin, "announced_at": announced.at, "schema": schema, "versions": rows}
 
 
 def _size(ref: dict[str, Any] | None) -> str:
@@ -64,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     pin = f", pinned to {document['pin']}" if document["pin"] is not None else ""
     print(f"{document['dataset']} at {document['store']}: announced version {document['announced']}{pin}")
+    width = max(len(column["name"]) for column in document["schema"])
+    print("columns (of the version served):")
+    for column in document["schema"]:
+        print(f"  {column['name']:<{width}}  {column['type']}")
     print(f"{'version':>8} {'records':>10} {'added':>8} {'updated':>8} {'removed':>8} "
           f"{'snapshot':>9} {'delta':>8} {'reverse':>8}  source positions")
     for row in document["versions"]:

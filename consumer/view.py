@@ -80,8 +80,9 @@ class View:
 
     def _compile_get(self) -> Callable[[Any], Record | None]:
         env: dict[str, Any] = dict(self.base.lookup_env)
-        columns = [(name, value_source(i, self.base.arrays.get(name), kind, env, wanted))
-                   for i, (name, kind, wanted) in enumerate(zip(self._names, self._kinds, self.schema.columns.values()))]
+        wanted = self.schema.columns.values()
+        columns = [(name, value_source(i, self.base.arrays.get(name), kind, env, want))
+                   for i, (name, kind, want) in enumerate(zip(self._names, self._kinds, wanted))]
         key_type = self.schema.key_type
         env.update(_overlay=self.overlay, _coerce=lambda key: lookup_key(key, key_type))
         # Keys of the stored type skip the coercion (one type check); an int out of int64 is refused like

@@ -178,3 +178,14 @@ def test_scale_mode_reports_every_step_and_a_step_killed_at_its_cap(tmp_path: Pa
         ("generate", "ok"), ("first publish", "killed"), ("1% change cycle", "skipped"),
         ("consumer load", "skipped")]
     assert "passed the cap" in results["steps"][1]["detail"] and "first_publish_s_5000" not in results
+
+
+def test_nested_lookup_bench_runs_and_compares_like_with_like(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "nested.py"), "--records", "2000", "--runs", "1",
+                           "--samples", "300", "--work", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout)
+    for figure in ("get_p50_us", "tags_only_get_p50_us", "get_many_keys_per_s"):
+        for name in ("list", "json"):
+            assert results[f"{name}_{figure}"] > 0, figure
+        assert results[f"{figure}_list_over_json"] > 0

@@ -124,7 +124,7 @@ def test_index_errors_say_what_is_wrong(tmp_path: Path) -> None:
             consumer.index("year").get("1999")
         with pytest.raises(KeyTypeError, match="tuple of 2"):
             consumer.index(("year", "tags")).get(1)
-        with pytest.raises(ConfigError, match=r"range\(\) needs columns that can be ordered; .tags. \(json\) cannot be"):
+        with pytest.raises(ConfigError, match=r"needs columns that can be ordered; .tags. \(json\) cannot be"):
             consumer.index("tags").range(None, None)
         assert keys_of(consumer.index("year").range(2, None)) == ["b"]
 
@@ -175,7 +175,8 @@ def test_nested_columns_are_indexed_for_equality_through_deltas_and_growth(tmp_p
                 assert keys_of(view.index("attrs").get(attrs)) == scan("attrs", attrs)
             # A lookup is made the column's type: ints in a float field, absent struct fields null.
             point = view.schema.columns["point"]
-            assert keys_of(view.index("point").get({"x": 1, "y": 2})) == scan("point", shaped({"x": 1.0, "y": 2.0}, point))
+            ones = scan("point", shaped({"x": 1.0, "y": 2.0}, point))
+            assert keys_of(view.index("point").get({"x": 1, "y": 2})) == ones
             assert keys_of(view.index("point").get({"x": 0.5})) == scan("point", shaped({"x": 0.5}, point))
             assert keys_of(view.index(("tags", "n")).get((["a"], 0))) == sorted(
                 k for k, r in state.items() if r["tags"] == ["a"] and r["n"] == 0)

@@ -38,7 +38,8 @@ def typed_arrays(draw: st.DrawFn) -> tuple[str, list[Any]]:
 
 @settings(max_examples=150, deadline=None)
 @given(typed_arrays(), st.data())
-def test_values_read_from_buffers_equal_pyarrows_at_any_offset(typed: tuple[str, list[Any]], data: st.DataObject) -> None:
+def test_values_read_from_buffers_equal_pyarrows_at_any_offset(typed: tuple[str, list[Any]],
+                                                               data: st.DataObject) -> None:
     type_, rows = typed
     array = pa.array(rows, arrow_type(type_))
     assert as_pyarrow_reads(array) == rows

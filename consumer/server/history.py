@@ -87,7 +87,7 @@ class VersionChanges:
 
 
 def _records(rows: pa.Table, schema: Schema) -> list[dict[str, Any]]:
-    """The rows as records, values as a consumer's ``get`` gives them (JSON parsed, nested values as lists and dicts)."""
+    """The rows as records, values as ``get`` gives them (JSON parsed, nested values as lists and dicts)."""
     names = [schema.key_field, *schema.columns]
     columns = [python_values(rows.column(name).combine_chunks(), kind)
                for name, kind in zip(names, [schema.key_type, *schema.columns.values()])]

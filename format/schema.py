@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import ConfigError, FormatError
-from .types import arrow_field, arrow_type, kind, list_item, map_types, parse_type, struct_fields, type_of_arrow
+from .types import arrow_field, arrow_type, list_item, map_types, parse_type, struct_fields, type_of_arrow
+from .types import kind as kind_of
 
 KEY_TYPES = ("string", "int64")
 VALUE_FORMATS = ("json", "string", "bytes")
@@ -111,8 +112,8 @@ def grows(old: str, new: str) -> bool:
     """
     if old == new or old == "null":
         return True
-    head = kind(old)
-    if head != kind(new) or head not in ("list", "struct", "map"):
+    head = kind_of(old)
+    if head != kind_of(new) or head not in ("list", "struct", "map"):
         return False
     if head == "list":
         return grows(list_item(old), list_item(new))
@@ -144,7 +145,7 @@ def conform_array(array: pa.Array, type_: str, where: str) -> pa.Array:
     if pa.types.is_null(array.type):
         return pa.nulls(len(array), target)
     mask = array.is_null() if array.null_count else None
-    head = kind(type_)
+    head = kind_of(type_)
     if head == "list" and pa.types.is_list(array.type):
         items = conform_array(array.values, list_item(type_), f"{where}[]")
         return pa.ListArray.from_arrays(array.offsets, items, type=target, mask=mask)
@@ -195,7 +196,7 @@ def conform_value(value: Any, type_: str) -> Any:
     """
     if value is None or type_ == "null":
         return None
-    head = kind(type_)
+    head = kind_of(type_)
     if head == "struct":
         return {name: conform_value(value.get(name), field_type) for name, field_type in struct_fields(type_)}
     if head == "list":

@@ -16,13 +16,39 @@ from typing import Any
 from combe.format.dataset import Dataset
 from combe.format.errors import CombeError, ConfigError, DatasetNotFound
 from combe.format.schema import Schema
+from combe.format.types import NESTED, list_item, map_types, struct_fields
+from combe.format.types import kind as kind_of
 
 from ..sharded import held_shards
 
 log = logging.getLogger(__name__)
 
-# Column types a query can match from a URL; json columns by equality only (the value given as JSON).
-QUERYABLE_TYPES = ("string", "int64", "float64", "bool", "json")
+# Scalar column types a query can match from a URL.
+QUERYABLE_SCALARS = ("string", "int64", "float64", "bool")
+
+
+def equality_only(kind: str) -> bool:
+    """Whether a column of this type is matched by equality only, its value written as JSON in the URL."""
+    return kind == "json" or kind_of(kind) in NESTED
+
+
+def queryable(kind: str) -> bool:
+    """Whether /query can match a column of this type: the scalars but binary and null, json columns, and
+    nested columns whose values JSON can spell (no binary inside)."""
+    if kind in QUERYABLE_SCALARS or kind == "json":
+        return True
+    head = kind_of(kind)
+    if head == "list":
+        return _spelled_in_json(list_item(kind))
+    if head == "map":
+        return _spelled_in_json(map_types(kind)[1])
+    if head == "struct":
+        return all(_spelled_in_json(field_type) for _, field_type in struct_fields(kind))
+    return False
+
+
+def _spelled_in_json(kind: str) -> bool:
+    return kind == "null" or queryable(kind)
 
 
 def check_datasets(store: str, names: Sequence[str], index: Sequence[str],
@@ -59,7 +85,7 @@ def check_index(index: Sequence[str], schemas: Mapping[str, Schema], *, every_sc
     every served dataset) that no dataset has."""
     for field in index:
         kinds = {name: _kind(schema, field) for name, schema in schemas.items()}
-        wrong = {name: kind for name, kind in kinds.items() if kind is not None and kind not in QUERYABLE_TYPES}
+        wrong = {name: kind for name, kind in kinds.items() if kind is not None and not queryable(kind)}
         if wrong or (every_schema and not any(kinds.values())):
             why = (", ".join(f"it holds {kind} values in {name}" for name, kind in wrong.items()) if wrong
                    else f"no dataset served has a column {field!r}")
@@ -68,7 +94,7 @@ def check_index(index: Sequence[str], schemas: Mapping[str, Schema], *, every_sc
 
 def indexable(schemas: Mapping[str, Schema]) -> str:
     """Each dataset's fields that can be indexed, for messages."""
-    return "; ".join(f"{name}: {', '.join(f for f in schema.columns if schema.columns[f] in QUERYABLE_TYPES) or '-'}"
+    return "; ".join(f"{name}: {', '.join(f for f in schema.columns if queryable(schema.columns[f])) or '-'}"
                      for name, schema in schemas.items())
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from combe.format.errors import RequestError, RequestTooLarge
 from combe.format.keys import lookup_key, parse_int64
+from combe.format.types import NESTED, list_item, map_types, struct_fields
+from combe.format.types import kind as kind_of
 
 def parse_value(text: str, kind: str, field: str) -> Any:
     """A query value from the URL, as a value of the field's column type."""
@@ -28,10 +30,36 @@ def parse_value(text: str, kind: str, field: str) -> Any:
             raise RequestError(f"{field}={text!r}: {field} holds numbers") from None
     if kind == "bool" and text in ("true", "false"):
         return text == "true"
-    if kind == "json":
-        return parse_json(text.encode("utf-8", "surrogateescape"), f"{field}={text!r}")
+    if kind == "json" or kind_of(kind) in NESTED:
+        value = parse_json(text.encode("utf-8", "surrogateescape"), f"{field}={text!r}")
+        return value if kind == "json" else _from_json(value, kind, f"{field}={text!r}")
     raise RequestError(f"{field}={text!r}: {field} holds {kind} values, which cannot be queried from a URL"
                        if kind != "bool" else f"{field}={text!r}: use true or false")
+
+
+def _from_json(value: Any, kind: str, what: str) -> Any:
+    """A nested value as the JSON API writes it, back as a value of ``kind``: the keys of int64 maps are
+    their decimal text in JSON. Anything else of the wrong type is left for the index to refuse by name."""
+    head = kind_of(kind)
+    if value is None:
+        return None
+    if head == "list" and isinstance(value, list):
+        return [_from_json(item, list_item(kind), what) for item in value]
+    if head == "struct" and isinstance(value, dict):
+        fields = dict(struct_fields(kind))
+        return {name: _from_json(item, fields[name], what) if name in fields else item for name, item in value.items()}
+    if head == "map" and isinstance(value, dict):
+        key_type, value_type = map_types(kind)
+        out = {}
+        for key, item in value.items():
+            if key_type == "int64":
+                number = parse_int64(key)
+                if number is None:
+                    raise RequestError(f"{what}: the keys of this map are 64-bit integers, not {key!r}")
+                key = number
+            out[key] = _from_json(item, value_type, what)
+        return out
+    return value
 
 
 def parse_limit(raw: str | None, default: int, maximum: int) -> int:

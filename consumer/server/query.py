@@ -6,8 +6,9 @@ cannot make the server build an index on every column. The consumer builds
 each index on first use and keeps it current across refreshes.
 
 ``field=value`` matches equal values; ``field.gte=lo`` and/or ``field.lt=hi``
-match a range (in field order). A json column matches by equality only,
-with the value written as JSON (``tags=["a","b"]``).
+match a range (in field order). A json or nested column matches by equality
+only, with the value written as JSON (``tags=["a","b"]``), as the JSON API
+answers it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from combe.format.errors import RequestError
 
 from ..sharded import AnyView
-from .checks import QUERYABLE_TYPES
+from .checks import equality_only, queryable
 from .params import parse_value
 
 RANGE_OPS = ("gte", "lt")
@@ -30,7 +31,7 @@ def query_fields(view: AnyView, indexes: Sequence[str]) -> dict[str, str]:
     fields = {view.schema.key_field: view.schema.key_type}
     for name in indexes:
         kind = view.schema.columns.get(name)
-        if kind in QUERYABLE_TYPES:
+        if kind is not None and queryable(kind):
             fields[name] = kind
     return fields
 
@@ -69,6 +70,7 @@ def parse_query(args: dict[str, list[str]], view: AnyView, indexes: Sequence[str
         raise RequestError(usage)
     if field not in fields:
         raise RequestError(f"{field!r} is not an indexed field of {view.manifest.dataset}; {usage}")
-    if fields[field] == "json" and "eq" not in match:
-        raise RequestError(f"{field} holds JSON values, which match by equality only: ?{field}=<JSON value>")
+    if equality_only(fields[field]) and "eq" not in match:
+        raise RequestError(f"{field} holds {fields[field]} values, which match by equality only: "
+                           f"?{field}=<JSON value>")
     return Query(field, match), fields[field]

@@ -169,3 +169,11 @@ def test_the_table_is_plain_arrow_that_other_readers_take_as_typed_columns(tmp_p
         again = pq.read_table(pa.BufferReader(sink.getvalue()))
         assert again.to_pylist(maps_as_pydicts="strict") == records
         assert [written.record(2, r["key"]) for r in records] == records
+
+
+def test_nested_values_read_from_a_memory_mapped_cache(tmp_path: Path) -> None:
+    written = grow(str(tmp_path / "store"))
+    for _ in range(2):  # the first consumer fills the cache, the second maps what it left
+        with Consumer(str(tmp_path / "store"), "nested", pin=4, cache_dir=tmp_path / "cache") as consumer:
+            check_reads(consumer.view(), written)
+    assert any((tmp_path / "cache").rglob("*"))

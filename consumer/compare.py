@@ -98,9 +98,10 @@ def _coerced(value: Any, type_: str, where: str) -> Any:
     expected = _SCALARS.get(head, ())
     if not isinstance(value, expected) or (head in ("int64", "float64") and isinstance(value, bool)):
         raise refuse()
-    if head == "int64" and not INT64_MIN <= value <= INT64_MAX:
+    scalar: Any = value  # one of the expected types
+    if head == "int64" and not INT64_MIN <= scalar <= INT64_MAX:
         raise refuse()
-    return float(value) if head == "float64" else value  # type: ignore[arg-type]
+    return float(scalar) if head == "float64" else scalar
 
 
 def lookup(value: Any, type_: str, field: str) -> Nested | None:

@@ -25,10 +25,9 @@ import pyarrow.compute as pc
 
 from combe.format.checksum import row_digests
 from combe.format.delta import ADDED, OP_COLUMN, OP_NAMES, REMOVED, UPDATED, touched
-from combe.format.jsontext import loads_all
 from combe.format.schema import Schema, conform
 
-Record = dict[str, Any]
+from .rows import Record, python_values
 
 
 @dataclass(frozen=True)
@@ -99,13 +98,12 @@ class Diff:
 
 
 def records(table: pa.Table, schema: Schema) -> list[Record]:
-    """Rows as records the way ``get`` returns them: JSON columns parsed, the schema's column order."""
-    rows = table.select([schema.key_field, *schema.columns]).to_pylist()
-    for name, kind in schema.columns.items():
-        if kind == "json":
-            for row, value in zip(rows, loads_all(table.column(name).to_pylist())):
-                row[name] = value
-    return rows
+    """Rows as records the way ``get`` returns them: JSON columns parsed, nested values as lists and dicts
+    (maps too), the schema's column order."""
+    names = [schema.key_field, *schema.columns]
+    columns = [python_values(table.column(name).combine_chunks(), kind)
+               for name, kind in zip(names, [schema.key_type, *schema.columns.values()])]
+    return [dict(zip(names, values)) for values in zip(*columns)]
 
 
 def _records_at(table: pa.Table, rows: np.ndarray, schema: Schema, part: slice) -> list[Record | None]:

@@ -123,7 +123,7 @@ class ColumnReader:
         if array is None or kind == "null":
             return [None] * len(rows)
         if is_nested(kind):
-            return self.nested(rows.tolist())  # type: ignore[no-any-return]
+            return self.nested(rows.tolist())
         if kind in ("string", "binary", "json"):
             taken = array.take(indices)
             if kind == "json":
@@ -145,7 +145,7 @@ def python_values(array: pa.Array, kind: str) -> list[Any]:
         return loads_all(array.to_pylist())
     if is_nested(kind):
         return ColumnReader(array, kind).values(np.arange(len(array)), array)
-    return array.to_pylist()  # type: ignore[no-any-return]
+    return array.to_pylist()
 
 
 def batch_builder(key_field: str, names: list[str]) -> Callable[[list[Any], list[list[Any]]], list[Record]]:

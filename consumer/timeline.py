@@ -33,8 +33,9 @@ from combe.format.index import split_index
 from combe.format.manifest import BlobRef, Manifest
 from combe.format.schema import conform
 
-from .diff import Diff, Record, from_deltas, from_states, records
+from .diff import Diff, from_deltas, from_states, records
 from .loader import Blobs, StoreBlobs
+from .rows import Record
 from .view import View
 
 METHODS = ("deltas", "states")

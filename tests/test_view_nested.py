@@ -177,3 +177,19 @@ def test_nested_values_read_from_a_memory_mapped_cache(tmp_path: Path) -> None:
         with Consumer(str(tmp_path / "store"), "nested", pin=4, cache_dir=tmp_path / "cache") as consumer:
             check_reads(consumer.view(), written)
     assert any((tmp_path / "cache").rglob("*"))
+
+
+@pytest.mark.parametrize("method", ["deltas", "states"])
+def test_diff_and_history_give_nested_values_as_get_does(tmp_path: Path, method: str) -> None:
+    written = grow(str(tmp_path))
+    with Consumer(str(tmp_path), "nested") as consumer:
+        diff = consumer.diff(1, 4, method=method)
+        changes = {change.key: change for change in diff}
+        assert set(changes) == {"a", "b", "c", "d"}  # across the growth: a record only grown is no change
+        for key, change in changes.items():
+            assert change.before == written.record(1, key)  # each side in its own version's schema
+            assert change.after == written.record(4, key)
+        assert changes["b"].after["attrs"] == {"q": {"x": 2, "y": True}}  # a map is a dict, not pairs
+        history = consumer.history("b")
+        assert [(c.version, c.op) for c in history.changes] == [(1, "added"), (2, "updated")]
+        assert history.changes[1].record == written.record(2, "b")

@@ -21,11 +21,10 @@ from combe.format.delta import ADDED, OP_COLUMN, OP_NAMES, REMOVED
 from combe.format.errors import ObjectNotFound
 from combe.format.index import split_index
 from combe.format.manifest import Manifest
-from combe.format.schema import Schema, conform
+from combe.format.schema import conform
 
-from ..diff import Diff
+from ..diff import Diff, records
 from ..loader import Blobs
-from ..rows import python_values
 from ..timeline import KeyHistory, Timeline
 from ..view import View
 
@@ -72,26 +71,18 @@ class VersionChanges:
         schema = self.manifest.schema
         rows = self.rows.slice(offset, limit)
         ops = rows.column(OP_COLUMN).to_pylist()
-        records = _records(rows, schema)
-        olds: list[dict[str, Any] | None] = [None] * len(records)
+        found = records(rows, schema)
+        olds: list[dict[str, Any] | None] = [None] * len(found)
         if self.before is not None:
             before = self.before.slice(offset, limit)
             if before.column(schema.key_field).equals(rows.column(schema.key_field)):
                 old_ops = before.column(OP_COLUMN).to_pylist()
-                olds = [row if op != REMOVED else None for row, op in zip(_records(before, schema), old_ops)]
+                olds = [row if op != REMOVED else None for row, op in zip(records(before, schema), old_ops)]
         out = []
-        for op, record, old in zip(ops, records, olds):
+        for op, record, old in zip(ops, found, olds):
             out.append({"op": OP_NAMES[op], "key": record[schema.key_field],
                         "record": None if op == REMOVED else record, "before": old})
         return out
-
-
-def _records(rows: pa.Table, schema: Schema) -> list[dict[str, Any]]:
-    """The rows as records, values as ``get`` gives them (JSON parsed, nested values as lists and dicts)."""
-    names = [schema.key_field, *schema.columns]
-    columns = [python_values(rows.column(name).combine_chunks(), kind)
-               for name, kind in zip(names, [schema.key_type, *schema.columns.values()])]
-    return [dict(zip(names, values)) for values in zip(*columns)]
 
 
 class History:

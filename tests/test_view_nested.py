@@ -193,3 +193,8 @@ def test_diff_and_history_give_nested_values_as_get_does(tmp_path: Path, method:
         history = consumer.history("b")
         assert [(c.version, c.op) for c in history.changes] == [(1, "added"), (2, "updated")]
         assert history.changes[1].record == written.record(2, "b")
+        # "a" is only grown at v2 (its struct gained a field): no change there, in diffs or its history.
+        assert {change.key for change in consumer.diff(1, 2, method=method)} == {"b", "d"}
+        history = consumer.history("a")
+        assert [(c.version, c.op, c.record) for c in history.changes] == [
+            (1, "added", written.record(1, "a")), (4, "updated", written.record(4, "a"))]

@@ -325,6 +325,10 @@ class Index:
         self.base = base
         self._overlay = overlay
 
+    def values_of(self, record: Record) -> tuple[Any, ...]:
+        """A record's values on the indexed fields in compared form (the order ``range`` returns records in)."""
+        return self.base.values_of(record, self._overlay.kinds)
+
     def get(self, value: Any, *, offset: int = 0, limit: int | None = None) -> list[Record]:
         """The records whose indexed field (or tuple of fields) equals ``value``, in key order; [] if none.
 

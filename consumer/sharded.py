@@ -212,7 +212,7 @@ class ShardedIndex:
         runs = [part.range(lo, hi, limit=wanted) for part in self._parts]
         if not self._parts:
             return []
-        values_of = self._parts[0].base.values_of
+        values_of = self._parts[0].values_of
         return _page(runs, lambda record: (values_of(record), record[self._key]), offset, limit)
 
     def __repr__(self) -> str:

@@ -95,13 +95,21 @@ def _coerced(value: Any, type_: str, where: str) -> Any:
         if unknown:
             raise KeyTypeError(f"{where} has no field {unknown[0]!r} (its fields: {', '.join(fields) or 'none'})")
         return {name: _coerced(value.get(name), t, f"{where}.{name}") for name, t in fields.items()}
-    expected = _SCALARS.get(head, ())
-    if not isinstance(value, expected) or (head in ("int64", "float64") and isinstance(value, bool)):
-        raise refuse()
-    scalar: Any = value  # one of the expected types
-    if head == "int64" and not INT64_MIN <= scalar <= INT64_MAX:
-        raise refuse()
-    return float(scalar) if head == "float64" else scalar
+    return scalar(value, head, where)
+
+
+def scalar(value: Any, type_: str, where: str) -> Any:
+    """``value`` as a value of scalar ``type_`` (ints made floats for float64); KeyTypeError where it cannot be one.
+
+    The one check of a lookup's scalars, in nested values and in scalar columns (indexes.py).
+    """
+    expected = _SCALARS.get(type_, ())
+    if not isinstance(value, expected) or (type_ in ("int64", "float64") and isinstance(value, bool)):
+        raise KeyTypeError(f"{value!r:.100} is a {type(value).__name__}, but {where} holds {type_} values")
+    checked: Any = value  # one of the expected types
+    if type_ == "int64" and not INT64_MIN <= checked <= INT64_MAX:
+        raise KeyTypeError(f"{checked} is outside the 64-bit integers that {where} holds")
+    return float(checked) if type_ == "float64" else checked
 
 
 def lookup(value: Any, type_: str, field: str) -> Nested | None:

@@ -33,7 +33,7 @@ from combe.format.index import hash_keys
 from combe.format.jsontext import json_text, loads_stored
 from combe.format.schema import Schema
 
-from .compare import Nested, freeze
+from .compare import Nested, freeze, scalar
 from .compare import lookup as nested_lookup
 from .nested import is_nested
 from .rows import Record, compile_function, value_source
@@ -73,11 +73,8 @@ def _normalize_value(value: Any, kind: str, field: str) -> Any:
         return json_text(value)
     if is_nested(kind):
         return nested_lookup(value, kind, field)
-    expected: tuple[type, ...] = {"string": (str,), "int64": (int,), "float64": (int, float), "bool": (bool,),
-                                  "binary": (bytes,)}.get(kind, ())
-    if not isinstance(value, expected) or (kind in ("int64", "float64") and isinstance(value, bool)):
-        raise KeyTypeError(f"{value!r} is a {type(value).__name__}, but column {field!r} holds {kind} values")
-    return float(value) + 0.0 if kind == "float64" else value  # type: ignore[arg-type]  # + 0.0: -0.0 == 0.0 by bytes
+    checked = scalar(value, kind, f"column {field!r}")
+    return checked + 0.0 if kind == "float64" else checked  # + 0.0: -0.0 == 0.0 by bytes
 
 
 def _value_hash(value: Any, kind: str) -> int:

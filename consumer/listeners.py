@@ -24,10 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from combe.format.checksum import value_hashes
-from combe.format.schema import Schema, conform, conform_value
+from combe.format.schema import Schema, conform, conform_record
 
 from .nested import is_nested
-from .rows import Record
 from .view import View
 
 log = logging.getLogger(__name__)
@@ -63,13 +62,6 @@ def changes(old: View, new: View, touched: list[pa.Array] | None) -> Update:
     return Update(new.manifest.dataset, old.version, new.version, added, updated, removed)
 
 
-def _widened(record: Record | None, schema: Schema) -> Record | None:
-    if record is None:
-        return None
-    return {schema.key_field: record[schema.key_field],
-            **{name: conform_value(record.get(name), kind) for name, kind in schema.columns.items()}}
-
-
 def _diff_keys(old: View, new: View, touched: list[pa.Array], wide: Schema) -> tuple[frozenset[Any], ...]:
     keys = list({key for array in touched for key in array.to_pylist()})
     added: set[Any] = set()
@@ -77,7 +69,8 @@ def _diff_keys(old: View, new: View, touched: list[pa.Array], wide: Schema) -> t
     removed: set[Any] = set()
     befores, afters = old.get_many(keys), new.get_many(keys)
     if old.schema.columns != new.schema.columns:
-        befores, afters = [_widened(r, wide) for r in befores], [_widened(r, wide) for r in afters]
+        befores, afters = ([None if r is None else conform_record(r, wide) for r in records]
+                           for records in (befores, afters))
     for key, before, after in zip(keys, befores, afters):
         if before == after:
             continue

@@ -122,7 +122,7 @@ class _Emitter:
         def item(at: str) -> str:
             return self.value(items, item_stored, item_wanted, at, depth + 1)
 
-        if kind(item_stored) in NESTED or items.null_count:
+        if is_nested(item_stored) or items.null_count:
             return f"[{item(index)} for {index} in range({start}, {end})]"
         # Short lists of scalars (tags, ids: the common case) are spelt out item by item up to UNROLL
         # items: no comprehension to set up, about 15% less per lookup. ``s`` and ``n`` are this list's

@@ -25,7 +25,7 @@ from combe.format.errors import ConfigError, FormatError
 from combe.format.keys import lookup_key
 from combe.format.manifest import Manifest
 from combe.format.jsontext import json_text
-from combe.format.schema import INT64_MAX, INT64_MIN, Schema, conform, conform_value, grows
+from combe.format.schema import INT64_MAX, INT64_MIN, Schema, conform, conform_record, grows
 
 from .base import Base
 from .indexes import BaseIndex, Fields, Index, OverlayPart, base_index, field_kinds, normalize_fields
@@ -257,9 +257,7 @@ class View:
         """A copy of the overlay whose rows have ``schema``'s columns (new ones None) in its order and types."""
         if list(schema.columns.items()) == list(self.schema.columns.items()):  # same names, order and types
             return dict(self.overlay)
-        return {key: None if row is None else {schema.key_field: key, **{n: conform_value(row.get(n), t)
-                                                                         for n, t in schema.columns.items()}}
-                for key, row in self.overlay.items()}
+        return {key: None if row is None else conform_record(row, schema) for key, row in self.overlay.items()}
 
     def with_manifest(self, manifest: Manifest) -> View:
         """The same rows under ``manifest`` (a shard read with its sharded dataset's columns); this one is unchanged."""

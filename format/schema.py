@@ -208,3 +208,9 @@ def conform_value(value: Any, type_: str) -> Any:
     if head == "float64" and type(value) is int:
         return float(value)
     return value
+
+
+def conform_record(record: dict[str, Any], schema: Schema) -> dict[str, Any]:
+    """A record already read, read in ``schema``: its columns in order, absent ones None, each by ``conform_value``."""
+    return {schema.key_field: record[schema.key_field],
+            **{name: conform_value(record.get(name), kind) for name, kind in schema.columns.items()}}

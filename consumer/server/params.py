@@ -11,8 +11,11 @@ from typing import Any
 
 from combe.format.errors import RequestError, RequestTooLarge
 from combe.format.keys import lookup_key, parse_int64
-from combe.format.types import NESTED, list_item, map_types, struct_fields
 from combe.format.types import kind as kind_of
+from combe.format.types import list_item, map_types, struct_fields
+
+from .checks import equality_only
+
 
 def parse_value(text: str, kind: str, field: str) -> Any:
     """A query value from the URL, as a value of the field's column type."""
@@ -30,7 +33,7 @@ def parse_value(text: str, kind: str, field: str) -> Any:
             raise RequestError(f"{field}={text!r}: {field} holds numbers") from None
     if kind == "bool" and text in ("true", "false"):
         return text == "true"
-    if kind == "json" or kind_of(kind) in NESTED:
+    if equality_only(kind):  # json and nested values are written as JSON in the URL
         value = parse_json(text.encode("utf-8", "surrogateescape"), f"{field}={text!r}")
         return value if kind == "json" else _from_json(value, kind, f"{field}={text!r}")
     raise RequestError(f"{field}={text!r}: {field} holds {kind} values, which cannot be queried from a URL"

@@ -286,6 +286,9 @@ def format_checksum(total: int) -> str:
     return f"{PREFIX}{total % MOD128:032x}"
 
 
+EMPTY_CHECKSUM = format_checksum(0)
+
+
 def parse_checksum(text: str) -> int:
     """The sum an ``h128:`` checksum records; FormatError for anything else."""
     if not isinstance(text, str) or not text.startswith(PREFIX) or not _CHECKSUM.fullmatch(text):

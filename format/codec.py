@@ -43,26 +43,84 @@ def sha256_hex(data: bytes | memoryview) -> str:
 def ipc_file_bytes(table: pa.Table) -> pa.Buffer:
     """The table as one Arrow IPC file with a single record batch (so readers can map it flat)."""
     sink = pa.BufferOutputStream()
-    table = table.combine_chunks()
-    with pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=max(table.num_rows, 1))
+    _write_ipc(sink, table)
     return sink.getvalue()
+
+
+def _write_ipc(sink: pa.NativeFile | FrameWriter, table: pa.Table) -> None:
+    batch = pa.RecordBatch.from_arrays([column.combine_chunks() for column in table.columns], schema=table.schema)
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_batch(batch)
+
+
+class FrameWriter:
+    """A file-like sink that compresses what is written to it ``frame_bytes`` at a time, as it comes.
+
+    An Arrow IPC writer writes into it buffer by buffer, so a blob is built
+    without the whole IPC file in memory: only the compressed frames are kept
+    until ``finish`` lays out the frame table before them (the table comes
+    first in the blob, and needs every frame's size).
+    """
+
+    def __init__(self, *, level: int = ZSTD_LEVEL, frame_bytes: int = FRAME_BYTES) -> None:
+        self.frame_bytes = frame_bytes
+        self.compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True,
+                                                   threads=-1)
+        self.pending = bytearray(frame_bytes)
+        self.filled = 0
+        self.frames: list[bytes] = []
+        self.sizes: list[int] = []
+        self.closed = False
+
+    def _frame(self, data: memoryview) -> None:
+        self.frames.append(self.compressor.compress(data))
+        self.sizes.append(len(data))
+
+    def write(self, data: bytes | memoryview | pa.Buffer) -> int:
+        view = memoryview(data).cast("B")
+        written = len(view)
+        while len(view):
+            if self.filled == 0 and len(view) >= self.frame_bytes:
+                self._frame(view[:self.frame_bytes])  # a whole frame straight from the writer's buffer
+                view = view[self.frame_bytes:]
+                continue
+            take = min(len(view), self.frame_bytes - self.filled)
+            self.pending[self.filled:self.filled + take] = view[:take]
+            self.filled += take
+            view = view[take:]
+            if self.filled == self.frame_bytes:
+                self._frame(memoryview(self.pending))
+                self.filled = 0
+        return written
+
+    def flush(self) -> None:
+        """Nothing to flush: frames are compressed whole."""
+
+    def close(self) -> None:
+        self.closed = True
+
+    def tell(self) -> int:
+        return sum(self.sizes) + self.filled
+
+    def finish(self) -> bytes:
+        """The blob: one frame, or the frame table and the frames (docs/FORMAT.md)."""
+        if self.filled or not self.frames:
+            self._frame(memoryview(self.pending)[:self.filled])
+            self.filled = 0
+        self.pending = bytearray()
+        if len(self.frames) == 1:
+            return self.frames.pop()
+        entries = b"".join(struct.pack("<QQ", len(frame), size) for frame, size in zip(self.frames, self.sizes))
+        table = TABLE_TAG + struct.pack("<I", len(self.frames)) + entries
+        frames, self.frames = self.frames, []
+        return struct.pack("<II", SKIPPABLE_MAGIC, len(table)) + table + b"".join(frames)
 
 
 def compress(data: bytes | pa.Buffer, *, level: int = ZSTD_LEVEL, frame_bytes: int = FRAME_BYTES) -> bytes:
     """Blob bytes for ``data``: one zstd frame, or a frame table and one frame per ``frame_bytes``."""
-    view = memoryview(data)
-    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True, threads=-1)
-    if len(view) <= frame_bytes:
-        return compressor.compress(view)
-    sizes = []
-    frames = []
-    for start in range(0, len(view), frame_bytes):
-        frame = compressor.compress(view[start:start + frame_bytes])
-        frames.append(frame)
-        sizes.append(struct.pack("<QQ", len(frame), min(frame_bytes, len(view) - start)))
-    table = TABLE_TAG + struct.pack("<I", len(frames)) + b"".join(sizes)
-    return struct.pack("<II", SKIPPABLE_MAGIC, len(table)) + table + b"".join(frames)
+    writer = FrameWriter(level=level, frame_bytes=frame_bytes)
+    writer.write(data)
+    return writer.finish()
 
 
 def _frame_table(data: bytes, path: str) -> list[tuple[int, int, int, int]] | None:
@@ -124,9 +182,11 @@ def _decompress_frames(data: bytes, frames: list[tuple[int, int, int, int]], pat
     return out
 
 
-def encode_table(table: pa.Table) -> bytes:
-    """Blob bytes for ``table``."""
-    return compress(ipc_file_bytes(table))
+def encode_table(table: pa.Table, *, frame_bytes: int = FRAME_BYTES) -> bytes:
+    """Blob bytes for ``table``, compressed frame by frame as the IPC writer produces them."""
+    writer = FrameWriter(frame_bytes=frame_bytes)
+    _write_ipc(writer, table)
+    return writer.finish()
 
 
 def verify(data: bytes, expected_sha256: str, *, path: str) -> None:

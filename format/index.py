@@ -15,6 +15,7 @@ import zlib
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import FormatError
 
@@ -105,3 +106,35 @@ def split_index(table: pa.Table) -> tuple[pa.Table, np.ndarray | None, np.ndarra
 def _values(column: pa.ChunkedArray) -> np.ndarray:
     """A column's values as numpy, over the blob's own buffer when it is one chunk (combine_chunks copies)."""
     return (column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()).to_numpy()
+
+
+def find_rows(keys: pa.Array | pa.ChunkedArray, key_type: str, table_keys: pa.Array | pa.ChunkedArray,
+              rows: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The row of each key in a table through its index (``rows``, ``ends``), -1 where it has none.
+
+    Vectorised over the keys: each key's bucket candidates are gathered at once
+    and compared with Arrow, so finding k keys costs O(k) whatever the table
+    holds (no hash set of the table's keys is built).
+    """
+    count = len(rows)
+    found = np.full(len(keys), -1, np.int64)
+    if count == 0 or len(keys) == 0:
+        return found
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    buckets = ((hash_keys(keys, key_type).astype(np.uint64) * np.uint64(count)) >> np.uint64(32)).astype(np.int64)
+    ends64 = ends.astype(np.int64)
+    stop = ends64[buckets]
+    start = np.where(buckets > 0, ends64[np.maximum(buckets - 1, 0)], 0)
+    sizes = stop - start
+    owner = np.repeat(np.arange(len(keys)), sizes)
+    firsts = np.cumsum(sizes) - sizes
+    slots = np.repeat(start - firsts, sizes) + np.arange(int(sizes.sum()))
+    candidates = rows[slots].astype(np.int64)
+    if not len(candidates):
+        return found
+    same = pc.equal(table_keys.take(pa.array(candidates)), keys.take(pa.array(owner)))
+    hits = same.to_numpy(zero_copy_only=False) if isinstance(same, pa.Array) else \
+        same.combine_chunks().to_numpy(zero_copy_only=False)
+    found[owner[hits]] = candidates[hits]
+    return found

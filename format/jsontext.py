@@ -9,10 +9,12 @@ library:
   integers (docs/FORMAT.md, "Canonical JSON text"), so equal values compare
   equal as text and any writer stores the same bytes. orjson cannot write integers
   beyond 64 bits; those go through the stdlib.
-- ``loads_record``: a record's value from a source, standard JSON only. The
-  stdlib's NaN/Infinity extensions and lone surrogate escapes are refused, as
-  orjson refuses them, so a record is not valid with one library and invalid
-  with the other.
+- ``loads_record``: a record's value from a source, standard JSON only, with
+  one behaviour whichever library reads it: NaN/Infinity, numbers beyond
+  float64 (``1e400``) and lone surrogate escapes are refused; integers stay
+  exact (orjson turns those beyond 64 bits into floats, so such documents are
+  read by the stdlib); a document nested deeper than ``MAX_JSON_DEPTH`` is a
+  ValueError, never a RecursionError.
 - ``loads_stored`` / ``loads_all``: the values of a JSON column, which combe
   wrote itself; what orjson refuses there (integers beyond 64 bits) is read
   by the stdlib.
@@ -134,8 +136,26 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise ValueError(f"the number {text[:40]} is beyond float64's range")
+    return value
+
+
+_INF = float("inf")
+# A JSON document nested deeper than this is refused by both parsers alike (orjson's own limit is 1024).
+MAX_JSON_DEPTH = 1000
+TOO_DEEP = f"the JSON nests lists and objects deeper than {MAX_JSON_DEPTH} levels"
+# 19 or more digits in a row may be an integer literal beyond 64 bits, which orjson reads as a float.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 def _stdlib_loads_record(data: bytes | str) -> Any:
-    value = json.loads(data, parse_constant=_refuse_constant)
+    try:
+        value = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(TOO_DEEP) from None
     # A \uD800-style escape can decode to a lone surrogate, which is not text
     # and would fail much later, inside Arrow. Refuse it here, as orjson does.
     escape = b"\\ud" if isinstance(data, bytes) else "\\ud"
@@ -144,15 +164,27 @@ def _stdlib_loads_record(data: bytes | str) -> Any:
             json.dumps(value, ensure_ascii=False).encode()
         except UnicodeEncodeError:
             raise ValueError("the JSON holds a lone surrogate escape, which is not valid text") from None
+        except RecursionError:
+            raise ValueError(TOO_DEEP) from None
     return value
 
 
 def _orjson_loads_record(data: bytes | str) -> Any:
-    """Decode one record's JSON document; ValueError with the parser's reason if it is not standard JSON."""
+    """Decode one record's JSON document; ValueError with the parser's reason if it is not standard JSON.
+
+    orjson reads an integer beyond 64 bits as a float; a document that may hold one is read again by the
+    stdlib, which keeps integers exact, so that such an integer is refused (as an int64 value) either way.
+    """
     try:
-        return orjson.loads(data)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc) or "depth" in str(exc):
+            raise ValueError(TOO_DEEP) from None
         raise ValueError(str(exc)) from None
+    raw = data.encode() if isinstance(data, str) else data
+    if _LONG_DIGITS.search(raw):
+        return _stdlib_loads_checked(data)
+    return value
 
 
 def _stdlib_loads_checked(data: bytes | str) -> Any:
@@ -163,7 +195,7 @@ def _stdlib_loads_checked(data: bytes | str) -> Any:
         raise ValueError(str(exc)) from None
 
 
-# Chosen once, not per call: this is the producer's per-message path.
+# Chosen once, not per call: this is the producer's per-record path.
 loads_record: Callable[[bytes | str], Any] = _orjson_loads_record if orjson is not None else _stdlib_loads_checked
 
 

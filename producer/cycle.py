@@ -4,6 +4,12 @@ A failure at any step leaves the announced version untouched: blobs have
 names no one else uses, the manifest is create-only, and only the final
 compare-and-swap makes a version visible. Blobs of a cycle that failed are
 garbage for retention to collect.
+
+A cycle costs what it changes: records are decoded in bulk
+(producer/decode.py), the previous rows of the changed keys are found through
+the state's key index (producer/state.py), the new checksum is advanced from
+them, and the integrity check decodes the delta blobs and checks the same
+sums. Only a version that gets a snapshot builds (and checks) a whole state.
 """
 
 from __future__ import annotations
@@ -14,31 +20,35 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from combe.format.checksum import state_checksum
+from combe.format.checksum import advance, row_digests, state_checksum
 from combe.format.codec import decompress, encode_table, read_ipc, sha256_hex
 from combe.format.dataset import Announced, Dataset
-from combe.format.delta import apply_delta
+from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED
 from combe.format.errors import BadRecordError, ConfigError, ConflictError, FormatError, IntegrityError
-from combe.format.index import split_index, with_index
+from combe.format.index import INDEX_ENDS, INDEX_METADATA, INDEX_ROWS, INDEX_SCHEME, split_index, with_index
 from combe.format.layout import delta_blob, new_uid, reverse_blob, snapshot_blob
 from combe.format.manifest import BlobRef, Manifest, Pointer, check_tags, parse_time, utc_now
 from combe.format.schema import Schema, conform
 from combe.format.settings import setting
 
-from .evolution import convert_changes, retype_state
-from .fold import Changes, FoldResult, fold
+from .decode import Decode, Places
+from .evolution import retype_state
+from .fold import DELETED, Changes, FoldResult, fold
 from .records import Decoder, RecordFormat
-from .sources.base import Positions, Record, Source
-from .state import load_state
+from .sources.base import Lines, Positions, Source
+from .state import State, load_state
 from .validators import Limits, ValidationContext, Validator, run_validators
 
 log = logging.getLogger(__name__)
 
 ON_BAD_RECORD = ("fail", "skip")
+# Latest records of a Kafka read are decoded this many at a time (a bad one sends only its piece record by record).
+LATEST_PIECE = 200_000
 
 
 def default_producer_id() -> str:
@@ -107,7 +117,7 @@ class _Base:
 
     announced: Announced
     manifest: Manifest | None
-    state: pa.Table
+    state: State
     schema: Schema
 
 
@@ -122,7 +132,10 @@ class Publisher:
         self.options = options or PublishOptions()
         self.decoder = Decoder(self.options.fmt, no_key_hint=source.no_key_hint)
         self.on_progress = on_progress
-        self._cached: tuple[int, pa.Table] | None = None
+        # The state of the version this producer announced last, kept for its next cycle.
+        self._cached: State | None = None
+        # False decodes every record on the per-record path (the reference the bulk path is tested against).
+        self.bulk = True
 
     # -- loading -----------------------------------------------------------------
 
@@ -132,12 +145,13 @@ class Publisher:
             fmt = self.options.fmt
             schema = Schema(fmt.key_field, fmt.key_type, {"value": "string" if fmt.value_format == "string"
                                                           else "binary"} if fmt.value_format != "json" else {})
-            return _Base(announced, None, schema.empty_table(), schema)
+            return _Base(announced, None, State.empty(schema), schema)
         manifest = self.dataset.manifest(announced.pointer.version)
         self._check_format(manifest)
-        if self._cached and self._cached[0] == manifest.version:
-            state = self._cached[1]
+        if self._cached is not None and self._cached.version == manifest.version:
+            state = self._cached
         else:
+            self._cached = None
             state = load_state(self.dataset, manifest)
         return _Base(announced, manifest, state, manifest.schema.copy())
 
@@ -187,33 +201,37 @@ class Publisher:
             positions, parse_time(base.manifest.created_at))
         if rebuild:
             positions = {}
-        changes = Changes(base.schema, held=set(base.schema.columns) if base.manifest else set(),
+        changes = Changes(base.schema.copy(), dict(base.schema.columns) if base.manifest else {},
                           allow_type_change=self.options.allow_schema_change)
         messages, bad = self._collect(changes, positions)
         if rebuild:
             # The whole source was read again: a key it no longer holds was deleted by a record this producer
             # never saw (cleaned away or expired), so the difference against the announced state removes it.
-            for key in base.state.column(base.schema.key_field).to_pylist():
-                changes.latest.setdefault(key, None)
-        if changes.retyped:
-            convert_changes(changes)
-            base.state = retype_state(base.state, changes.retyped, changes.schema)
+            # Tombstones for every key come first: a key the source still holds has a later record.
+            keys = base.state.keys()
+            changes.parts.insert(0, pa.table({base.schema.key_field: keys,
+                                              DELETED: pa.array(np.ones(len(keys), np.bool_))}))
+        schema_change = bool(changes.retyped)
+        if schema_change:
+            table = retype_state(base.state.table(), changes.retyped, changes.schema)
+            base.state = State.of_table(table, changes.schema, state_checksum(table))
         result = fold(base.state, changes)
         # A shard's first version is published even when empty: a dataset version needs every shard.
         first_shard = base.manifest is None and self.dataset.shard_of is not None
-        if not result.changed and not changes.retyped and not first_shard:
+        if not result.changed and not schema_change and not first_shard:
             log.info("%s: %d messages, no change; nothing to publish", self.dataset.name, messages)
             return CycleResult("noop", base.announced.version, messages, bad, seconds=time.monotonic() - started,
                                rebuilt=rebuild)
         try:
-            manifest, written = self._write_version(base, result, positions, messages, bad, bool(changes.retyped))
+            manifest, written = self._write_version(base, result, positions, messages, bad, schema_change)
             self._announce(manifest, base.announced)
         except ConflictError:
             # Another producer's version is announced now: the state kept from this producer's last
             # version is stale, so drop it; the next cycle loads the winner's state and its positions.
             self._cached = None
             raise
-        self._cached = (manifest.version, result.state)
+        result.next_state.version = manifest.version
+        self._cached = result.next_state
         self.source.commit(positions)
         log.info("%s: published version %d (+%d ~%d -%d)", self.dataset.name, manifest.version,
                  result.added, result.updated, result.removed)
@@ -222,59 +240,65 @@ class Publisher:
                            manifest.schema_change, rebuild)
 
     def _collect(self, changes: Changes, positions: Positions) -> tuple[int, int]:
-        """Read every record the source has after ``positions``; advance them. Returns (messages, bad).
+        """Read every record the source has after ``positions``, decode it into ``changes``, advance the
+        positions. Returns (messages, bad); messages counts every record read, whatever was decoded.
 
-        Sources that say ``latest_only`` (compacted Kafka topics) keep only the
-        latest record per raw key while reading and decode those at the end: the
-        fold keeps only the latest value per key anyway, so a record superseded in
-        the same cycle is never decoded, just as if the log cleaner had removed
-        it, and the per-message work is one dict update. Other sources (files,
-        written by people) have every record decoded as it comes, so every bad
-        line is reported. Either way, with ``--on-bad-record fail`` the error
-        names the first bad record in source order.
+        Sources that say ``latest_only`` (compacted Kafka topics) have only the
+        latest record per raw key decoded, at the end of the read: the fold keeps
+        only the latest value per key anyway, so a record superseded in the same
+        cycle is never decoded, just as if the log cleaner had removed it. Other
+        sources (files, written by people) have every record decoded, chunk by
+        chunk, so every bad line is reported. Either way, with ``on_bad_record``
+        fail the error names the first bad record in source order.
         """
+        decode = Decode(self.decoder, changes, self.source.describe, bulk=self.bulk)
         messages = bad = 0
-        one_by_one = not self.source.latest_only
-        latest: dict[Any, tuple[str, Record]] = {}
-        keyless: list[tuple[str, Record]] = []
-        for batch in self.source.read(positions):
-            stream = batch.stream
-            if one_by_one:
-                for record in batch.records:
-                    bad += self._skip_or_raise([self._fold_record(changes, stream, record)])
+        held: list[tuple[str, pa.Array, pa.Array, np.ndarray, np.ndarray]] = []
+        for chunk in self.source.read(positions):
+            if isinstance(chunk, Lines):
+                count, errors = decode.lines(chunk.stream, chunk.data, chunk.first_line, self.source.delimiter)
+                bad += self._skip_or_raise(errors)
+                # Per chunk, not per record: a chunk that raised is never published, so no position is lost.
+                positions.setdefault(chunk.stream, {})["0"] = chunk.position
             else:
-                for record in batch.records:
-                    key = record.key
-                    if key is None:  # a keyless record supersedes nothing: each one is bad on its own
-                        keyless.append((stream, record))
-                        continue
-                    # pop, then insert: the dict's order is the order of each key's last record, which is
-                    # the order to fold in when two raw keys decode to one key ("7" and "07" as int64).
-                    latest.pop(key, None)
-                    latest[key] = (stream, record)
-            # Per batch, not per record: a batch that raised is never published, so no position is lost.
-            ends = batch.positions
-            if ends is None:
-                ends = {str(record.partition): record.next_offset for record in batch.records}
-            positions.setdefault(stream, {}).update(ends)
-            messages += len(batch.records)
+                count = len(chunk.keys)
+                if count:
+                    keys, values = pa.array(chunk.keys, pa.binary()), pa.array(chunk.values, pa.binary())
+                    if self.source.latest_only:
+                        held.append((chunk.stream, keys, values, chunk.partitions, chunk.offsets))
+                    else:
+                        places = Places(chunk.stream, chunk.partitions, chunk.offsets)
+                        bad += self._skip_or_raise(decode.pairs(keys, values, places))
+                positions.setdefault(chunk.stream, {}).update(chunk.positions)
+            messages += count
             if self.on_progress:
                 self.on_progress(messages)
-        errors = [self._fold_record(changes, stream, record) for stream, record in [*latest.values(), *keyless]]
-        return messages, bad + self._skip_or_raise(errors)
+        for stream in dict.fromkeys(part[0] for part in held):
+            bad += self._decode_latest(decode, [part for part in held if part[0] == stream])
+        return messages, bad
 
-    def _fold_record(self, changes: Changes, stream: str, record: Record) -> BadRecordError | None:
-        """Decode one record into ``changes``; the error, if it cannot be folded."""
-        try:
-            if self.source.jsonl:
-                key, row = self.decoder.decode_jsonl(record.value)
-            else:
-                key, row = self.decoder.decode(record.key, record.value)
-            changes.add(key, row)
-            return None
-        except ValueError as exc:
-            return BadRecordError(str(exc), stream=stream, partition=record.partition, offset=record.offset,
-                                  where=self.source.describe(stream, record.partition, record.offset))
+    def _decode_latest(self, decode: Decode,
+                       held: list[tuple[str, pa.Array, pa.Array, np.ndarray, np.ndarray]]) -> int:
+        """Decode the latest message of each raw key of one stream, in the order of those messages."""
+        stream = held[0][0]
+        keys = pa.concat_arrays([part[1] for part in held])
+        values = pa.concat_arrays([part[2] for part in held])
+        places = Places(stream, np.concatenate([part[3] for part in held]),
+                        np.concatenate([part[4] for part in held]))
+        del held
+        keyless = keys.is_null().to_numpy(zero_copy_only=False)
+        # A keyless message supersedes nothing: each one is bad on its own.
+        errors = [decode.bad(places, int(i), self.decoder.no_key) for i in np.flatnonzero(keyless).tolist()]
+        codes = pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        codes[keyless] = -1
+        _, from_end = np.unique(codes[::-1], return_index=True)
+        latest = np.sort(len(codes) - 1 - from_end)
+        latest = latest[~keyless[latest]]
+        for start in range(0, len(latest), LATEST_PIECE):
+            chosen = latest[start:start + LATEST_PIECE]
+            taken = pa.array(chosen)
+            errors += decode.pairs(keys.take(taken), values.take(taken), places.subset(chosen))
+        return self._skip_or_raise(errors)
 
     def _skip_or_raise(self, errors: list[BadRecordError | None]) -> int:
         """Apply ``on_bad_record``: raise the earliest error, or log them all and count them."""
@@ -309,24 +333,28 @@ class Publisher:
         version = (base.announced.version or 0) + 1
         uid = self.options.new_uid()
         schema = result.schema
-        checksum = state_checksum(result.state)
+        if schema_change:
+            table = result.next_state.table()
+            result.next_state = State.of_table(table, schema, state_checksum(table))
+            del table
+        checksum = result.checksum
         blobs: dict[str, tuple[str, bytes, int]] = {}
         if base.manifest is not None and not schema_change:
             blobs["delta"] = (delta_blob(version, uid), encode_table(result.delta), result.delta.num_rows)
             blobs["reverse"] = (reverse_blob(version, uid), encode_table(result.reverse), result.reverse.num_rows)
+            if self.options.integrity_check:
+                self._check_deltas(base, result, blobs)
         if schema_change or self._needs_snapshot(base, version, len(blobs["delta"][1]) if blobs else 0):
-            snapshot = with_index(result.state, schema.key_field, schema.key_type)
-            blobs["snapshot"] = (snapshot_blob(version, uid), encode_table(snapshot), result.state.num_rows)
+            path = snapshot_blob(version, uid)
+            blobs["snapshot"] = (path, *self._snapshot(result, path))
         for path, data, _ in blobs.values():
             self.dataset.write_blob(path, data)
-        if self.options.integrity_check:
-            self._check_integrity(base, result, checksum, blobs)
         self._validate(base, result, version)
         refs = {name: BlobRef(path, len(data), sha256_hex(data), rows) for name, (path, data, rows) in blobs.items()}
         manifest = Manifest(
             dataset=self.dataset.name, version=version, parent=base.announced.version,
             created_at=self.options.clock(), producer=self.options.producer_id, schema=schema,
-            value_format=self.options.fmt.value_format, record_count=result.state.num_rows,
+            value_format=self.options.fmt.value_format, record_count=result.record_count,
             state_checksum=checksum,
             snapshot_version=version if "snapshot" in refs else base.manifest.snapshot_version,  # type: ignore[union-attr]
             snapshot=refs.get("snapshot"), delta=refs.get("delta"), reverse=refs.get("reverse"),
@@ -340,25 +368,69 @@ class Publisher:
                                 "nothing was announced by this one", dataset=self.dataset.name, version=version)
         return manifest, sum(len(data) for _, data, _ in blobs.values()) + len(manifest.to_json())
 
-    def _check_integrity(self, base: _Base, result: FoldResult, checksum: str,
-                         blobs: dict[str, tuple[str, bytes, int]]) -> None:
-        """Decode the bytes about to be referenced and check they reach exactly the states they claim."""
+    def _snapshot(self, result: FoldResult, path: str) -> tuple[bytes, int]:
+        """The snapshot blob of the new state and its rows; the state becomes the blob decoded again.
+
+        The only place a cycle builds a whole table. Once encoded (frame by
+        frame, format/codec.py) it is let go, and the blob decoded again (over
+        its own decompressed bytes) is checked in full against the fold's
+        checksum and kept as the next cycle's base: one copy of the state at a
+        time, plus the compressed blob.
+        """
+        schema = result.schema
+        state = result.next_state
+        checksum, count = state.checksum, state.count
+        first = result.delta.num_rows == count == result.added  # a first version: the delta is the state
+        table = state.table()
+        if state.overlay is None and state.rows is not None and state.ends is not None:
+            indexed = table.append_column(pa.field(INDEX_ROWS, pa.int32(), nullable=False), pa.array(state.rows))
+            indexed = indexed.append_column(pa.field(INDEX_ENDS, pa.int32(), nullable=False), pa.array(state.ends))
+            indexed = indexed.replace_schema_metadata({**(table.schema.metadata or {}), INDEX_METADATA: INDEX_SCHEME})
+        else:
+            indexed = with_index(table, schema.key_field, schema.key_type)
+        del table, state
+        if first:
+            result.delta = result.delta.slice(0, 0)
+        result.next_state = State.empty(schema)  # the fold's copy goes once encoded
+        data = encode_table(indexed)
+        del indexed
+        decoded, rows, ends = split_index(read_ipc(decompress(data, path=path), path=path))
+        decoded = conform(decoded, schema)
+        if self.options.integrity_check and (decoded.num_rows != count or state_checksum(decoded) != checksum):
+            raise IntegrityError(f"{self.dataset.name}: the encoded snapshot does not hold the folded state")
+        result.next_state = State.of_table(decoded, schema, checksum, rows=rows, ends=ends)
+        if first:
+            result.delta = decoded.append_column(pa.field(OP_COLUMN, pa.int8(), nullable=False),
+                                                 pa.array(np.full(count, ADDED, np.int8)))
+        return data, count
+
+    def _check_deltas(self, base: _Base, result: FoldResult, blobs: dict[str, tuple[str, bytes, int]]) -> None:
+        """Decode the delta and reverse delta about to be referenced and check, from the rows they touch alone,
+        that they lead from the previous state to the new one and back (``advance`` of format/checksum.py),
+        and that they fit: added keys absent before, updated and removed ones present (found by the key index)."""
         def table(name: str) -> pa.Table:
             path, data, _ = blobs[name]
-            return split_index(read_ipc(decompress(data, path=path), path=path))[0]
+            return read_ipc(decompress(data, path=path), path=path)
 
-        schema = result.schema
-        if "snapshot" in blobs and state_checksum(table("snapshot")) != checksum:
-            raise IntegrityError(f"{self.dataset.name}: the encoded snapshot does not hold the folded state")
-        if "delta" in blobs:
-            if state_checksum(apply_delta(conform(base.state, schema), table("delta"), schema)) != checksum:
-                raise IntegrityError(f"{self.dataset.name}: previous state + delta != new state")
-            undone = apply_delta(result.state, table("reverse"), schema, what="reverse delta")
-            if state_checksum(undone) != state_checksum(conform(base.state, schema)):
-                raise IntegrityError(f"{self.dataset.name}: new state + reverse delta != previous state")
+        schema, previous, checksum = result.schema, base.state, result.checksum
+        delta, reverse = table("delta"), table("reverse")
+        key = schema.key_field
+        ops = delta.column(OP_COLUMN).to_numpy(zero_copy_only=False)
+        present, old = previous.lookup(delta.column(key), schema)
+        upserted = ops != REMOVED
+        new_digests = row_digests(conform(delta, schema))
+        if not np.array_equal(present, ops != ADDED) or advance(
+                previous.checksum, row_digests(old)[present], new_digests[upserted]) != checksum:
+            raise IntegrityError(f"{self.dataset.name}: previous state + delta != new state")
+        back = reverse.column(OP_COLUMN).to_numpy(zero_copy_only=False)
+        mirrored = np.select([ops == ADDED, ops == REMOVED], [REMOVED, ADDED], UPDATED).astype(np.int8)
+        if not (reverse.column(key).equals(delta.column(key)) and np.array_equal(back, mirrored)) or advance(
+                checksum, new_digests[upserted], row_digests(conform(reverse, schema))[back != REMOVED]
+        ) != previous.checksum:
+            raise IntegrityError(f"{self.dataset.name}: new state + reverse delta != previous state")
 
     def _validate(self, base: _Base, result: FoldResult, version: int) -> None:
-        previous = base.state.num_rows if base.manifest is not None else None
+        previous = base.state.count if base.manifest is not None else None
         context = ValidationContext(self.dataset.name, version, previous, result)
         run_validators([*self.options.limits.validators(), *self.options.validators], context)
 

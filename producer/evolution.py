@@ -23,20 +23,27 @@ import json
 import logging
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from combe.format.jsontext import json_text
-from combe.format.schema import INT64_MAX, INT64_MIN, PY_TYPES, Schema, fits
-from combe.format.types import arrow_field
+from combe.format.schema import INT64_MAX, INT64_MIN, Schema
+from combe.format.types import arrow_field, arrow_type
 
-if TYPE_CHECKING:
-    from .fold import Changes
+from .shapes import unify, value_type
 
 log = logging.getLogger(__name__)
 
 _INTEGER_TEXT = re.compile(r"^\s*[-+]?\d+\s*$")
+
+
+def _fits(value: Any, kind: str) -> bool:
+    """Whether a nested value already has a shape ``kind`` holds as is."""
+    try:
+        return unify(kind, value_type(value), kind) == kind
+    except ValueError:
+        return False
 
 
 def convert_value(value: Any, kind: str) -> Any:
@@ -55,6 +62,8 @@ def convert_value(value: Any, kind: str) -> Any:
         elif isinstance(value, str) and _INTEGER_TEXT.match(value):
             value = int(value)
         return value if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX else None
+    if "<" in kind:
+        return value if _fits(value, kind) else None
     if kind == "float64":
         if isinstance(value, str):
             try:
@@ -65,18 +74,16 @@ def convert_value(value: Any, kind: str) -> Any:
     return value if kind == "binary" and isinstance(value, bytes) else None
 
 
-def convert_changes(changes: Changes) -> None:
-    """Convert, in place, the values collected this cycle that do not fit their column's new type.
+def convert_column(column: pa.ChunkedArray, kind: str) -> pa.ChunkedArray:
+    """A column of values collected this cycle in another type, converted to ``kind`` (a column changing type).
 
     They arrived before the first value of the new type, or after it still in
     the old one; either way they are treated like the values already published.
     """
-    for name in changes.retyped:
-        kind = changes.schema.columns[name]
-        for row in changes.latest.values():
-            value = None if row is None else row.get(name)
-            if value is not None and not fits(kind, PY_TYPES[type(value)]):
-                row[name] = convert_value(value, kind)  # type: ignore[index]
+    values = [convert_value(v, kind) for v in column.to_pylist()]
+    if kind == "json":
+        values = [None if v is None else json_text(v) for v in values]
+    return pa.chunked_array([pa.array(values, arrow_type(kind))], arrow_type(kind))
 
 
 def retype_state(state: pa.Table, retyped: dict[str, str], schema: Schema) -> pa.Table:

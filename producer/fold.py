@@ -1,99 +1,160 @@
-"""The fold: previous state + ordered changes -> new state, delta, reverse delta, counts.
+"""The fold: a cycle's records, as Arrow parts, against the previous state -> delta, reverse delta, counts.
 
-Pure: no store, no source. ``Changes`` collects the latest value per key in
-the order records arrive (later offsets win) and grows the schema; ``fold``
-compares those values with the previous state, so a record that leaves a
-value as it was is not a change, and builds the tables a version needs.
-
-Per-record Python work is kept to a dict store and, for each distinct record
-*shape* (field names and value types), one schema check; the comparison with
-the previous state and the delta tables are built column by column in Arrow.
+Pure: no store, no source. ``Changes`` collects the decoded records of one
+cycle in arrival order (producer/decode.py makes the parts) and grows the
+schema by the rules of producer/shapes.py. ``fold`` keeps the latest record
+per key (a stable sort by key: later records win), finds each key's previous
+row through the state's key index, compares the two by row digest (the
+state checksum's, format/checksum.py), and builds the delta and reverse
+delta in key order. It touches the changed keys' rows only: the new checksum
+follows from the old one by ``advance``, and the new state is the old one
+with the delta laid over it (producer/state.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED, apply_delta
-from combe.format.jsontext import json_text
-from combe.format.schema import INT64_MAX, INT64_MIN, PY_TYPES, RESERVED_PREFIX, Schema, conform, fits, widen
+from combe.format.checksum import advance, row_digests
+from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED
+from combe.format.schema import RESERVED_PREFIX, Schema
+from combe.format.types import arrow_field, type_of_field
 
-_NO_FIELDS: dict[str, Any] = {}
+from .evolution import convert_column
+
+from .shapes import Conflict, at, unify, value_type
+from .state import State, take_columns
+
+# A part's column saying the record is a tombstone (its value columns are null).
+DELETED = "__combe_deleted"
 
 
 class Changes:
-    """The latest value per key seen in this cycle, and the schema those values need.
+    """The records of one cycle, in arrival order, and the schema they need.
 
-    ``held`` names the columns already published: their types are fixed, while
-    a column first seen in this cycle may still widen (null -> any, int -> float).
+    ``published`` maps the columns of the announced version to their types:
+    those are fixed (but for nulls and new struct fields), while a column first
+    seen in this cycle may still widen (int64 -> float64).
     """
 
-    def __init__(self, schema: Schema, held: set[str], *, allow_type_change: bool = False) -> None:
+    def __init__(self, schema: Schema, published: dict[str, str], *, allow_type_change: bool = False) -> None:
         self.schema = schema
-        self.held = held
-        self.latest: dict[str | int, dict[str, Any] | None] = {}
-        # --allow-schema-change: a held column whose type a value conflicts with takes the value's
+        self.published = published
+        # allow_schema_change: a published column whose type a value conflicts with takes the value's
         # type; name -> its type before. Its values are converted by producer.evolution before the fold.
         self.allow_type_change = allow_type_change
         self.retyped: dict[str, str] = {}
-        # shape -> positions of its int values (range-checked per record). A shape
-        # that fitted the schema keeps fitting: columns only ever widen.
-        self._shapes: dict[tuple[tuple[str, ...], tuple[type, ...]], tuple[int, ...]] = {}
+        self.parts: list[pa.Table] = []
+        self.rows = 0
+        # Where the first records with an empty key came from (validators name them).
+        self.empty_keys: list[str] = []
 
-    def add(self, key: str | int, row: dict[str, Any] | None) -> None:
-        """Record one change; ValueError (nothing recorded) if its values do not fit the schema."""
-        if row is not None:
-            shape = (tuple(row), tuple(map(type, row.values())))
-            int_positions = self._shapes.get(shape)
-            if int_positions is None:
-                int_positions = self._check_shape(row)
-                self._shapes[shape] = int_positions
-            if int_positions:
-                values = tuple(row.values())
-                for position in int_positions:
-                    if not INT64_MIN <= values[position] <= INT64_MAX:
-                        name = shape[0][position]
-                        raise ValueError(f"field {name!r} value {values[position]} does not fit in int64")
-        self.latest[key] = row
+    # -- schema ----------------------------------------------------------------------------------
 
-    def _check_shape(self, row: dict[str, Any]) -> tuple[int, ...]:
-        columns = self.schema.columns
-        updates: dict[str, str] = {}
-        retyped: dict[str, str] = {}
-        int_positions = []
-        for position, (name, value) in enumerate(row.items()):
+    def _grow_into(self, columns: dict[str, str], retyped: dict[str, str], types: dict[str, str]) -> None:
+        """Grow ``columns`` (and ``retyped``) in place by a record's or a part's value types; ValueError
+        naming the conflict. Callers pass copies, so a refused record leaves the schema as it was."""
+        for name, got in types.items():
             if name.startswith(RESERVED_PREFIX):
                 raise ValueError(f"field {name!r} uses the reserved prefix {RESERVED_PREFIX}")
-            kind = PY_TYPES.get(type(value))
-            if kind is None:
-                raise ValueError(f"field {name!r} has a value of unsupported type {type(value).__name__}")
-            if kind == "int64":
-                int_positions.append(position)
-            current = columns.get(name)
-            if current is None:
-                updates[name] = kind
-            elif not fits(current, kind) and name not in self.retyped:
-                widened = widen(current, kind) if (name not in self.held or current == "null") else None
-                if widened is None and self.allow_type_change and name in self.held:
-                    retyped[name], widened = current, kind
-                if widened is None:
-                    raise ValueError(f"type conflict: field {name!r} is {current} in the dataset but this "
-                                     f"value is {kind} ({value!r:.40}); allow_schema_change publishes "
-                                     "the new type as a snapshot-only version")
-                updates[name] = widened
-        # Applied only once every field passed, so a bad record leaves the schema as it was.
-        columns.update(updates)
-        self.retyped.update(retyped)
-        return tuple(int_positions)
+            have = columns.get(name)
+            if have is None:
+                columns[name] = got
+                continue
+            if name in retyped:
+                continue  # changing type in this cycle: every value is converted to the new type (evolution)
+            published = self.published.get(name)
+            try:
+                columns[name] = unify(have, got, published)
+            except Conflict as exc:
+                if self.allow_type_change and published is not None:
+                    retyped[name], columns[name] = published, got
+                    continue
+                raise ValueError(f"type conflict: field {name!r}{at(exc.path)} is {exc.have} in the dataset but "
+                                 f"this value is {exc.got}; allow_schema_change publishes the new type as a "
+                                 "snapshot-only version") from None
+
+    def check_row(self, row: dict[str, object], columns: dict[str, str], retyped: dict[str, str]) -> None:
+        """Grow ``columns`` and ``retyped`` by one decoded row; ValueError if the row does not fit (then they
+        may be half grown: pass copies)."""
+        types = {}
+        for name, value in row.items():
+            try:
+                types[name] = value_type(value)
+            except ValueError as exc:
+                raise ValueError(f"field {name!r}: {exc}") from None
+        self._grow_into(columns, retyped, types)
+
+    def grow(self, types: dict[str, str]) -> None:
+        """Take a part's column types into the schema; ValueError (nothing changed) on a conflict."""
+        columns, retyped = dict(self.schema.columns), dict(self.retyped)
+        self._grow_into(columns, retyped, types)
+        self.commit(columns, retyped)
+
+    def commit(self, columns: dict[str, str], retyped: dict[str, str]) -> None:
+        self.schema.columns.clear()
+        self.schema.columns.update(columns)
+        self.retyped = retyped
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def add(self, part: pa.Table) -> None:
+        """A part: the key column, value columns (any subset, types the schema has grown to take), DELETED."""
+        if part.num_rows:
+            self.parts.append(part)
+            self.rows += part.num_rows
+
+    def latest(self) -> pa.Table:
+        """One row per key, the latest, sorted by key: key, every value column, DELETED.
+
+        Parts hold records in arrival order and the sort is stable, so the last
+        row of each run of equal keys is the latest record of that key.
+        """
+        target = pa.schema([*self.schema.to_arrow(), pa.field(DELETED, pa.bool_(), nullable=False)])
+        parts, self.parts = self.parts, []
+        if not parts:
+            return target.empty_table()
+        columns: dict[str, list[pa.Array]] = {f.name: [] for f in target}
+        for part in parts:
+            for f in target:
+                columns[f.name].extend(conform_column(part, f, self.retyped).chunks)
+        del parts
+        table = pa.Table.from_arrays([pa.chunked_array(columns.pop(f.name), f.type) for f in target], schema=target)
+        keys = table.column(self.schema.key_field)
+        order = pc.sort_indices(keys).to_numpy()
+        sorted_keys = keys.take(order)
+        if len(order) > 1:
+            last = np.ones(len(order), np.bool_)
+            last[:-1] = pc.not_equal(sorted_keys.slice(0, len(order) - 1),
+                                     sorted_keys.slice(1)).to_numpy(zero_copy_only=False)
+            order = order[last]
+        return take_columns(table, order)
+
+
+def conform_column(part: pa.Table, target: pa.Field, retyped: dict[str, str]) -> pa.ChunkedArray:
+    """A part's column as ``target`` wants it: missing -> nulls; null, list<null>, narrower structs and int64
+    under float64 widened (integers to the nearest float, as a JSON reader does); a column changing type
+    (``retyped``) converted value by value (producer/evolution.py)."""
+    if target.name not in part.column_names:
+        return pa.chunked_array([pa.nulls(part.num_rows, target.type)], target.type)
+    column = part.column(target.name)
+    if column.type == target.type:
+        return column
+    if target.name in retyped:
+        return convert_column(column, type_of_field(target))
+    return column.cast(target.type, safe=False)
 
 
 @dataclass
 class FoldResult:
-    state: pa.Table
+    """What a cycle changes. ``state`` builds the whole new state (it costs a pass over it): validators
+    that need only counts and the delta should use ``record_count`` and ``delta``."""
+
+    next_state: State
     delta: pa.Table
     reverse: pa.Table
     schema: Schema
@@ -101,80 +162,75 @@ class FoldResult:
     updated: int
     removed: int
     unchanged: int
+    empty_keys: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> int:
         return self.added + self.updated + self.removed
 
+    @property
+    def record_count(self) -> int:
+        return self.next_state.count
 
-def _column(rows: list[dict[str, Any]], name: str, kind: str, arrow_type: pa.DataType) -> pa.Array:
-    """One column of the new rows, as the state stores it (nested values as canonical JSON text)."""
-    if kind == "json":
-        values = [None if (v := row.get(name)) is None else json_text(v) for row in rows]
-    else:
-        values = [row.get(name) for row in rows]
-    return pa.array(values, arrow_type)
+    @property
+    def checksum(self) -> str:
+        return self.next_state.checksum
 
-
-def _rows_table(keys: list[str | int], values: list[dict[str, Any] | None], schema: Schema) -> pa.Table:
-    arrow_schema = schema.to_arrow()
-    rows = [_NO_FIELDS if value is None else value for value in values]
-    columns = [pa.array(keys, arrow_schema.field(schema.key_field).type)]
-    columns += [_column(rows, name, kind, arrow_schema.field(name).type) for name, kind in schema.columns.items()]
-    return pa.Table.from_arrays(columns, schema=arrow_schema)
+    @property
+    def state(self) -> pa.Table:
+        return self.next_state.table()
 
 
-def _rows_equal(new: pa.Table, old: pa.Table, schema: Schema) -> pa.Array:
-    """Per row: every value column equal, two nulls counting as equal."""
-    equal = pa.array([True] * new.num_rows, pa.bool_())
-    for name in schema.columns:
-        a, b = new.column(name), old.column(name)
-        same = pc.or_(pc.and_(a.is_null(), b.is_null()), pc.fill_null(pc.equal(a, b), False)) \
-            if a.type != pa.null() else pa.array([True] * new.num_rows, pa.bool_())
-        equal = pc.and_(equal, same)
-    return equal
+def _with_op(table: pa.Table, ops: np.ndarray) -> pa.Table:
+    return table.append_column(pa.field(OP_COLUMN, pa.int8(), nullable=False), pa.array(ops, pa.int8()))
 
 
-def _with_op(table: pa.Table, op: int) -> pa.Table:
-    return table.append_column(pa.field(OP_COLUMN, pa.int8(), nullable=False),
-                               pa.array([op] * table.num_rows, pa.int8()))
-
-
-def _removed_rows(table: pa.Table, schema: Schema) -> pa.Table:
-    """Just the keys of ``table``, with null values: how a delta says "removed"."""
-    return conform(table.select([schema.key_field]), schema)
-
-
-def _delta(parts: list[tuple[pa.Table, int]], schema: Schema) -> pa.Table:
-    table = pa.concat_tables([_with_op(part, op) for part, op in parts])
-    return table.sort_by(schema.key_field).combine_chunks()
-
-
-def fold(previous: pa.Table, changes: Changes) -> FoldResult:
-    """Compare the collected changes with ``previous`` and build the new version's tables."""
+def fold(previous: State, changes: Changes) -> FoldResult:
+    """The latest record of each key against its previous row: the new version's tables and counts."""
     schema = changes.schema
-    key_field = schema.key_field
-    previous = conform(previous, schema)
-    keys = list(changes.latest)
-    values = list(changes.latest.values())
-    new = _rows_table(keys, values, schema)
-    positions = pc.index_in(new.column(key_field), value_set=previous.column(key_field).combine_chunks())
-    old = previous.take(positions)  # null rows where the key is new
-    present = positions.is_valid()
-    deleted = pa.array([value is None for value in values], pa.bool_())
-    kept = pc.invert(deleted)
-    added_mask = pc.and_(pc.invert(present), kept)
-    removed_mask = pc.and_(present, deleted)
-    updated_mask = pc.and_(pc.and_(present, kept), pc.invert(_rows_equal(new, old, schema)))
-
-    added, updated, removed = new.filter(added_mask), new.filter(updated_mask), new.filter(removed_mask)
-    delta = _delta([(added, ADDED), (updated, UPDATED), (_removed_rows(removed, schema), REMOVED)], schema)
-    reverse = _delta([(_removed_rows(added, schema), REMOVED), (old.filter(updated_mask), UPDATED),
-                      (old.filter(removed_mask), ADDED)], schema)
-    state = apply_delta(previous, delta, schema) if delta.num_rows else previous
-    changed = added.num_rows + updated.num_rows + removed.num_rows
-    return FoldResult(
-        state=state, delta=delta, reverse=reverse, schema=schema,
-        added=added.num_rows, updated=updated.num_rows, removed=removed.num_rows,
-        unchanged=len(keys) - changed,
-    )
+    latest = changes.latest()
+    deleted = latest.column(DELETED).to_numpy()
+    rows = latest.drop_columns([DELETED])
+    del latest
+    keys = rows.column(schema.key_field)
+    if previous.count == 0:
+        # A first version (or an emptied dataset): no row to look up or compare with.
+        present = np.zeros(rows.num_rows, np.bool_)
+        old = None
+    else:
+        present, old = previous.lookup(keys, schema)
+    kept = ~deleted
+    new_digests = row_digests(rows)
+    if old is not None:
+        old_digests = row_digests(old)
+        same = present & kept & (new_digests == old_digests)
+    else:
+        old_digests = np.zeros(rows.num_rows, np.uint64)
+        same = np.zeros(rows.num_rows, np.bool_)
+    added_mask = kept & ~present
+    updated_mask = kept & present & ~same
+    removed_mask = deleted & present
+    ops = np.zeros(rows.num_rows, np.int8)
+    ops[added_mask], ops[updated_mask], ops[removed_mask] = ADDED, UPDATED, REMOVED
+    changed = np.flatnonzero(ops)
+    checksum = advance(previous.checksum, old_digests[updated_mask | removed_mask],
+                       new_digests[added_mask | updated_mask])
+    counts = (int(added_mask.sum()), int(updated_mask.sum()), int(removed_mask.sum()))
+    unchanged = rows.num_rows - len(changed)
+    if old is None and len(changed) == rows.num_rows:
+        delta = _with_op(rows, ops)  # a first version: every row is added, nothing to copy
+    else:
+        delta = _with_op(take_columns(rows, changed), ops[changed])
+    reverse_ops = np.zeros(rows.num_rows, np.int8)
+    reverse_ops[added_mask], reverse_ops[updated_mask], reverse_ops[removed_mask] = REMOVED, UPDATED, ADDED
+    if old is None:
+        before = pa.Table.from_arrays([keys.take(changed)] + [pa.nulls(len(changed), f.type)
+                                                                for f in schema.to_arrow()][1:],
+                                      schema=schema.to_arrow())
+    else:
+        before = take_columns(old.set_column(0, arrow_field(schema.key_field, schema.key_type, nullable=False),
+                                             keys), changed)
+    reverse = _with_op(before, reverse_ops[changed])
+    next_state = previous.applied(delta, schema, checksum) if len(changed) else previous
+    return FoldResult(next_state, delta, reverse, schema, *counts, unchanged=unchanged,
+                      empty_keys=list(changes.empty_keys))

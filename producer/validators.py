@@ -42,7 +42,7 @@ class ValidationContext:
 
     @property
     def new_count(self) -> int:
-        return self.result.state.num_rows
+        return self.result.record_count
 
 
 Validator = Callable[[ValidationContext], None]
@@ -115,9 +115,11 @@ class NoEmptyKeys:
             empty = pc.or_kleene(empty, pc.equal(pc.utf8_length(keys), 0))
         count = pc.sum(empty).as_py() or 0
         if count:
+            places = context.result.empty_keys
+            where = f" (the first at {'; '.join(places)})" if places else ""
             raise refuse(context, self.name,
-                         f"it would add {count} record(s) with a null or empty key. Fix the producer of the "
-                         "source, or publish with allow_empty_keys.")
+                         f"it would add {count} record(s) with a null or empty key{where}. Fix the producer of "
+                         "the source, or publish with allow_empty_keys.")
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def consumer_state(store: str) -> tuple[int, dict[Any, str]]:
 def stored_state(store: str, version: int) -> dict[Any, str]:
     dataset = Dataset.open(store, "movies")
     manifest = dataset.manifest(version)
-    return table_state(load_state(dataset, manifest), manifest.schema)
+    return table_state(load_state(dataset, manifest).table(), manifest.schema)
 
 
 def referenced_blobs(dataset: Dataset) -> set[str]:

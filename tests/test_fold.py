@@ -30,16 +30,20 @@ INT_KEYS = [0, 1, -1, 7, 42, 2**63 - 1, -(2**63)]
 
 # -0.0 + 0.0 is 0.0: the format compares floats by value, so -0.0 and 0.0 are one value.
 floats = st.floats(allow_nan=False, allow_infinity=False).map(lambda f: f + 0.0)
-leaves = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | floats | st.text(max_size=5)
-nested = st.recursive(leaves, lambda inner: st.lists(inner, max_size=3)
-                      | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=6)
-# Each field keeps one type (a type conflict is a bad record, tested in test_cycle.py); any may be null.
+ints = st.integers(-(2**63), 2**63 - 1)
+# Each field keeps one typed shape at every depth (a conflict is a bad record, tested in test_cycle.py and
+# test_decode.py); any value, struct field or list item may be null, and struct fields come and go.
 values = st.fixed_dictionaries({}, optional={
-    "n": st.none() | st.integers(-(2**63), 2**63 - 1),
+    "n": st.none() | ints,
     "s": st.none() | st.text(max_size=6),
     "f": st.none() | floats,
     "b": st.none() | st.booleans(),
-    "j": st.none() | st.lists(nested, max_size=3) | st.dictionaries(st.text(max_size=3), nested, max_size=3),
+    "l": st.none() | st.lists(st.none() | st.text(max_size=3), max_size=3),
+    "o": st.none() | st.fixed_dictionaries({}, optional={
+        "a": st.none() | ints, "b": st.lists(floats, max_size=2),
+        "c": st.fixed_dictionaries({}, optional={"d": st.none() | st.booleans()})}),
+    "q w": st.none() | st.dictionaries(st.sampled_from(["x", "y z", "é", ""]), st.integers(-5, 5), max_size=2),
+    "ll": st.none() | st.lists(st.lists(st.integers(-3, 3), max_size=2), max_size=2),
 })
 
 
@@ -122,7 +126,7 @@ def check_store(dataset: Dataset, expected: dict[int, dict[Any, str]]) -> None:
     assert dataset.versions() == list(expected)
     assert dataset.announced().version == len(expected)
     manifests = {version: dataset.manifest(version) for version in expected}
-    states = {version: load_state(dataset, manifest) for version, manifest in manifests.items()}
+    states = {version: load_state(dataset, manifest).table() for version, manifest in manifests.items()}
     for version, manifest in manifests.items():
         schema = manifest.schema
         table = states[version]

@@ -35,7 +35,7 @@ def publish(broker: KafkaBroker, topic: str, dataset: Dataset, options: PublishO
 def state(dataset: Dataset) -> dict[object, dict[str, object]]:
     version = dataset.announced().version
     assert version is not None
-    return {row.pop("key"): row for row in load_state(dataset, dataset.manifest(version)).to_pylist()}
+    return {row.pop("key"): row for row in load_state(dataset, dataset.manifest(version)).table().to_pylist()}
 
 
 def test_a_superseded_bad_record_is_never_decoded(kafka_broker: KafkaBroker, tmp_path: Path) -> None:

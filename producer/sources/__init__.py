@@ -7,7 +7,7 @@ from typing import Any
 
 from combe.format.errors import ConfigError
 
-from .base import Batch, Positions, Record, Source
+from .base import Chunk, Lines, Messages, Positions, Source
 
 # scheme -> (module, factory, extra to install)
 _REGISTRY: dict[str, tuple[str, str, str | None]] = {
@@ -32,4 +32,4 @@ def open_source(uri: str, **options: Any) -> Source:
     return source
 
 
-__all__ = ["Batch", "Positions", "Record", "Source", "open_source"]
+__all__ = ["Chunk", "Lines", "Messages", "Positions", "Source", "open_source"]

@@ -2,7 +2,8 @@
 
 A source reads from the positions the announced manifest recorded (the
 truth for resuming) up to where it stood when the read began, and yields
-batches so that the per-record Python work stays in one tight loop.
+chunks the cycle decodes in bulk (producer/decode.py): blocks of whole lines
+from a file, batches of messages from Kafka.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
+
+import numpy as np
 
 Positions = dict[str, dict[str, int]]
 
@@ -19,33 +22,38 @@ KAFKA_TIMEOUT = 15.0  # seconds an unreachable broker, a missing topic or a read
 REBUILD_MODES = ("never", "now", "auto")
 
 
-class Record(NamedTuple):
-    """One input record. ``offset`` is what an error message shows (a Kafka offset, a
-    file line); ``next_offset`` is what the manifest stores to resume after it."""
-
-    key: Any
-    value: Any
-    partition: int
-    offset: int
-    next_offset: int
-
-
-class Batch(NamedTuple):
-    """Records of one stream, in order. ``positions`` (partition -> next offset) says where the source
-    stands after them when the records cannot (Kafka: past control records, compacted gaps, empty
-    partitions); without it the cycle takes each partition's position from its last record."""
+class Lines(NamedTuple):
+    """Whole lines of a file, as read: ``first_line`` is the number of the first (lines count from 1),
+    ``position`` the byte offset after the last, where a resumed read starts."""
 
     stream: str
-    records: list[Record]
-    positions: dict[str, int] | None = None
+    data: bytes
+    first_line: int
+    position: int
+
+
+class Messages(NamedTuple):
+    """Messages of one topic, in the order they were consumed (offset order within each partition): raw keys
+    and values (None where absent), partitions and offsets; ``positions`` (partition -> next offset) is where
+    the read stands after them (past control records, compacted gaps, empty partitions)."""
+
+    stream: str
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    partitions: np.ndarray
+    offsets: np.ndarray
+    positions: dict[str, int]
+
+
+Chunk = Lines | Messages
 
 
 class Source(ABC):
     """A changelog of keyed records; a null value deletes the key."""
 
     uri: str
-    # True when each record is a whole JSONL line (key and value inside), not raw key/value bytes.
-    jsonl: bool = False
+    # Lines of a file source: None for JSONL lines (key and value inside), else the kcat key delimiter.
+    delimiter: bytes | None = None
     # True for Kafka topics: only the latest record per key in a cycle needs decoding
     # (a superseded record is what the log cleaner removes anyway). See Publisher._collect.
     latest_only: bool = False
@@ -53,7 +61,7 @@ class Source(ABC):
     no_key_hint: str = ""
 
     @abstractmethod
-    def read(self, positions: Positions) -> Iterator[Batch]:
+    def read(self, positions: Positions) -> Iterator[Chunk]:
         """Records after ``positions``, up to the end as seen when the read started."""
 
     @abstractmethod

@@ -20,11 +20,12 @@ from typing import BinaryIO
 
 from combe.format.errors import SourceError
 
-from .base import Batch, Positions, Record, Source
+from .base import Lines, Positions, Source
 
 log = logging.getLogger(__name__)
 
-BATCH_LINES = 8192
+# Bytes of whole lines per chunk: large enough for the JSON reader's threads, small next to the state.
+BLOCK_BYTES = 16 << 20
 STDIN = "-"
 
 
@@ -36,7 +37,6 @@ class FileSource(Source):
         self.path = None if path == STDIN else Path(path).expanduser().absolute()
         self.stream = "stdin" if self.path is None else str(self.path)
         self.delimiter = key_delimiter.encode() if key_delimiter else None
-        self.jsonl = self.delimiter is None
         if self.delimiter is not None:
             self.no_key_hint = f"the line has no key delimiter {key_delimiter!r}"
         if self.path is not None and not self.path.is_file():
@@ -45,9 +45,9 @@ class FileSource(Source):
     def describe(self, stream: str, partition: int, offset: int) -> str:
         return f"{stream} line {offset}"
 
-    def read(self, positions: Positions) -> Iterator[Batch]:
+    def read(self, positions: Positions) -> Iterator[Lines]:
         if self.path is None:
-            yield from self._lines(sys.stdin.buffer, start=0, line=1)
+            yield from self._blocks(sys.stdin.buffer, start=0, line=1, end=None)
             return
         start = positions.get(self.stream, {}).get("0", 0)
         size = self.path.stat().st_size
@@ -58,42 +58,39 @@ class FileSource(Source):
                 source=self.uri,
             )
         with open(self.path, "rb") as handle:
-            line = 1 + sum(block.count(b"\n") for block in _blocks(handle, start))
+            line = 1 + sum(block.count(b"\n") for block in _prefix(handle, start))
             handle.seek(start)
             # Read only what was there when the read began, even if a writer is appending.
-            yield from self._lines(handle, start=start, line=line, end=size)
+            yield from self._blocks(handle, start=start, line=line, end=size)
 
-    def _lines(self, handle: BinaryIO, *, start: int, line: int, end: int | None = None) -> Iterator[Batch]:
-        records: list[Record] = []
-        offset = start
-        for raw in handle:
-            if end is not None and offset >= end:
-                break
-            if end is not None and not raw.endswith(b"\n"):
-                log.warning("%s line %d has no newline yet; it is left for the next run "
-                            "(end the file with a newline if it is complete)", self.stream, line)
-                break
-            offset += len(raw)
-            text = raw.rstrip(b"\r\n")
-            if text:
-                records.append(self._record(text, line, offset))
-            line += 1
-            if len(records) >= BATCH_LINES:
-                yield Batch(self.stream, records)
-                records = []
-        if records:
-            yield Batch(self.stream, records)
-
-    def _record(self, text: bytes, line: int, next_offset: int) -> Record:
-        if self.jsonl:
-            return Record(None, text, 0, line, next_offset)
-        key, found, value = text.partition(self.delimiter)  # type: ignore[arg-type]
-        if not found:
-            return Record(None, text, 0, line, next_offset)
-        return Record(key, value or None, 0, line, next_offset)
+    def _blocks(self, handle: BinaryIO, *, start: int, line: int, end: int | None) -> Iterator[Lines]:
+        """Blocks of about BLOCK_BYTES cut after a newline; a last line without one waits for the next run
+        (a file being appended to), except on standard input, which has ended when it ends."""
+        position = start
+        carry = b""
+        while True:
+            want = BLOCK_BYTES if end is None else min(BLOCK_BYTES, end - position - len(carry))
+            read = handle.read(want) if want > 0 else b""
+            data = carry + read if carry else read
+            if not read:
+                if data and end is None:  # stdin's last line, without a newline
+                    yield Lines(self.stream, data, line, position + len(data))
+                elif data:
+                    log.warning("%s line %d has no newline yet; it is left for the next run "
+                                "(end the file with a newline if it is complete)", self.stream,
+                                line + data.count(b"\n"))
+                return
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                carry = data
+                continue
+            block, carry = data[:cut], data[cut:]
+            yield Lines(self.stream, block, line, position + len(block))
+            line += block.count(b"\n")
+            position += len(block)
 
 
-def _blocks(handle: BinaryIO, limit: int, size: int = 1 << 20) -> Iterator[bytes]:
+def _prefix(handle: BinaryIO, limit: int, size: int = 1 << 20) -> Iterator[bytes]:
     """The first ``limit`` bytes in blocks, to count lines before a resume point."""
     remaining = limit
     while remaining > 0:

@@ -1,13 +1,14 @@
 """Changelog files and the reference model they are checked against: replaying the log into a dict.
 
 Records are compared in one canonical form: a record's fields without its key
-and without null fields (a missing field and a null one are the same record to
-combe, since a column added later reads as null in older rows), as sorted JSON
-text so that 1 and 1.0 or true and 1 stay different, as they do in the format's
-typed columns. Inside the nested values of a json column, numbers are JSON
-numbers: the canonical text (RFC 8785) writes a whole float below 1e21 with its
-shortest digits and no fraction, so a reader gets it back as an integer
-(100.0 as 100, 1e16 as 10000000000000000); the model reads them the same way.
+and without null fields, at any depth of objects (a missing field and a null
+one are the same record to combe, since a column or struct field added later
+reads as null in older rows), as sorted JSON text so that 1 and 1.0 or true
+and 1 stay different, as they do in the format's typed columns. Inside the
+nested values of a json column, numbers are JSON numbers: the canonical text
+(RFC 8785) writes a whole float below 1e21 with its shortest digits and no
+fraction, so a reader gets it back as an integer (100.0 as 100, 1e16 as
+10000000000000000); the model reads them the same way.
 """
 
 from __future__ import annotations
@@ -50,13 +51,22 @@ def json_numbers(value: Any) -> Any:
     return value
 
 
+def _without_nulls(value: Any) -> Any:
+    """Objects without their null fields, at any depth (list items stay, null or not)."""
+    if isinstance(value, dict):
+        return {name: _without_nulls(field) for name, field in value.items() if field is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
+
+
 def canon(record: dict[str, Any] | None, key_field: str = "key") -> str | None:
     """One record's canonical form (see the module docstring); None for an absent record."""
     if record is None:
         return None
     fields = {name: json_numbers(value) if isinstance(value, (list, dict)) else value
               for name, value in record.items() if value is not None and name != key_field}
-    return json.dumps(fields, sort_keys=True)
+    return json.dumps(_without_nulls(fields), sort_keys=True)
 
 
 def replay(changes: Iterable[Change], state: dict[Any, str] | None = None) -> dict[Any, str]:

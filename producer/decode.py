@@ -1,0 +1,545 @@
+"""Decoding a source's chunks into Arrow parts for the fold: in bulk, and record by record only to name bad ones.
+
+The bulk path hands Arrow's C++ JSON reader a chunk's lines (a file block)
+or a batch of message values joined into one buffer, with the schema held so
+far as its explicit schema (new fields are inferred, then merged by the rules
+of producer/shapes.py); keys and positions stay Arrow and numpy arrays. No
+Python object is made per record.
+
+Arrow's reader is more lenient than JSON, and reads some inputs another way
+than a JSON parser does, so a chunk goes to the bulk path only after checks
+that make both paths agree, and its result is checked again: every line
+must start an object (a top-level ``null`` or a blank line would shift rows),
+nest at most ``MAX_JSON_DEPTH`` levels (deeper input makes the reader slow
+down quadratically), be UTF-8 (the reader does not check), give exactly one
+row (``{...} {...}`` on one line gives two), hold no NaN or infinity (the
+reader accepts them), no integer beyond 64 bits (the reader makes it a
+float) and no timestamp-looking text (the reader makes it a timestamp: such a
+field is read again as text). A value read as null is a tombstone only if the
+record says ``"value": null``: those records are looked at one by one.
+
+A chunk that fails any check, or the reader itself, is decoded record by
+record (producer/records.py, the reference): that path names each bad
+record exactly (file and line, or topic, partition and offset). The good
+records of such a chunk then go through the bulk path again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from combe.format.errors import BadRecordError, FormatError
+from combe.format.jsontext import MAX_JSON_DEPTH, json_text, loads_record
+from combe.format.keys import INT64_TEXT
+from combe.format.schema import RESERVED_PREFIX
+from combe.format.types import arrow_type, kind, list_item, struct_fields, type_of_arrow
+
+from .evolution import convert_value
+from .fold import DELETED, Changes
+from .records import Decoder
+from .shapes import MAX_DEPTH
+
+log = logging.getLogger(__name__)
+
+OPEN_BRACE, NEWLINE, CR = ord("{"), 10, 13
+# The JSON reader splits its input into blocks of this size (in parallel); a line must fit in one.
+READER_BLOCK = 1 << 20
+# Larger parts are cut before they reach the JSON reader (values are joined into one binary value).
+JOIN_BYTES = 64 << 20
+TWO_63 = 2.0 ** 63
+
+
+class Fallback(Exception):
+    """The bulk path cannot decode this chunk as the per-record path would: decode it record by record."""
+
+
+@dataclass(frozen=True)
+class Places:
+    """Where each record of a chunk is: a stream, and per record a partition and an offset (a line number)."""
+
+    stream: str
+    partitions: np.ndarray
+    offsets: np.ndarray
+
+    def subset(self, which: np.ndarray) -> Places:
+        return Places(self.stream, self.partitions[which], self.offsets[which])
+
+
+class Decode:
+    """Decodes chunks of one source into ``changes``; each method returns the chunk's bad records.
+
+    ``bulk=False`` decodes every record by the per-record path (the reference the bulk path is tested against).
+    """
+
+    def __init__(self, decoder: Decoder, changes: Changes, describe: Callable[[str, int, int], str], *,
+                 bulk: bool = True) -> None:
+        self.decoder = decoder
+        self.fmt = decoder.fmt
+        self.changes = changes
+        self.describe = describe
+        self.bulk = bulk
+
+    def bad(self, places: Places, index: int, reason: str) -> BadRecordError:
+        partition, offset = int(places.partitions[index]), int(places.offsets[index])
+        return BadRecordError(reason, stream=places.stream, partition=partition, offset=offset,
+                              where=self.describe(places.stream, partition, offset))
+
+    def _note_empty_keys(self, keys: pa.Array, places: Places) -> None:
+        if not pa.types.is_string(keys.type) or len(self.changes.empty_keys) >= 3:
+            return
+        empty = np.flatnonzero(pc.equal(pc.binary_length(keys), 0).to_numpy(zero_copy_only=False))
+        for index in empty[:3 - len(self.changes.empty_keys)]:
+            partition, offset = int(places.partitions[index]), int(places.offsets[index])
+            self.changes.empty_keys.append(self.describe(places.stream, partition, offset))
+
+    # -- file lines ------------------------------------------------------------------------------
+
+    def lines(self, stream: str, data: bytes, first_line: int, delimiter: bytes | None) -> tuple[int, list[BadRecordError]]:
+        """A block of whole lines (JSONL, or ``key<delimiter>value``); (records, bad records)."""
+        buf = np.frombuffer(data, np.uint8)
+        ends = np.flatnonzero(buf == NEWLINE)
+        if data and data[-1] != NEWLINE:
+            ends = np.append(ends, len(data))
+        starts = np.zeros(len(ends), np.int64)
+        starts[1:] = ends[:-1] + 1
+        numbers = first_line + np.arange(len(ends))
+        while True:  # lines end at their newline less any carriage returns before it
+            cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == CR)
+            if not cr.any():
+                break
+            ends = ends - cr
+        kept = ends > starts
+        starts, ends, numbers = starts[kept], ends[kept], numbers[kept]
+        places = Places(stream, np.zeros(len(starts), np.int64), numbers)
+        if not len(starts):
+            return 0, []
+        if delimiter is None:
+            return len(starts), self._jsonl(data, buf, starts, ends, places)
+        keys, values = _split(data, buf, starts, ends, delimiter)
+        return len(starts), self.pairs(keys, values, places)
+
+    def _jsonl(self, data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+               places: Places) -> list[BadRecordError]:
+        if self.bulk:
+            try:
+                self.changes.add(self._bulk_jsonl(data, buf, starts, ends, places))
+                return []
+            except Fallback as exc:
+                log.debug("%s lines %d-%d: record by record (%s)", places.stream, places.offsets[0],
+                          places.offsets[-1], exc)
+        lines = [data[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+        good, decoded, errors = self._per_record(self.decoder.decode_jsonl, [(line,) for line in lines], places)
+        if self.bulk and len(good) and len(good) < len(lines):
+            joined = b"\n".join(lines[i] for i in good.tolist()) + b"\n"
+            joined_buf = np.frombuffer(joined, np.uint8)
+            lengths = ends[good] - starts[good]
+            new_ends = np.cumsum(lengths + 1) - 1
+            try:
+                self.changes.add(self._bulk_jsonl(joined, joined_buf, new_ends - lengths, new_ends,
+                                                  places.subset(good)))
+                return errors
+            except Fallback:
+                pass
+        self.changes.add(self._rows_part(decoded))
+        return errors
+
+    def _bulk_jsonl(self, data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                    places: Places) -> pa.Table:
+        _screen(data, buf, starts, ends)
+        table = self._read(data, int((ends - starts).max()), {"value": self._value_struct()}, len(starts))
+        if "key" not in table.column_names or table.column("key").null_count:
+            raise Fallback("a line has no key")
+        if "value" not in table.column_names:
+            raise Fallback("no line has a value")
+        value = table.column("value").combine_chunks()
+        nulls = np.flatnonzero(value.is_null().to_numpy(zero_copy_only=False))
+        for index in nulls.tolist():  # null or absent: only the record itself can tell
+            line = data[int(starts[index]):int(ends[index])]
+            try:
+                record = loads_record(line)
+            except ValueError:
+                raise Fallback("a line is not JSON") from None
+            if not isinstance(record, dict) or "value" not in record:
+                raise Fallback("a line has no value")
+        keys = self._keys(table.column("key").combine_chunks())
+        if self.fmt.value_format != "json":
+            return self._raw_value_part(keys, value, places)
+        if not pa.types.is_struct(value.type):
+            raise Fallback("a value is not an object")
+        return self._value_part(keys, value, places)
+
+    # -- key/value pairs (kcat lines, Kafka messages) ----------------------------------------------
+
+    def pairs(self, keys: pa.Array, values: pa.Array, places: Places) -> list[BadRecordError]:
+        """Raw keys and values (binary, null where absent), in arrival order; the bad records."""
+        if self.bulk:
+            try:
+                for part in self._bulk_pairs(keys, values, places):
+                    self.changes.add(part)
+                return []
+            except Fallback as exc:
+                log.debug("%s: %d records record by record (%s)", places.stream, len(keys), exc)
+        raw_keys, raw_values = keys.to_pylist(), values.to_pylist()
+        good, decoded, errors = self._per_record(self.decoder.decode, list(zip(raw_keys, raw_values)), places)
+        if self.bulk and len(good) and len(good) < len(raw_keys):
+            try:
+                chosen = pa.array(good)
+                for part in self._bulk_pairs(keys.take(chosen), values.take(chosen), places.subset(good)):
+                    self.changes.add(part)
+                return errors
+            except Fallback:
+                pass
+        self.changes.add(self._rows_part(decoded))
+        return errors
+
+    def _bulk_pairs(self, keys: pa.Array, values: pa.Array, places: Places) -> Iterator[pa.Table]:
+        if keys.null_count:
+            raise Fallback("a record has no key")
+        if self.fmt.value_format != "json":
+            yield self._raw_value_part(self._keys(keys), values, places)
+            return
+        objects = values.drop_null()
+        if len(objects):
+            if not pc.all(pc.starts_with(objects, "{")).as_py():
+                raise Fallback("a value is not a JSON object")
+            if pc.any(pc.match_substring(objects, "\n")).as_py() or pc.any(pc.match_substring(objects, "\r")).as_py():
+                raise Fallback("a value holds a line break")
+        # Pieces of about JOIN_BYTES of values each: a joined buffer must stay well under 2 GiB.
+        sizes = pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+        totals = np.cumsum(sizes)
+        cuts = np.searchsorted(totals, np.arange(JOIN_BYTES, int(totals[-1]) if len(totals) else 0, JOIN_BYTES))
+        bounds = [0, *sorted(set(cuts.tolist()) - {0, len(keys)}), len(keys)]
+        parts = []
+        for start, stop in zip(bounds, bounds[1:]):
+            piece = slice(start, stop)
+            parts.append(self._objects_part(keys.slice(start, stop - start), values.slice(start, stop - start),
+                                            Places(places.stream, places.partitions[piece], places.offsets[piece])))
+        yield from parts
+
+    def _objects_part(self, keys: pa.Array, values: pa.Array, places: Places) -> pa.Table:
+        """Records whose values are single-line JSON objects (or null): one part, through the JSON reader."""
+        decoded = self._keys(keys)
+        present = values.is_valid().to_numpy(zero_copy_only=False)
+        objects = values.drop_null()
+        if len(objects):
+            joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(objects)], pa.int32()), objects), b"\n")
+            data = joined[0].as_buffer()
+            lengths = pc.binary_length(objects).to_numpy(zero_copy_only=False).astype(np.int64)
+            ends = np.cumsum(lengths + 1) - 1
+            _screen(data, np.frombuffer(data, np.uint8), ends - lengths, ends)
+            table = self._read(data, int(lengths.max()), self._value_struct_fields(), len(objects))
+            struct = pa.StructArray.from_arrays([column.combine_chunks() for column in table.columns],
+                                                fields=list(table.schema)) if table.num_columns \
+                else pa.array([{}] * len(objects), pa.struct([]))  # only empty objects: no column to build on
+        else:
+            struct = pa.nulls(0, pa.struct([]))
+        # One row per record again: tombstones are null rows.
+        where = np.cumsum(present) - 1
+        value = struct.take(pa.array(where, mask=~present))
+        return self._value_part(decoded, value, places)
+
+    # -- the JSON reader -------------------------------------------------------------------------
+
+    def _value_struct_fields(self) -> dict[str, pa.DataType]:
+        return {name: arrow_type(t) for name, t in self.changes.schema.columns.items() if _explicit(t)}
+
+    def _value_struct(self) -> pa.DataType:
+        if self.fmt.value_format != "json":
+            return pa.string()
+        return pa.struct([pa.field(name, t) for name, t in self._value_struct_fields().items()])
+
+    def _read(self, data: bytes | pa.Buffer, longest: int, explicit: dict[str, pa.DataType], rows: int) -> pa.Table:
+        """``data`` (one JSON object a line) through Arrow's reader, with ``explicit`` as the schema it knows."""
+        try:
+            pa.Array.from_buffers(pa.binary(), 1, [None, pa.py_buffer(np.array([0, len(data)], np.int32)),
+                                                   pa.py_buffer(data)]).cast(pa.string())
+        except pa.ArrowInvalid:
+            raise Fallback("not UTF-8") from None
+        options = pj.ReadOptions(block_size=max(READER_BLOCK, longest + 2))
+        for _ in range(3):
+            parse = pj.ParseOptions(explicit_schema=pa.schema([pa.field(n, t) for n, t in explicit.items()]),
+                                    unexpected_field_behavior="infer", newlines_in_values=False)
+            try:
+                table = pj.read_json(pa.BufferReader(data), read_options=options, parse_options=parse)
+            except pa.ArrowException as exc:  # any refusal of the reader: the per-record path decides
+                raise Fallback(str(exc)[:200]) from None
+            if table.num_rows != rows:
+                raise Fallback("a line holds more than one JSON value")
+            try:
+                table.validate(full=True)  # the reader can build broken arrays (a list of nulls, in Arrow 26)
+            except pa.ArrowException as exc:
+                raise Fallback(f"the reader built an invalid table: {str(exc)[:200]}") from None
+            wanted = {f.name: _textual(f.type) for f in table.schema}
+            if all(wanted[f.name] == f.type for f in table.schema):
+                return table
+            explicit = wanted  # a field read as a timestamp: read it again as text
+        raise Fallback("field types did not settle")
+
+    # -- parts -------------------------------------------------------------------------------------
+
+    def _keys(self, raw: pa.Array) -> pa.Array:
+        """Keys as the dataset stores them, by the rule of Decoder.key; Fallback where that path would refuse."""
+        target = self.fmt.key_type
+        if pa.types.is_binary(raw.type):
+            try:
+                raw = raw.cast(pa.string())
+            except pa.ArrowInvalid:
+                raise Fallback("a key is not UTF-8") from None
+        if target == "string":
+            if pa.types.is_string(raw.type):
+                return raw
+            if pa.types.is_integer(raw.type):
+                return raw.cast(pa.string())
+            raise Fallback(f"keys of type {raw.type}")
+        if pa.types.is_integer(raw.type):
+            return raw.cast(pa.int64())
+        if not pa.types.is_string(raw.type):
+            raise Fallback(f"keys of type {raw.type}")
+        if not pc.all(pc.match_substring_regex(raw, INT64_TEXT)).as_py() or pc.max(pc.utf8_length(raw)).as_py() > 19:
+            raise Fallback("a key is not int64 text")
+        try:
+            return raw.cast(pa.int64())
+        except pa.ArrowInvalid:
+            raise Fallback("a key is beyond int64") from None
+
+    def _raw_value_part(self, keys: pa.Array, value: pa.Array, places: Places) -> pa.Table:
+        """``value_format`` string or bytes: one ``value`` column."""
+        if self.fmt.value_format == "string":
+            if pa.types.is_binary(value.type):
+                try:
+                    value = value.cast(pa.string())
+                except pa.ArrowInvalid:
+                    raise Fallback("a value is not UTF-8") from None
+            if not pa.types.is_string(value.type) and value.null_count != len(value):
+                raise Fallback("a value is not a string")
+            value = value.cast(pa.string())
+        else:
+            if not (pa.types.is_string(value.type) or pa.types.is_binary(value.type)) \
+                    and value.null_count != len(value):
+                raise Fallback("a value is not a string")
+            value = value.cast(pa.binary())
+        if len(value) and pc.any(pc.equal(pc.binary_length(value), 0)).as_py():
+            value = pc.if_else(pc.equal(pc.binary_length(value), 0), pa.nulls(len(value), value.type), value)
+        self._note_empty_keys(keys, places)
+        return self._part(keys, {"value": (value, self.changes.schema.columns.get("value", "null"))},
+                          value.is_null().to_numpy(zero_copy_only=False))
+
+    def _value_part(self, keys: pa.Array, value: pa.Array, places: Places) -> pa.Table:
+        """JSON objects read as one struct array (null: a tombstone) -> value columns, checked."""
+        deleted = value.is_null().to_numpy(zero_copy_only=False)
+        columns: dict[str, tuple[pa.Array, str]] = {}
+        struct_type_ = value.type
+        children = value.flatten()
+        key_field = self.fmt.key_field
+        for position, child in enumerate(children):
+            name = struct_type_.field(position).name
+            try:
+                combe = type_of_arrow(child.type)
+            except FormatError:
+                raise Fallback(f"field {name!r} has type {child.type}") from None
+            if name.startswith(RESERVED_PREFIX) or _depth(child.type) > MAX_DEPTH + 1:
+                raise Fallback(f"field {name!r}")
+            _check_floats(child)
+            if name == key_field:
+                self._check_inner_keys(keys, child, deleted)
+                continue
+            columns[name] = (child, combe)
+        self._note_empty_keys(keys, places)
+        return self._part(keys, columns, deleted)
+
+    def _check_inner_keys(self, keys: pa.Array, inner: pa.Array, deleted: np.ndarray) -> None:
+        """A value's own key field must agree with the record's key (present and null is a disagreement)."""
+        if inner.null_count != int(deleted.sum()):
+            raise Fallback("a value's key field is null or absent")
+        live = pa.array(~deleted)
+        try:
+            found = self._keys(inner.filter(live))
+        except Fallback:
+            raise Fallback("a value's key field does not read as a key") from None
+        if found.type != keys.type or not pc.all(pc.equal(found, keys.filter(live))).as_py():
+            raise Fallback("a value's key field disagrees with the record's key")
+
+    def _part(self, keys: pa.Array, columns: dict[str, tuple[pa.Array, str]], deleted: np.ndarray) -> pa.Table:
+        try:
+            self.changes.grow({name: combe for name, (_, combe) in columns.items()})
+        except ValueError as exc:
+            raise Fallback(str(exc)) from None
+        names = [self.fmt.key_field, *columns, DELETED]
+        arrays = [keys, *(array for array, _ in columns.values()), pa.array(deleted, pa.bool_())]
+        return pa.Table.from_arrays(arrays, names=names)
+
+    # -- record by record --------------------------------------------------------------------------
+
+    def _per_record(self, decode: Callable[..., tuple[Any, dict[str, Any] | None]], records: list[tuple[Any, ...]],
+                    places: Places) -> tuple[np.ndarray, list[tuple[Any, dict[str, Any] | None]],
+                                             list[BadRecordError]]:
+        """Decode each record (``decode(*record)`` gives (key, row) or raises ValueError) and grow the schema
+        record by record: (indices of the good ones, their (key, row), the bad ones)."""
+        columns, retyped = dict(self.changes.schema.columns), dict(self.changes.retyped)
+        good: list[int] = []
+        decoded: list[tuple[Any, dict[str, Any] | None]] = []
+        errors: list[BadRecordError] = []
+        for index, record in enumerate(records):
+            try:
+                key, row = decode(*record)
+                if row is not None:
+                    trial, trial_retyped = dict(columns), dict(retyped)
+                    self.changes.check_row(row, trial, trial_retyped)
+                    columns, retyped = trial, trial_retyped
+            except ValueError as exc:
+                errors.append(self.bad(places, index, str(exc)))
+            else:
+                good.append(index)
+                decoded.append((key, row))
+                if key == "" and len(self.changes.empty_keys) < 3:
+                    partition, offset = int(places.partitions[index]), int(places.offsets[index])
+                    self.changes.empty_keys.append(self.describe(places.stream, partition, offset))
+        self.changes.commit(columns, retyped)
+        return np.array(good, np.int64), decoded, errors
+
+    def _rows_part(self, decoded: list[tuple[Any, dict[str, Any] | None]]) -> pa.Table:
+        """A part from decoded Python rows (the per-record path's own Arrow build)."""
+        schema = self.changes.schema
+        rows = [row if row is not None else {} for _, row in decoded]
+        arrays = [pa.array([key for key, _ in decoded], arrow_type(schema.key_type))]
+        names = [schema.key_field]
+        for name, combe in schema.columns.items():
+            values = [row.get(name) for row in rows]
+            if name in self.changes.retyped:
+                values = [convert_value(v, combe) for v in values]
+            arrays.append(_python_array(values, combe))
+            names.append(name)
+        arrays.append(pa.array([row is None for _, row in decoded], pa.bool_()))
+        names.append(DELETED)
+        return pa.Table.from_arrays(arrays, names=names)
+
+
+def _python_array(values: list[Any], combe: str) -> pa.Array:
+    """Python values as an array of combe type ``combe`` (json columns as canonical text)."""
+    if combe == "json":
+        return pa.array([None if v is None else json_text(v) for v in values], pa.string())
+    try:
+        return pa.array(values, arrow_type(combe))
+    except (pa.ArrowInvalid, OverflowError):
+        # Integers in float columns beyond 2**53: to the nearest float, as the JSON reader reads them.
+        return pa.array([_floats(v, combe) for v in values], arrow_type(combe))
+
+
+def _floats(value: Any, combe: str) -> Any:
+    if value is None:
+        return None
+    head = kind(combe)
+    if head == "float64":
+        return float(value)
+    if head == "list":
+        return [_floats(v, list_item(combe)) for v in value]
+    if head == "struct":
+        types = dict(struct_fields(combe))
+        return {name: _floats(v, types[name]) for name, v in value.items()}
+    return value
+
+
+def _explicit(combe: str) -> bool:
+    """Whether a held type can be given to Arrow's reader (it cannot read values into a null type)."""
+    return combe != "json" and not _has_null(combe)
+
+
+def _has_null(combe: str) -> bool:
+    head = kind(combe)
+    if head == "null":
+        return True
+    if head == "list":
+        return _has_null(list_item(combe))
+    if head == "struct":
+        return any(_has_null(t) for _, t in struct_fields(combe))
+    if head == "map":
+        return True
+    return False
+
+
+def _textual(data_type: pa.DataType) -> pa.DataType:
+    """``data_type`` with every timestamp or date (Arrow's reading of ISO text) as a string."""
+    if pa.types.is_timestamp(data_type) or pa.types.is_date(data_type) or pa.types.is_time(data_type):
+        return pa.string()
+    if pa.types.is_list(data_type):
+        return pa.list_(_textual(data_type.value_type))
+    if pa.types.is_struct(data_type):
+        return pa.struct([pa.field(f.name, _textual(f.type)) for f in data_type])
+    return data_type
+
+
+def _depth(data_type: pa.DataType) -> int:
+    if pa.types.is_list(data_type):
+        return 1 + _depth(data_type.value_type)
+    if pa.types.is_struct(data_type):
+        return 1 + max((_depth(f.type) for f in data_type), default=0)
+    return 0
+
+
+def _check_floats(array: pa.Array) -> None:
+    """No NaN or infinity (not JSON), and no float at or beyond 2**63 (maybe an integer too long for int64)."""
+    data_type = array.type
+    if pa.types.is_floating(data_type):
+        if len(array) - array.null_count:
+            finite = pc.is_finite(array)
+            if not pc.all(finite).as_py():
+                raise Fallback("NaN or infinity")
+            if pc.max(pc.abs(array)).as_py() >= TWO_63:
+                raise Fallback("a number at or beyond 2**63")
+    elif pa.types.is_list(data_type):
+        _check_floats(array.flatten())
+    elif pa.types.is_struct(data_type):
+        for child in array.flatten():
+            _check_floats(child)
+
+
+def _screen(data: bytes | pa.Buffer, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+    """What the reader would read otherwise than a JSON parser: a line that does not start an object (blank,
+    ``null``, ...), or one that may nest deeper than MAX_JSON_DEPTH."""
+    if not len(starts):
+        return
+    if not (buf[starts] == OPEN_BRACE).all():
+        raise Fallback("a line does not start with {")
+    long = np.flatnonzero(ends - starts > MAX_JSON_DEPTH)
+    view = memoryview(data)
+    for index in long.tolist():
+        line = bytes(view[int(starts[index]):int(ends[index])])
+        if line.count(b"{") + line.count(b"[") > MAX_JSON_DEPTH:
+            raise Fallback("a line may nest too deep")
+
+
+def _split(data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+           delimiter: bytes) -> tuple[pa.Array, pa.Array]:
+    """``key<delimiter>value`` lines as key and value arrays, cut out of the block's bytes by Arrow: a line
+    without the delimiter has a null key; an empty value is null (a tombstone)."""
+    if len(delimiter) == 1:
+        marks = np.flatnonzero(buf == delimiter[0])
+        first = np.searchsorted(marks, starts)
+        at = marks[np.minimum(first, len(marks) - 1)] if len(marks) else ends
+        found = (first < len(marks)) & (at < ends) if len(marks) else np.zeros(len(starts), np.bool_)
+    else:
+        at = np.array([data.find(delimiter, s, e) for s, e in zip(starts.tolist(), ends.tolist())], np.int64)
+        found = at >= 0
+    at = np.where(found, at, ends)
+    value_starts = np.where(found, at + len(delimiter), ends)
+    # Four pieces a line, back to back: key, delimiter, value, and what lies up to the next line.
+    offsets = np.empty(4 * len(starts) + 1, np.int64)
+    offsets[0:-1:4], offsets[1::4], offsets[2::4], offsets[3::4] = starts, at, value_starts, ends
+    offsets[-1] = ends[-1]
+    pieces = pa.Array.from_buffers(pa.large_binary(), 4 * len(starts),
+                                   [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    key_at = np.arange(0, 4 * len(starts), 4)
+    keys = pieces.take(pa.array(key_at, mask=~found)).cast(pa.binary())
+    values = pieces.take(pa.array(key_at + 2, mask=~found | (value_starts >= ends))).cast(pa.binary())
+    return keys, values
+
+
+__all__ = ["Decode", "Fallback", "Places"]

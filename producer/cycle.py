@@ -261,8 +261,8 @@ class Publisher:
                 # Per chunk, not per record: a chunk that raised is never published, so no position is lost.
                 positions.setdefault(chunk.stream, {})["0"] = chunk.position
             else:
-                count = len(chunk.keys)
-                if count:
+                count = chunk.advanced
+                if len(chunk.keys):
                     keys, values = pa.array(chunk.keys, pa.binary()), pa.array(chunk.values, pa.binary())
                     if self.source.latest_only:
                         held.append((chunk.stream, keys, values, chunk.partitions, chunk.offsets))
@@ -289,8 +289,7 @@ class Publisher:
         keyless = keys.is_null().to_numpy(zero_copy_only=False)
         # A keyless message supersedes nothing: each one is bad on its own.
         errors = [decode.bad(places, int(i), self.decoder.no_key) for i in np.flatnonzero(keyless).tolist()]
-        codes = pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        codes[keyless] = -1
+        codes = pc.dictionary_encode(keys).indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         _, from_end = np.unique(codes[::-1], return_index=True)
         latest = np.sort(len(codes) - 1 - from_end)
         latest = latest[~keyless[latest]]

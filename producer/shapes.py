@@ -53,6 +53,8 @@ def value_type(value: Any, depth: int = 0) -> str:
         return "float64"
     if isinstance(value, str):
         return "string"
+    if isinstance(value, bytes) and depth == 0:
+        return "binary"  # the value column of value_format bytes
     if depth >= MAX_DEPTH:
         raise ValueError(f"the value nests lists and objects deeper than {MAX_DEPTH} levels")
     if isinstance(value, list):

@@ -35,7 +35,9 @@ class Lines(NamedTuple):
 class Messages(NamedTuple):
     """Messages of one topic, in the order they were consumed (offset order within each partition): raw keys
     and values (None where absent), partitions and offsets; ``positions`` (partition -> next offset) is where
-    the read stands after them (past control records, compacted gaps, empty partitions)."""
+    the read stands after them (past control records, compacted gaps, empty partitions), and ``advanced``
+    how many offsets that moved it by: what the manifest counts as messages, whatever the log cleaner
+    removed in between or the client batched."""
 
     stream: str
     keys: list[bytes | None]
@@ -43,6 +45,7 @@ class Messages(NamedTuple):
     partitions: np.ndarray
     offsets: np.ndarray
     positions: dict[str, int]
+    advanced: int
 
 
 Chunk = Lines | Messages

@@ -183,7 +183,7 @@ class KafkaSource(Source):
         if not stored and self.rebuild == "now":
             self.rebuild = "never"  # the forced re-read is done: later cycles resume from its positions
         yield Messages(topic, [], [], np.zeros(0, np.int64), np.zeros(0, np.int64),
-                       {str(p): end for p, end in ends.items()})
+                       {str(p): end for p, end in ends.items()}, sum(ends[p] - where[p] for p in ends))
 
     def commit(self, positions: Positions) -> None:
         """Commit the announced positions to the group with explicit offsets (never a subscription)."""
@@ -260,6 +260,7 @@ class KafkaSource(Source):
                     partitions, offsets = partitions[kept], offsets[kept]
                 keys = [m.key() for m in messages]
                 values = [m.value() for m in messages]
+                previous = sum(where.values())
                 for tp in consumer.position(assigned):
                     if tp.offset >= 0 and limit[tp.partition] >= 0:
                         where[tp.partition] = tp.offset
@@ -270,7 +271,8 @@ class KafkaSource(Source):
                     consumer.pause([TopicPartition(topic, p) for p in done])
                 self._lag = sum(ends[p] - where[p] for p in pending)
                 yield Messages(topic, keys, values, partitions, offsets,
-                               {str(tp.partition): where[tp.partition] for tp in assigned})
+                               {str(tp.partition): where[tp.partition] for tp in assigned},
+                               sum(where.values()) - previous)
         except KafkaException as exc:
             raise SourceError(f"reading topic {topic} at {self.bootstrap} failed: {exc.args[0].str()}",
                               source=self.uri) from exc

@@ -81,7 +81,7 @@ def published(dataset: Dataset) -> dict[str, dict[str, Any]]:
     manifest = dataset.manifest(version)
     key_field = manifest.schema.key_field
     return {row.pop(key_field): {k: v for k, v in row.items() if v is not None}
-            for row in load_state(dataset, manifest).to_pylist()}
+            for row in load_state(dataset, manifest).table().to_pylist()}
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int, committed: bool = True) -> dict[str, int]:

@@ -1,0 +1,204 @@
+"""Bulk decoding (Arrow's JSON reader) against the per-record path: the same lines, the same outcome.
+
+Every publish here runs twice on the same lines, once through the bulk path
+and once with every record decoded one by one (the reference); both must
+accept and refuse the same records, name the same places, and publish the
+same rows, schema and checksum.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import combe.format.jsontext as jsontext
+from combe.format.dataset import Dataset
+from combe.format.errors import BadRecordError, ValidationError
+from combe.producer import PublishOptions, Publisher, RecordFormat, open_source
+from combe.producer.state import load_state
+from combe.producer.validators import Limits
+
+OPTIONS = dict(limits=Limits(max_removed=None, max_added=None, allow_empty_keys=True))
+
+
+def run(path: Path, *, bulk: bool, key_type: str = "string", delimiter: str | None = None,
+        value_format: str = "json", skip: bool = True) -> dict[str, Any]:
+    """Publish ``path`` into a fresh store; what came out, in a comparable form."""
+    store = f"memory://decode-{uuid.uuid4().hex}"
+    try:
+        dataset = Dataset.open(store, "d")
+        options = PublishOptions(fmt=RecordFormat(key_type=key_type, value_format=value_format),
+                                 on_bad_record="skip" if skip else "fail", **OPTIONS)
+        publisher = Publisher(dataset, open_source(str(path), key_delimiter=delimiter), options)
+        publisher.bulk = bulk
+        try:
+            result = publisher.run_cycle()
+        except (BadRecordError, ValidationError) as exc:
+            return {"error": str(exc)}
+        outcome: dict[str, Any] = {"outcome": result.outcome, "messages": result.messages,
+                                   "bad": result.bad_records}
+        if result.version is not None:
+            manifest = dataset.manifest(result.version)
+            table = load_state(dataset, manifest).table()
+            outcome.update(schema=manifest.schema.to_json(), checksum=manifest.state_checksum,
+                           rows=table.to_pylist(), counts=manifest.changes)
+        return outcome
+    finally:
+        root = "/" + store.removeprefix("memory://")
+        fs = fsspec.filesystem("memory")
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+
+
+def both(path: Path, **options: Any) -> dict[str, Any]:
+    bulk, reference = run(path, bulk=True, **options), run(path, bulk=False, **options)
+    assert bulk == reference
+    return bulk
+
+
+# -- lines that read differently with a lenient reader --------------------------------------------------
+
+ODD_LINES = [
+    b'{"key": "a", "value": {"x": 1}}',
+    b'{"key": "b"}',                                  # no "value": not a tombstone
+    b'{"key": "c", "value": null}',                   # a tombstone
+    b'   ',                                           # blank but not empty: not JSON
+    b'null',                                          # not an object (Arrow's reader crashes on it first)
+    b'{"key": "d", "value": {"x": 2}} {"key": "e", "value": {"x": 3}}',  # two values on one line
+    b'{"key": "f", "value": {"x": NaN}}',
+    b'{"key": "g", "value": {"x": 1e400}}',
+    b'{"key": "h", "value": {"x": 18446744073709551616}}',  # beyond 64 bits: never a float
+    b'{"key": "i", "value": {"y": 9223372036854775808}}',
+    b'{"key": "j", "value": {"z": "\\ud800"}}',
+    b'{"key": "k", "value": {"z": "\\udc00x"}}',
+    b'{"key": "l", "value": {"z": "a\tb"}}',          # a raw control character in a string
+    b'{"key": "m", "value": {"x": 1, "x": 2}}',       # a duplicate field: the last wins, as in JSON parsers
+    b'{"key": "n", "value": {"w": [1, "a"]}}',        # no common item type
+    b'{"key": "o", "value": {"w": [1, 2.5]}}',
+    b'{"key": "p", "value": {"key": "p", "v": 1}}',   # the value's own key field agrees
+    b'{"key": "q", "value": {"key": "other"}}',       # ... or not
+    b'{"key": "r", "value": {"key": null}}',
+    b'{"key": "", "value": {"x": 5}}',                # an empty key (validators decide)
+    b'{"key": 7, "value": {"x": 6}}',                 # a number as a string key
+    b'{"key": "s", "value": {"t": "2020-01-01"}}',    # text that looks like a date stays text
+    b'{"key": "u", "value": {"__combe_x": 1}}',
+    b'{"key": "v", "value": {"x": "\xff"}}',          # not UTF-8
+    b'{"key": "w", "value": [1]}',
+    b'{"key": "x", "value": {"e": [], "n": [null, null], "o": {}}}',
+    b'{"key": "y", "value": {"x": 1.5}}',             # a float after ints: the column becomes float64
+    b'{"key": "z", "value": ' + b'[' * 2000 + b']' * 2000 + b'}',
+    b'{"key": "deep", "value": {"d": ' + b'{"a": ' * 40 + b'1' + b'}' * 40 + b'}}',
+    b'{"key": "dup", "value": {"x": 7}}',
+    b'{"key": "dup", "value": {"x": 8}}',
+    b'{"value": {"x": 9}}',
+]
+
+
+@pytest.mark.parametrize("skip", [True, False], ids=["skip", "fail"])
+@pytest.mark.parametrize("count", [1, len(ODD_LINES)])
+def test_odd_lines_decode_alike(tmp_path: Path, skip: bool, count: int) -> None:
+    for start in range(0, len(ODD_LINES), count):
+        path = tmp_path / f"lines-{start}.jsonl"
+        path.write_bytes(b"\n".join(ODD_LINES[start:start + count]) + b"\n")
+        both(path, skip=skip)
+
+
+def test_the_odd_lines_are_refused_or_kept_as_documented(tmp_path: Path) -> None:
+    path = tmp_path / "lines.jsonl"
+    path.write_bytes(b"\n".join(ODD_LINES) + b"\n")
+    found = both(path)
+    rows = {row["key"]: row for row in found["rows"]}
+    assert set(rows) == {"a", "o", "p", "", "7", "s", "x", "y", "dup", "m"}  # "deep" nests 41 levels
+    assert rows["dup"]["x"] == 8.0 and rows["m"]["x"] == 2.0 and rows["s"]["t"] == "2020-01-01"
+    assert rows["o"]["w"] == [1.0, 2.5] and rows["x"]["n"] == [None, None]
+    # Every other line is bad but "c" (a tombstone of nothing) and the first "dup" (superseded).
+    assert found["bad"] == len(ODD_LINES) - len(rows) - 2
+    assert dict((c["name"], c["type"]) for c in found["schema"])["x"] == "float64"
+    path.write_bytes(b"\n".join(ODD_LINES[:5]) + b"\n")
+    assert "line 2: the line has no \"value\" field" in both(path, skip=False)["error"]
+
+
+@pytest.mark.parametrize("orjson", [True, False], ids=["orjson", "stdlib"])
+def test_one_behaviour_whichever_json_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, orjson: bool) -> None:
+    """issue 15 item 7: the stdlib path refuses what orjson refuses, a 10,000-deep value with a clear error."""
+    if not orjson:
+        monkeypatch.setattr(jsontext, "loads_record", jsontext._stdlib_loads_checked)
+        import combe.producer.records as records
+        monkeypatch.setattr(records, "loads_record", jsontext._stdlib_loads_checked)
+    deep = b'{"key": "deep", "value": {"d": ' + b"[" * 10_000 + b"]" * 10_000 + b"}}"
+    for line, reason in [(deep, "deeper than"), (b'{"key": "i", "value": {"x": 1e400}}', ""),
+                         (b'{"key": "b", "value": {"x": 18446744073709551616}}', "int64"),
+                         (b'{"key": "n", "value": {"x": NaN}}', ""), (b'{"key": "", "value": {"x": 1}}', None)]:
+        path = tmp_path / "line.jsonl"
+        path.write_bytes(b'{"key": "a", "value": {"x": 1}}\n' + line + b"\n")
+        found = both(path, skip=False)
+        if reason is None:
+            assert found["outcome"] == "published"
+            continue
+        assert f"{path} line 2" in found["error"] and reason in found["error"], found
+
+
+def test_an_empty_key_is_refused_naming_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "keys.jsonl"
+    path.write_bytes(b'{"key": "a", "value": {"x": 1}}\n{"key": "", "value": {"x": 2}}\n')
+    dataset = Dataset.open(str(tmp_path / "store"), "d")
+    with pytest.raises(ValidationError, match=f"empty key .*{path} line 2"):
+        Publisher(dataset, open_source(str(path))).run_cycle()
+
+
+# -- any lines ---------------------------------------------------------------------------------------------
+
+scalars = st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats(allow_nan=False, allow_infinity=False) \
+    | st.text(max_size=4) | st.sampled_from(["2020-01-01", "12:00:00", "2020-01-01T00:00:00"])
+json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.sampled_from(["a", "b", "key", "c d", "__combe_z"]), inner, max_size=3),
+                           max_leaves=8)
+texts = st.one_of(
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=12),
+    st.sampled_from([b"", b"   ", b"null", b"{", b'{"a": 1} {"a": 2}', b'{"x": NaN}', b'{"x": "\\ud800"}']),
+)
+
+
+@st.composite
+def lines(draw: st.DrawFn) -> bytes:
+    """A JSONL line: mostly well-formed records of any JSON value, sometimes anything at all."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(texts)
+    key = draw(st.sampled_from(["a", "b", "c", "", 7, None, [1]]))
+    record: dict[str, Any] = {"key": key}
+    shape = draw(st.integers(0, 9))
+    if shape < 7:
+        record["value"] = draw(st.dictionaries(st.sampled_from(["x", "y", "key", "l", "o"]), json_values, max_size=3))
+    elif shape < 9:
+        record["value"] = None
+    return json.dumps(record).encode()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.lists(lines(), max_size=12), key_type=st.sampled_from(["string", "int64"]),
+       skip=st.booleans())
+def test_any_lines_decode_alike(tmp_path_factory: pytest.TempPathFactory, body: list[bytes], key_type: str,
+                                skip: bool) -> None:
+    path = tmp_path_factory.mktemp("lines") / "changes.jsonl"
+    path.write_bytes(b"\n".join(line.replace(b"\n", b" ") for line in body) + b"\n")
+    both(path, key_type=key_type, skip=skip)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.lists(st.tuples(st.sampled_from([b"a", b"7", b"", b"-1", b"\xff", b"007"]),
+                               st.one_of(texts, json_values.map(lambda v: json.dumps(v).encode()))), max_size=12),
+       key_type=st.sampled_from(["string", "int64"]), value_format=st.sampled_from(["json", "json", "string", "bytes"]))
+def test_any_kcat_lines_decode_alike(tmp_path_factory: pytest.TempPathFactory, body: list[tuple[bytes, bytes]],
+                                     key_type: str, value_format: str) -> None:
+    path = tmp_path_factory.mktemp("kcat") / "changes.txt"
+    path.write_bytes(b"".join(key + b"|" + value.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n"
+                              for key, value in body))
+    both(path, key_type=key_type, delimiter="|", value_format=value_format)

@@ -389,7 +389,7 @@ class Publisher:
             indexed = with_index(table, schema.key_field, schema.key_type)
         del table, state
         if first:
-            result.delta = result.delta.slice(0, 0)
+            result.delta = result.delta.schema.empty_table()  # it held the state's columns
         result.next_state = State.empty(schema)  # the fold's copy goes once encoded
         data = encode_table(indexed)
         del indexed

@@ -159,7 +159,7 @@ class Decode:
             raise Fallback("a line has no key")
         if "value" not in table.column_names:
             raise Fallback("no line has a value")
-        value = table.column("value").combine_chunks()
+        value = table.column("value")
         nulls = np.flatnonzero(value.is_null().to_numpy(zero_copy_only=False))
         for index in nulls.tolist():  # null or absent: only the record itself can tell
             line = data[int(starts[index]):int(ends[index])]
@@ -169,7 +169,7 @@ class Decode:
                 raise Fallback("a line is not JSON") from None
             if not isinstance(record, dict) or "value" not in record:
                 raise Fallback("a line has no value")
-        keys = self._keys(table.column("key").combine_chunks())
+        keys = self._keys(table.column("key"))
         if self.fmt.value_format != "json":
             return self._raw_value_part(keys, value, places)
         if not pa.types.is_struct(value.type):
@@ -484,8 +484,12 @@ def _depth(data_type: pa.DataType) -> int:
     return 0
 
 
-def _check_floats(array: pa.Array) -> None:
+def _check_floats(array: pa.Array | pa.ChunkedArray) -> None:
     """No NaN or infinity (not JSON), and no float at or beyond 2**63 (maybe an integer too long for int64)."""
+    if isinstance(array, pa.ChunkedArray):
+        for chunk in array.chunks:
+            _check_floats(chunk)
+        return
     data_type = array.type
     if pa.types.is_floating(data_type):
         if len(array) - array.null_count:

@@ -27,7 +27,7 @@ from combe.format.types import arrow_field, type_of_field
 from .evolution import convert_column
 
 from .shapes import Conflict, at, unify, value_type
-from .state import State, take_columns
+from .state import State, take_columns, take_owned
 
 # A part's column saying the record is a tombstone (its value columns are null).
 DELETED = "__combe_deleted"
@@ -123,16 +123,19 @@ class Changes:
             for f in target:
                 columns[f.name].extend(conform_column(part, f, self.retyped).chunks)
         del parts
-        table = pa.Table.from_arrays([pa.chunked_array(columns.pop(f.name), f.type) for f in target], schema=target)
-        keys = table.column(self.schema.key_field)
+        owned: list[pa.ChunkedArray | None] = [pa.chunked_array(columns.pop(f.name), f.type) for f in target]
+        keys = owned[0]
+        assert keys is not None
         order = pc.sort_indices(keys).to_numpy()
         sorted_keys = keys.take(order)
+        del keys
         if len(order) > 1:
             last = np.ones(len(order), np.bool_)
             last[:-1] = pc.not_equal(sorted_keys.slice(0, len(order) - 1),
                                      sorted_keys.slice(1)).to_numpy(zero_copy_only=False)
             order = order[last]
-        return take_columns(table, order)
+        del sorted_keys
+        return take_owned(owned, target, order)
 
 
 def conform_column(part: pa.Table, target: pa.Field, retyped: dict[str, str]) -> pa.ChunkedArray:
@@ -231,6 +234,13 @@ def fold(previous: State, changes: Changes) -> FoldResult:
         before = take_columns(old.set_column(0, arrow_field(schema.key_field, schema.key_type, nullable=False),
                                              keys), changed)
     reverse = _with_op(before, reverse_ops[changed])
-    next_state = previous.applied(delta, schema, checksum) if len(changed) else previous
+    if not len(changed):
+        next_state = previous
+    elif old is None and previous.base.num_rows == 0 and previous.overlay is None:
+        # A first version: the new state is one table, the rows kept (no copy when none was a tombstone).
+        kept_rows = rows if kept.all() else take_columns(rows, np.flatnonzero(kept))
+        next_state = State.of_table(kept_rows, schema, checksum)
+    else:
+        next_state = previous.applied(delta, schema, checksum)
     return FoldResult(next_state, delta, reverse, schema, *counts, unchanged=unchanged,
                       empty_keys=list(changes.empty_keys))

@@ -39,16 +39,19 @@ PRESENT = "__combe_present"
 
 
 def take_columns(table: pa.Table, indices: np.ndarray | pa.Array) -> pa.Table:
-    """``table.take(indices)`` one column at a time, each source column let go as soon as it is taken, so a
-    whole-table reorder needs the table plus one column, not two tables."""
+    """``table.take(indices)``, column by column."""
+    return take_owned(list(table.columns), table.schema, indices)
+
+
+def take_owned(columns: list[pa.ChunkedArray | None], schema: pa.Schema, indices: np.ndarray | pa.Array) -> pa.Table:
+    """The rows ``indices`` of the table ``columns`` (a list the caller hands over: each entry is let go as soon
+    as it is taken), so a whole-table reorder needs the table plus one column, not two tables."""
     if isinstance(indices, np.ndarray):
         indices = pa.array(indices)
-    schema = table.schema
-    columns = list(table.columns)
-    del table
     taken = []
     for position in range(len(columns)):
-        column, columns[position] = columns[position], None  # type: ignore[call-overload]
+        column, columns[position] = columns[position], None
+        assert column is not None
         taken.append(column.take(indices))
         del column
     return pa.Table.from_arrays(taken, schema=schema)

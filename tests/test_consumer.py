@@ -166,7 +166,7 @@ def history(tmp_path: Path) -> Feed:
     feed.publish(movies(200, 2000))
     feed.publish([("m001", {"title": "Two", "year": 2002}), ("m199", None)])
     feed.publish([("m002", {"title": "Three", "year": 2003}), ("new3", {"title": "Added in 3", "rating": 7.5})])
-    feed.publish([("m001", None), ("new4", {"title": "Added in 4", "tags": ["x", {"y": None}]})])
+    feed.publish([("m001", None), ("new4", {"title": "Added in 4", "tags": ["x", None]})])
     feed.publish([("new3", {"title": "Changed in 5", "rating": 8.0}), ("m003", {"title": "Five", "year": 2005})])
     assert [feed.dataset.manifest(v).snapshot is not None for v in range(1, 6)] == [True, False, True, False, True]
     return feed

@@ -9,18 +9,25 @@ same rows, schema and checksum.
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import combe.format.jsontext as jsontext
+from combe.format.checksum import legacy_state_checksum
+from combe.format.codec import encode_table, sha256_hex
 from combe.format.dataset import Dataset
 from combe.format.errors import BadRecordError, ValidationError
+from combe.format.index import with_index
+from combe.format.manifest import BlobRef, Manifest, Pointer, utc_now
+from combe.format.schema import Schema
 from combe.producer import PublishOptions, Publisher, RecordFormat, open_source
 from combe.producer.state import load_state
 from combe.producer.validators import Limits
@@ -202,3 +209,37 @@ def test_any_kcat_lines_decode_alike(tmp_path_factory: pytest.TempPathFactory, b
     path.write_bytes(b"".join(key + b"|" + value.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n"
                               for key, value in body))
     both(path, key_type=key_type, delimiter="|", value_format=value_format)
+
+
+def test_a_format_version_1_dataset_with_a_json_column_is_continued(tmp_path: Path) -> None:
+    """A dataset an older combe published (sha256 checksum, nested values as JSON text) takes new versions:
+    its json column keeps taking any JSON value as canonical text, and the new manifests are version 2."""
+    schema = Schema("key", "string", {"title": "string", "tags": "json"})
+    table = pa.Table.from_arrays([pa.array(["a", "b"]), pa.array(["A", "B"]), pa.array(['[1,"x"]', None])],
+                                 schema=schema.to_arrow())
+    dataset = Dataset.open(str(tmp_path / "store"), "d")
+    data = encode_table(with_index(table, "key", "string"))
+    path = "blobs/snapshot-1-" + "0" * 32 + ".arrow.zst"
+    dataset.write_blob(path, data)
+    manifest = Manifest("d", 1, None, utc_now(), "old", schema, "json", 2, legacy_state_checksum(table), 1,
+                        BlobRef(path, len(data), sha256_hex(data), 2), None, None, "file://old", {},
+                        format_version=1)
+    assert dataset.create_manifest(manifest)
+    dataset.announce(Pointer("d", 1, utc_now(), "old"), None)
+    changes = tmp_path / "changes.jsonl"
+    changes.write_text('{"key": "b", "value": {"title": "B", "tags": {"z": 1.0, "a": [1, 2.5]}}}\n'
+                       '{"key": "c", "value": {"title": "C", "tags": 7}}\n')
+    for bulk in (True, False):
+        store = tmp_path / f"copy-{bulk}"
+        shutil.copytree(tmp_path / "store", store)
+        copy = Dataset.open(str(store), "d")
+        publisher = Publisher(copy, open_source(str(changes)))
+        publisher.bulk = bulk
+        assert publisher.run_cycle().version == 2
+        second = copy.manifest(2)
+        assert second.format_version == 2 and second.state_checksum.startswith("h128:")
+        assert second.schema.columns == {"title": "string", "tags": "json"}
+        rows = load_state(copy, second).table().to_pylist()
+        assert rows == [{"key": "a", "title": "A", "tags": '[1,"x"]'},
+                        {"key": "b", "title": "B", "tags": '{"a":[1,2.5],"z":1.0}'},
+                        {"key": "c", "title": "C", "tags": "7"}]

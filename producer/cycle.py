@@ -299,14 +299,13 @@ class Publisher:
             errors += decode.pairs(keys.take(taken), values.take(taken), places.subset(chosen))
         return self._skip_or_raise(errors)
 
-    def _skip_or_raise(self, errors: list[BadRecordError | None]) -> int:
+    def _skip_or_raise(self, errors: list[BadRecordError]) -> int:
         """Apply ``on_bad_record``: raise the earliest error, or log them all and count them."""
-        found = [error for error in errors if error is not None]
-        if found and self.options.on_bad_record != "skip":
-            raise min(found, key=lambda error: (error.stream, error.partition, error.offset))
-        for error in found:
+        if errors and self.options.on_bad_record != "skip":
+            raise min(errors, key=lambda error: (error.stream, error.partition, error.offset))
+        for error in errors:
             log.warning("skipped %s", error)
-        return len(found)
+        return len(errors)
 
     def _needs_snapshot(self, base: _Base, version: int, delta_bytes: int) -> bool:
         if base.manifest is None:

@@ -102,7 +102,8 @@ class Decode:
 
     # -- file lines ------------------------------------------------------------------------------
 
-    def lines(self, stream: str, data: bytes, first_line: int, delimiter: bytes | None) -> tuple[int, list[BadRecordError]]:
+    def lines(self, stream: str, data: bytes, first_line: int,
+              delimiter: bytes | None) -> tuple[int, list[BadRecordError]]:
         """A block of whole lines (JSONL, or ``key<delimiter>value``); (records, bad records)."""
         buf = np.frombuffer(data, np.uint8)
         ends = np.flatnonzero(buf == NEWLINE)

@@ -48,9 +48,10 @@ def ipc_file_bytes(table: pa.Table) -> pa.Buffer:
 
 
 def _write_ipc(sink: pa.NativeFile | FrameWriter, table: pa.Table) -> None:
-    batch = pa.RecordBatch.from_arrays([column.combine_chunks() for column in table.columns], schema=table.schema)
+    # Table.combine_chunks leaves a column of one chunk as it is (ChunkedArray.combine_chunks would copy it).
+    batches = table.combine_chunks().to_batches()
     with pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_batch(batch)
+        writer.write_batch(batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema))
 
 
 class FrameWriter:
@@ -145,23 +146,30 @@ def _frame_table(data: bytes, path: str) -> list[tuple[int, int, int, int]] | No
     return frames
 
 
-def _decompress_frames(data: bytes, frames: list[tuple[int, int, int, int]], path: str) -> bytearray:
-    """Every frame into its place in one buffer, on as many threads as there are cores."""
+def _decompress_frames(data: bytes, frames: list[tuple[int, int, int, int]], path: str, *,
+                       keep: bool = True) -> bytearray:
+    """Every frame into its place in one buffer, on as many threads as there are cores.
+
+    ``keep=False`` decompresses each frame into a scratch buffer of its thread and lets it go (``check_blob``):
+    zstd checks each frame's content checksum all the same. Returns an empty buffer then.
+    """
     total = sum(frame[3] for frame in frames)
     if total > MAX_DECOMPRESSED:
         raise FormatError(f"blob {path} claims {total} bytes decompressed; refusing", path=path)
-    out = bytearray(total)
+    out = bytearray(total if keep else 0)
     target, source = memoryview(out), memoryview(data)
     errors: list[str] = []
 
     def work(mine: list[tuple[int, int, int, int]]) -> None:
+        scratch = None if keep else memoryview(bytearray(max((frame[3] for frame in mine), default=0)))
         # readinto decompresses into the buffer with the GIL released, so the threads really run at once.
         for start, size, at, content in mine:
+            place = target[at:at + content] if scratch is None else scratch[:content]
             try:
                 reader = zstandard.ZstdDecompressor().stream_reader(source[start:start + size])
                 filled = 0
                 while filled < content:
-                    count = reader.readinto(target[at + filled:at + content])
+                    count = reader.readinto(place[filled:])
                     if not count:
                         break
                     filled += count
@@ -180,6 +188,33 @@ def _decompress_frames(data: bytes, frames: list[tuple[int, int, int, int]], pat
     if errors:
         raise IntegrityError(f"blob {path} does not decompress: {errors[0]}", path=path)
     return out
+
+
+def check_blob(data: bytes, *, path: str) -> None:
+    """Check that a blob decompresses to the very bytes that were compressed, without keeping them.
+
+    Every frame must carry a content checksum (the XXH64 of the bytes the
+    compressor was given, which ``FrameWriter`` always writes) and its size;
+    decompressing checks both. The cost is one decompression, on every core,
+    holding one frame per thread: a writer proves what it is about to publish
+    without decoding it again.
+    """
+    frames = _frame_table(data, path)
+    if frames is None:
+        try:
+            content = zstandard.get_frame_parameters(data).content_size
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"blob {path} is not a valid zstd frame: {exc}", path=path) from exc
+        frames = [(0, len(data), 0, content)]
+    source = memoryview(data)
+    for start, size, _, content in frames:
+        try:
+            params = zstandard.get_frame_parameters(source[start:start + size])
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"blob {path} holds a frame that is not zstd: {exc}", path=path) from exc
+        if not params.has_checksum or params.content_size != content:
+            raise IntegrityError(f"blob {path} holds a frame without a content checksum or size", path=path)
+    _decompress_frames(data, frames, path, keep=False)
 
 
 def encode_table(table: pa.Table, *, frame_bytes: int = FRAME_BYTES) -> bytes:

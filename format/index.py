@@ -86,9 +86,14 @@ def build_index(keys: pa.Array, key_type: str) -> tuple[pa.Array, pa.Array]:
     return pa.array(rows, pa.int32()), pa.array(ends, pa.int32())
 
 
-def with_index(table: pa.Table, key_field: str, key_type: str) -> pa.Table:
-    """The snapshot table: data columns, then the two index columns, and the scheme in metadata."""
-    rows, ends = build_index(table.column(key_field).combine_chunks(), key_type)
+def with_index(table: pa.Table, key_field: str, key_type: str,
+               index: tuple[np.ndarray, np.ndarray] | None = None) -> pa.Table:
+    """The snapshot table: data columns, then the two index columns, and the scheme in metadata.
+
+    ``index`` is the table's (rows, ends) when they are known already; else they are built.
+    """
+    rows, ends = (pa.array(part, pa.int32()) for part in index) if index is not None else \
+        build_index(one_array(table.column(key_field)), key_type)
     indexed = table.append_column(pa.field(INDEX_ROWS, pa.int32(), nullable=False), rows)
     indexed = indexed.append_column(pa.field(INDEX_ENDS, pa.int32(), nullable=False), ends)
     return indexed.replace_schema_metadata({**(table.schema.metadata or {}), INDEX_METADATA: INDEX_SCHEME})
@@ -103,9 +108,16 @@ def split_index(table: pa.Table) -> tuple[pa.Table, np.ndarray | None, np.ndarra
     return table.drop_columns([INDEX_ROWS, INDEX_ENDS]), rows, ends
 
 
+def one_array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A column as one array, over its own buffers when it is one chunk (ChunkedArray.combine_chunks copies)."""
+    if isinstance(column, pa.Array):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def _values(column: pa.ChunkedArray) -> np.ndarray:
-    """A column's values as numpy, over the blob's own buffer when it is one chunk (combine_chunks copies)."""
-    return (column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()).to_numpy()
+    """A column's values as numpy, over the blob's own buffer when it is one chunk."""
+    return one_array(column).to_numpy()
 
 
 def find_rows(keys: pa.Array | pa.ChunkedArray, key_type: str, table_keys: pa.Array | pa.ChunkedArray,

@@ -26,11 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from combe.format.checksum import advance, row_digests, state_checksum
-from combe.format.codec import decompress, encode_table, read_ipc, sha256_hex
+from combe.format.codec import check_blob, decompress, encode_table, read_ipc, sha256_hex
 from combe.format.dataset import Announced, Dataset
 from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED
 from combe.format.errors import BadRecordError, ConfigError, ConflictError, FormatError, IntegrityError
-from combe.format.index import INDEX_ENDS, INDEX_METADATA, INDEX_ROWS, INDEX_SCHEME, split_index, with_index
+from combe.format.index import split_index, with_index
 from combe.format.layout import delta_blob, new_uid, reverse_blob, snapshot_blob
 from combe.format.manifest import BlobRef, Manifest, Pointer, check_tags, parse_time, utc_now
 from combe.format.schema import Schema, conform
@@ -367,39 +367,36 @@ class Publisher:
         return manifest, sum(len(data) for _, data, _ in blobs.values()) + len(manifest.to_json())
 
     def _snapshot(self, result: FoldResult, path: str) -> tuple[bytes, int]:
-        """The snapshot blob of the new state and its rows; the state becomes the blob decoded again.
+        """The snapshot blob of the new state and its rows; the state becomes that one table.
 
-        The only place a cycle builds a whole table. Once encoded (frame by
-        frame, format/codec.py) it is let go, and the blob decoded again (over
-        its own decompressed bytes) is checked in full against the fold's
-        checksum and kept as the next cycle's base: one copy of the state at a
-        time, plus the compressed blob.
+        The only place a cycle builds a whole table. A state that is one table
+        already (a first version, a schema change) is the table whose row
+        digests made its checksum; a merged one (the base and the overlay of
+        the deltas since) has its digests summed again and compared with the
+        checksum the deltas advanced to, which checks the merge. The blob is
+        then decompressed without being kept (``check_blob``): zstd's content
+        checksums prove it holds the very bytes Arrow's IPC writer made of the
+        checked table. So no table is decoded again, and a first version's
+        rows are hashed once.
         """
-        schema = result.schema
-        state = result.next_state
+        schema, state = result.schema, result.next_state
         checksum, count = state.checksum, state.count
-        first = result.delta.num_rows == count == result.added  # a first version: the delta is the state
+        merged = state.overlay is not None
         table = state.table()
-        if state.overlay is None and state.rows is not None and state.ends is not None:
-            indexed = table.append_column(pa.field(INDEX_ROWS, pa.int32(), nullable=False), pa.array(state.rows))
-            indexed = indexed.append_column(pa.field(INDEX_ENDS, pa.int32(), nullable=False), pa.array(state.ends))
-            indexed = indexed.replace_schema_metadata({**(table.schema.metadata or {}), INDEX_METADATA: INDEX_SCHEME})
-        else:
-            indexed = with_index(table, schema.key_field, schema.key_type)
-        del table, state
-        if first:
-            result.delta = result.delta.schema.empty_table()  # it held the state's columns
-        result.next_state = State.empty(schema)  # the fold's copy goes once encoded
+        if self.options.integrity_check and merged and (
+                table.num_rows != count or state_checksum(table) != checksum):
+            raise IntegrityError(f"{self.dataset.name}: the state built for the snapshot does not hold the "
+                                 "folded state (its rows or checksum differ)")
+        known = (state.rows, state.ends) if not merged and state.rows is not None and state.ends is not None \
+            else None
+        del state
+        indexed = with_index(table, schema.key_field, schema.key_type, known)
         data = encode_table(indexed)
+        if self.options.integrity_check:
+            check_blob(data, path=path)
+        _, rows, ends = split_index(indexed)
         del indexed
-        decoded, rows, ends = split_index(read_ipc(decompress(data, path=path), path=path))
-        decoded = conform(decoded, schema)
-        if self.options.integrity_check and (decoded.num_rows != count or state_checksum(decoded) != checksum):
-            raise IntegrityError(f"{self.dataset.name}: the encoded snapshot does not hold the folded state")
-        result.next_state = State.of_table(decoded, schema, checksum, rows=rows, ends=ends)
-        if first:
-            result.delta = decoded.append_column(pa.field(OP_COLUMN, pa.int8(), nullable=False),
-                                                 pa.array(np.full(count, ADDED, np.int8)))
+        result.next_state = State.of_table(table, schema, checksum, rows=rows, ends=ends)
         return data, count
 
     def _check_deltas(self, base: _Base, result: FoldResult, blobs: dict[str, tuple[str, bytes, int]]) -> None:

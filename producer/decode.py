@@ -102,7 +102,7 @@ class Decode:
 
     # -- file lines ------------------------------------------------------------------------------
 
-    def lines(self, stream: str, data: bytes, first_line: int,
+    def lines(self, stream: str, data: bytes | bytearray, first_line: int,
               delimiter: bytes | None) -> tuple[int, list[BadRecordError]]:
         """A block of whole lines (JSONL, or ``key<delimiter>value``); (records, bad records)."""
         buf = np.frombuffer(data, np.uint8)
@@ -127,7 +127,7 @@ class Decode:
         keys, values = _split(data, buf, starts, ends, delimiter)
         return len(starts), self.pairs(keys, values, places)
 
-    def _jsonl(self, data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+    def _jsonl(self, data: bytes | bytearray, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                places: Places) -> list[BadRecordError]:
         if self.bulk:
             try:
@@ -136,7 +136,7 @@ class Decode:
             except Fallback as exc:
                 log.debug("%s lines %d-%d: record by record (%s)", places.stream, places.offsets[0],
                           places.offsets[-1], exc)
-        lines = [data[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+        lines = [bytes(data[s:e]) for s, e in zip(starts.tolist(), ends.tolist())]
         good, decoded, errors = self._per_record(self.decoder.decode_jsonl, [(line,) for line in lines], places)
         if self.bulk and len(good) and len(good) < len(lines):
             joined = b"\n".join(lines[i] for i in good.tolist()) + b"\n"
@@ -152,7 +152,7 @@ class Decode:
         self.changes.add(self._rows_part(decoded))
         return errors
 
-    def _bulk_jsonl(self, data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+    def _bulk_jsonl(self, data: bytes | bytearray, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                     places: Places) -> pa.Table:
         _screen(data, buf, starts, ends)
         table = self._read(data, int((ends - starts).max()), {"value": self._value_struct()}, len(starts))
@@ -163,7 +163,7 @@ class Decode:
         value = table.column("value")
         nulls = np.flatnonzero(value.is_null().to_numpy(zero_copy_only=False))
         for index in nulls.tolist():  # null or absent: only the record itself can tell
-            line = data[int(starts[index]):int(ends[index])]
+            line = bytes(data[int(starts[index]):int(ends[index])])
             try:
                 record = loads_record(line)
             except ValueError:
@@ -257,7 +257,8 @@ class Decode:
             return pa.string()
         return pa.struct([pa.field(name, t) for name, t in self._value_struct_fields().items()])
 
-    def _read(self, data: bytes | pa.Buffer, longest: int, explicit: dict[str, pa.DataType], rows: int) -> pa.Table:
+    def _read(self, data: bytes | bytearray | pa.Buffer, longest: int, explicit: dict[str, pa.DataType],
+              rows: int) -> pa.Table:
         """``data`` (one JSON object a line) through Arrow's reader, with ``explicit`` as the schema it knows."""
         try:
             pa.Array.from_buffers(pa.binary(), 1, [None, pa.py_buffer(np.array([0, len(data)], np.int32)),
@@ -509,7 +510,7 @@ def _check_floats(array: pa.Array | pa.ChunkedArray) -> None:
             _check_floats(child)
 
 
-def _screen(data: bytes | pa.Buffer, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+def _screen(data: bytes | bytearray | pa.Buffer, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
     """What the reader would read otherwise than a JSON parser: a line that does not start an object (blank,
     ``null``, ...), or one that may nest deeper than MAX_JSON_DEPTH."""
     if not len(starts):
@@ -524,7 +525,7 @@ def _screen(data: bytes | pa.Buffer, buf: np.ndarray, starts: np.ndarray, ends: 
             raise Fallback("a line may nest too deep")
 
 
-def _split(data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+def _split(data: bytes | bytearray, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
            delimiter: bytes) -> tuple[pa.Array, pa.Array]:
     """``key<delimiter>value`` lines as key and value arrays, cut out of the block's bytes by Arrow: a line
     without the delimiter has a null key; an empty value is null (a tombstone)."""

@@ -21,6 +21,8 @@ import pyarrow.compute as pc
 
 from combe.format.checksum import advance, row_digests
 from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED
+from combe.format.index import one_array
+from combe.format.keyorder import key_order
 from combe.format.schema import RESERVED_PREFIX, Schema
 from combe.format.types import arrow_field, type_of_field
 
@@ -103,9 +105,13 @@ class Changes:
     # -- records ---------------------------------------------------------------------------------
 
     def add(self, part: pa.Table) -> None:
-        """A part: the key column, value columns (any subset, types the schema has grown to take), DELETED."""
+        """A part: the key column, value columns (any subset, types the schema has grown to take), DELETED.
+
+        Kept as one chunk per column: Arrow's JSON reader gives a chunk per block of about 1 MiB, and a take
+        over many chunks (``latest``) costs several times one over a single array.
+        """
         if part.num_rows:
-            self.parts.append(part)
+            self.parts.append(part.combine_chunks())
             self.rows += part.num_rows
 
     def latest(self) -> pa.Table:
@@ -126,7 +132,8 @@ class Changes:
         owned: list[pa.ChunkedArray | None] = [pa.chunked_array(columns.pop(f.name), f.type) for f in target]
         keys = owned[0]
         assert keys is not None
-        order = pc.sort_indices(keys).to_numpy()
+        keys = one_array(keys)
+        order = key_order(keys)
         sorted_keys = keys.take(order)
         del keys
         if len(order) > 1:
@@ -159,13 +166,15 @@ class FoldResult:
 
     next_state: State
     delta: pa.Table
-    reverse: pa.Table
+    # None when no changed key was in the state before (a first version): ``reverse`` then builds it.
+    before: pa.Table | None
     schema: Schema
     added: int
     updated: int
     removed: int
     unchanged: int
     empty_keys: list[str] = field(default_factory=list)
+    _reverse: pa.Table | None = field(default=None, repr=False)
 
     @property
     def changed(self) -> int:
@@ -183,6 +192,26 @@ class FoldResult:
     def state(self) -> pa.Table:
         return self.next_state.table()
 
+    @property
+    def reverse(self) -> pa.Table:
+        """The reverse delta: each changed key's previous row (null where it was absent) and the opposite op.
+
+        Built when asked (a first version is never written with one), unless set."""
+        if self._reverse is not None:
+            return self._reverse
+        ops = self.delta.column(OP_COLUMN).to_numpy(zero_copy_only=False)
+        back = np.select([ops == ADDED, ops == REMOVED], [REMOVED, ADDED], UPDATED).astype(np.int8)
+        if self.before is not None:
+            return _with_op(self.before, back)
+        arrow = self.schema.to_arrow()
+        keys = self.delta.column(self.schema.key_field)
+        nulls = [pa.nulls(len(keys), f.type) for f in list(arrow)[1:]]
+        return _with_op(pa.Table.from_arrays([keys, *nulls], schema=arrow), back)
+
+    @reverse.setter
+    def reverse(self, table: pa.Table) -> None:
+        self._reverse = table
+
 
 def _with_op(table: pa.Table, ops: np.ndarray) -> pa.Table:
     return table.append_column(pa.field(OP_COLUMN, pa.int8(), nullable=False), pa.array(ops, pa.int8()))
@@ -196,20 +225,29 @@ def fold(previous: State, changes: Changes) -> FoldResult:
     rows = latest.drop_columns([DELETED])
     del latest
     keys = rows.column(schema.key_field)
-    if previous.count == 0:
-        # A first version (or an emptied dataset): no row to look up or compare with.
-        present = np.zeros(rows.num_rows, np.bool_)
-        old = None
-    else:
-        present, old = previous.lookup(keys, schema)
     kept = ~deleted
     new_digests = row_digests(rows)
-    if old is not None:
-        old_digests = row_digests(old)
-        same = present & kept & (new_digests == old_digests)
-    else:
-        old_digests = np.zeros(rows.num_rows, np.uint64)
-        same = np.zeros(rows.num_rows, np.bool_)
+    if previous.count == 0:
+        # A first version (or an emptied dataset): every record kept is added, nothing to look up or compare.
+        ops = np.where(kept, ADDED, 0).astype(np.int8)
+        checksum = advance(previous.checksum, new_digests[:0], new_digests[kept])
+        del new_digests
+        changed = np.flatnonzero(kept)
+        unchanged = rows.num_rows - len(changed)  # tombstones of keys that were not there
+        added_rows = rows if not unchanged else take_columns(rows, changed)
+        del rows, keys
+        delta = _with_op(added_rows, ops[changed])
+        if not len(changed):
+            next_state = previous
+        elif previous.base.num_rows == 0 and previous.overlay is None:
+            next_state = State.of_table(added_rows, schema, checksum)  # one table, shared with the delta
+        else:
+            next_state = previous.applied(delta, schema, checksum)
+        return FoldResult(next_state, delta, None, schema, len(changed), 0, 0, unchanged,
+                          empty_keys=list(changes.empty_keys))
+    present, old = previous.lookup(keys, schema)
+    old_digests = row_digests(old)
+    same = present & kept & (new_digests == old_digests)
     added_mask = kept & ~present
     updated_mask = kept & present & ~same
     removed_mask = deleted & present
@@ -220,27 +258,9 @@ def fold(previous: State, changes: Changes) -> FoldResult:
                        new_digests[added_mask | updated_mask])
     counts = (int(added_mask.sum()), int(updated_mask.sum()), int(removed_mask.sum()))
     unchanged = rows.num_rows - len(changed)
-    if old is None and len(changed) == rows.num_rows:
-        delta = _with_op(rows, ops)  # a first version: every row is added, nothing to copy
-    else:
-        delta = _with_op(take_columns(rows, changed), ops[changed])
-    reverse_ops = np.zeros(rows.num_rows, np.int8)
-    reverse_ops[added_mask], reverse_ops[updated_mask], reverse_ops[removed_mask] = REMOVED, UPDATED, ADDED
-    if old is None:
-        before = pa.Table.from_arrays([keys.take(changed)] + [pa.nulls(len(changed), f.type)
-                                                                for f in schema.to_arrow()][1:],
-                                      schema=schema.to_arrow())
-    else:
-        before = take_columns(old.set_column(0, arrow_field(schema.key_field, schema.key_type, nullable=False),
-                                             keys), changed)
-    reverse = _with_op(before, reverse_ops[changed])
-    if not len(changed):
-        next_state = previous
-    elif old is None and previous.base.num_rows == 0 and previous.overlay is None:
-        # A first version: the new state is one table, the rows kept (no copy when none was a tombstone).
-        kept_rows = rows if kept.all() else take_columns(rows, np.flatnonzero(kept))
-        next_state = State.of_table(kept_rows, schema, checksum)
-    else:
-        next_state = previous.applied(delta, schema, checksum)
-    return FoldResult(next_state, delta, reverse, schema, *counts, unchanged=unchanged,
+    delta = _with_op(take_columns(rows, changed), ops[changed])
+    before = take_columns(old.set_column(0, arrow_field(schema.key_field, schema.key_type, nullable=False), keys),
+                          changed)
+    next_state = previous.applied(delta, schema, checksum) if len(changed) else previous
+    return FoldResult(next_state, delta, before, schema, *counts, unchanged=unchanged,
                       empty_keys=list(changes.empty_keys))

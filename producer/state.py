@@ -30,6 +30,7 @@ from combe.format.dataset import Dataset
 from combe.format.delta import OP_COLUMN, REMOVED, apply_delta
 from combe.format.errors import FormatError, IntegrityError
 from combe.format.index import build_index, find_rows, split_index
+from combe.format.keyorder import key_order
 from combe.format.manifest import BlobRef, Manifest
 from combe.format.schema import Schema, conform
 
@@ -145,7 +146,7 @@ class State:
             before = conform(self.overlay.drop_columns([PRESENT]), schema).append_column(
                 target.field(PRESENT), self.overlay.column(PRESENT))
             merged = pa.concat_tables([before, incoming])
-            order = pc.sort_indices(merged.column(schema.key_field)).to_numpy()
+            order = key_order(merged.column(schema.key_field))
             keys = merged.column(schema.key_field).take(order)
             last = np.ones(len(order), np.bool_)
             if len(order) > 1:
@@ -167,8 +168,7 @@ class State:
         live = self.overlay.filter(self.overlay.column(PRESENT)).drop_columns([PRESENT])
         merged = pa.concat_tables([take_columns(base, np.flatnonzero(kept)), conform(live, self.schema)])
         del base
-        order = pc.sort_indices(merged.column(key))
-        return take_columns(merged, order).combine_chunks()
+        return take_columns(merged, key_order(merged.column(key))).combine_chunks()
 
     def keys(self) -> pa.ChunkedArray:
         """Every key in the state, in no particular order."""

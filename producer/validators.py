@@ -109,7 +109,8 @@ class NoEmptyKeys:
 
     def __call__(self, context: ValidationContext) -> None:
         delta = context.result.delta
-        keys = delta.filter(pc.equal(delta.column(OP_COLUMN), ADDED)).column(context.result.schema.key_field)
+        # The key column alone: a first version's delta is the whole state.
+        keys = delta.column(context.result.schema.key_field).filter(pc.equal(delta.column(OP_COLUMN), ADDED))
         empty = pc.is_null(keys)
         if pa.types.is_string(keys.type):
             empty = pc.or_kleene(empty, pc.equal(pc.utf8_length(keys), 0))

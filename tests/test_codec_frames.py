@@ -88,3 +88,26 @@ def test_the_sha256_is_checked_while_decompressing(ipc: bytes, monkeypatch: pyte
     with pytest.raises(IntegrityError, match="has sha256"):
         codec.verified_ipc(bytes(corrupted), codec.sha256_hex(blob), path="b")
     assert bytes(codec.verified_ipc(blob, codec.sha256_hex(blob), path="b")) == ipc
+
+
+@pytest.mark.parametrize("frame_bytes", [50_000, codec.FRAME_BYTES])
+def test_a_blob_that_passes_its_check_decompresses_to_what_was_written(ipc: bytes, frame_bytes: int) -> None:
+    """check_blob keeps nothing it decompresses; whatever byte of the blob is changed, it refuses the blob or
+    the blob still holds the same bytes (a change zstd ignores)."""
+    blob = codec.compress(ipc, frame_bytes=frame_bytes)
+    codec.check_blob(blob, path="b")
+    for at in range(0, len(blob), max(1, len(blob) // 300)):
+        damaged = bytearray(blob)
+        damaged[at] ^= 0x5A
+        try:
+            codec.check_blob(bytes(damaged), path="b")
+        except IntegrityError:
+            continue
+        assert bytes(codec.decompress(bytes(damaged), path="b")) == ipc, f"byte {at} changed what it holds"
+
+
+def test_a_frame_without_a_content_checksum_is_refused(ipc: bytes) -> None:
+    blob = zstandard.ZstdCompressor(write_checksum=False, write_content_size=True).compress(ipc)
+    assert bytes(codec.decompress(blob, path="b")) == ipc
+    with pytest.raises(IntegrityError, match="without a content checksum"):
+        codec.check_blob(blob, path="b")

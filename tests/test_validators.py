@@ -17,6 +17,7 @@ from combe.format.dataset import Dataset
 from combe.format.errors import IntegrityError, ValidationError
 from combe.producer import PublishOptions, Publisher, open_source
 from combe.producer.fold import FoldResult, fold
+from combe.producer.state import State
 from combe.producer.validators import Limits, ValidationContext
 from tests.support.changelog import append_jsonl
 
@@ -219,3 +220,43 @@ def test_a_corrupted_delta_is_caught_and_nothing_announced(store: str, changelog
 
     # With the check off the same corruption would reach consumers: the check is what stopped it.
     assert cycle(store, changelog, PublishOptions(integrity_check=False)).version == 2
+
+
+def test_a_snapshot_merged_wrong_is_caught_and_nothing_announced(store: str, changelog: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot cycle merges the base and the overlay of changed rows: its rows are summed again and compared
+    with the checksum the delta advanced to."""
+    append_jsonl(changelog, movies(0, 5))
+    publisher = Publisher(Dataset.open(store, DATASET), open_source(str(changelog)), PublishOptions(snapshot_every=1))
+    publisher.run_cycle()
+    append_jsonl(changelog, [("m0001", {"title": "Movie 1 (director's cut)", "year": 1901})])
+    merge = State.table
+
+    def merged_wrong(state: State) -> pa.Table:
+        table = merge(state)
+        return table.set_column(1, "title", pa.array(["wrong"] * table.num_rows, pa.string()))
+
+    monkeypatch.setattr(State, "table", merged_wrong)
+    with pytest.raises(IntegrityError, match="does not hold the folded state"):
+        publisher.run_cycle()
+    assert announced(store) == 1
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_snapshot_blob_that_does_not_decompress_to_what_was_written_is_caught(
+        store: str, changelog: Path, monkeypatch: pytest.MonkeyPatch, first: bool) -> None:
+    append_jsonl(changelog, movies(0, 5))
+    if not first:
+        cycle(store, changelog)
+        append_jsonl(changelog, movies(5, 10))
+    encode = cycle_module.encode_table
+
+    def damaged(table: pa.Table) -> bytes:
+        blob = bytearray(encode(table))
+        blob[len(blob) // 2] ^= 0x10
+        return bytes(blob)
+
+    monkeypatch.setattr(cycle_module, "encode_table", damaged)
+    with pytest.raises(IntegrityError, match="does not decompress|not a valid zstd frame|without a content"):
+        cycle(store, changelog, PublishOptions(snapshot_every=1))
+    assert announced(store) == (None if first else 1)

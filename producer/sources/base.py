@@ -27,7 +27,7 @@ class Lines(NamedTuple):
     ``position`` the byte offset after the last, where a resumed read starts."""
 
     stream: str
-    data: bytes
+    data: bytes | bytearray
     first_line: int
     position: int
 

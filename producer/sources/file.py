@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol, cast
 
 from combe.format.errors import SourceError
 
@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 # Bytes of whole lines per chunk: large enough for the JSON reader's threads, small next to the state.
 BLOCK_BYTES = 16 << 20
 STDIN = "-"
+
+
+class Readable(Protocol):
+    """A binary input: a file opened "rb", or standard input's buffer."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
 class FileSource(Source):
@@ -47,7 +55,8 @@ class FileSource(Source):
 
     def read(self, positions: Positions) -> Iterator[Lines]:
         if self.path is None:
-            yield from self._blocks(sys.stdin.buffer, start=0, line=1, end=None)
+            # A BufferedReader (typeshed's BinaryIO does not declare readinto).
+            yield from self._blocks(cast(Readable, sys.stdin.buffer), start=0, line=1, end=None)
             return
         start = positions.get(self.stream, {}).get("0", 0)
         size = self.path.stat().st_size
@@ -63,15 +72,20 @@ class FileSource(Source):
             # Read only what was there when the read began, even if a writer is appending.
             yield from self._blocks(handle, start=start, line=line, end=size)
 
-    def _blocks(self, handle: BinaryIO, *, start: int, line: int, end: int | None) -> Iterator[Lines]:
+    def _blocks(self, handle: Readable, *, start: int, line: int, end: int | None) -> Iterator[Lines]:
         """Blocks of about BLOCK_BYTES cut after a newline; a last line without one waits for the next run
-        (a file being appended to), except on standard input, which has ended when it ends."""
+        (a file being appended to), except on standard input, which has ended when it ends.
+
+        Each block is read straight into a buffer of its own (no copy to join it to the part of a line
+        carried over, none to cut it): the buffer is handed over with the block."""
         position = start
         carry = b""
         while True:
-            want = BLOCK_BYTES if end is None else min(BLOCK_BYTES, end - position - len(carry))
-            read = handle.read(want) if want > 0 else b""
-            data = carry + read if carry else read
+            want = BLOCK_BYTES if end is None else max(0, min(BLOCK_BYTES, end - position - len(carry)))
+            data = bytearray(len(carry) + want)
+            data[:len(carry)] = carry
+            read = _fill(handle, memoryview(data)[len(carry):])
+            del data[len(carry) + read:]
             if not read:
                 if data and end is None:  # stdin's last line, without a newline
                     yield Lines(self.stream, data, line, position + len(data))
@@ -81,16 +95,27 @@ class FileSource(Source):
                                 line + data.count(b"\n"))
                 return
             cut = data.rfind(b"\n") + 1
+            carry = bytes(data[cut:])
             if cut == 0:
-                carry = data
                 continue
-            block, carry = data[:cut], data[cut:]
-            yield Lines(self.stream, block, line, position + len(block))
-            line += block.count(b"\n")
-            position += len(block)
+            del data[cut:]
+            yield Lines(self.stream, data, line, position + len(data))
+            line += data.count(b"\n")
+            position += len(data)
 
 
-def _prefix(handle: BinaryIO, limit: int, size: int = 1 << 20) -> Iterator[bytes]:
+def _fill(handle: Readable, buffer: memoryview) -> int:
+    """Read into ``buffer`` until it is full or the input ends; the bytes read."""
+    filled = 0
+    while filled < len(buffer):
+        count = handle.readinto(buffer[filled:])
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+def _prefix(handle: Readable, limit: int, size: int = 1 << 20) -> Iterator[bytes]:
     """The first ``limit`` bytes in blocks, to count lines before a resume point."""
     remaining = limit
     while remaining > 0:

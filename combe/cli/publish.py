@@ -13,6 +13,7 @@ from types import FrameType
 from combe.format.dataset import Dataset
 from combe.format.errors import CombeError, ConfigError
 from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
+from combe.producer.pool import prefer_jemalloc
 from combe.producer.sources.base import KAFKA_TIMEOUT, REBUILD_MODES
 
 from . import report_error
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     store, name = require_dataset(args)
+    prefer_jemalloc()  # this process is the producer's: see producer/pool.py
     options = PublishOptions(fmt=RecordFormat(**settings_args(args, RecordFormat)),
                              tags=key_values(args.tag, "--tag", unique=True),
                              **settings_args(args, PublishOptions), **validation_options(args))

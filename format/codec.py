@@ -18,6 +18,8 @@ import hashlib
 import os
 import struct
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 import zstandard
@@ -36,7 +38,7 @@ SKIPPABLE_MAGIC = 0x184D2A5C
 TABLE_TAG = b"combe-frames-v1\0"
 
 
-def sha256_hex(data: bytes | memoryview) -> str:
+def sha256_hex(data: bytes | bytearray | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -58,31 +60,56 @@ class FrameWriter:
     """A file-like sink that compresses what is written to it ``frame_bytes`` at a time, as it comes.
 
     An Arrow IPC writer writes into it buffer by buffer, so a blob is built
-    without the whole IPC file in memory: only the compressed frames are kept
-    until ``finish`` lays out the frame table before them (the table comes
-    first in the blob, and needs every frame's size).
+    without the whole IPC file in memory: only the compressed frames are kept,
+    back to back in one buffer, until ``finish`` puts the frame table before
+    them (the table comes first in the blob, and needs every frame's size).
+    Frames are compressed on every core at once, a few at a time, each by a
+    compressor of its thread's own; they join the blob in order.
     """
 
     def __init__(self, *, level: int = ZSTD_LEVEL, frame_bytes: int = FRAME_BYTES) -> None:
+        self.level = level
         self.frame_bytes = frame_bytes
-        self.compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True,
-                                                   threads=-1)
         self.pending = bytearray(frame_bytes)
         self.filled = 0
-        self.frames: list[bytes] = []
-        self.sizes: list[int] = []
+        self.blob = bytearray()
+        self.sizes: list[tuple[int, int]] = []  # per frame: compressed size, decompressed size
+        self.written = 0
         self.closed = False
+        workers = os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="combe-zstd")
+        # At most this many frames are compressed or waiting at once (each holds its input).
+        self._ahead = workers + 1
+        self._queued: deque[tuple[Future[bytes], int]] = deque()
+        self._local = threading.local()
 
-    def _frame(self, data: memoryview) -> None:
-        self.frames.append(self.compressor.compress(data))
-        self.sizes.append(len(data))
+    def _compress(self, data: memoryview | bytearray) -> bytes:
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = self._local.compressor = zstandard.ZstdCompressor(
+                level=self.level, write_checksum=True, write_content_size=True)
+        return compressor.compress(data)  # releases the GIL
+
+    def _frame(self, data: memoryview | bytearray) -> None:
+        """Queue ``data`` (which must stay unchanged until it is compressed) as the next frame."""
+        self._queued.append((self._pool.submit(self._compress, data), len(data)))
+        self.written += len(data)
+        while len(self._queued) >= self._ahead:
+            self._take()
+
+    def _take(self) -> None:
+        future, size = self._queued.popleft()
+        frame = future.result()
+        self.blob += frame
+        self.sizes.append((len(frame), size))
 
     def write(self, data: bytes | memoryview | pa.Buffer) -> int:
         view = memoryview(data).cast("B")
         written = len(view)
         while len(view):
             if self.filled == 0 and len(view) >= self.frame_bytes:
-                self._frame(view[:self.frame_bytes])  # a whole frame straight from the writer's buffer
+                # A whole frame straight from the writer's buffer (the view keeps it alive until compressed).
+                self._frame(view[:self.frame_bytes])
                 view = view[self.frame_bytes:]
                 continue
             take = min(len(view), self.frame_bytes - self.filled)
@@ -90,8 +117,8 @@ class FrameWriter:
             self.filled += take
             view = view[take:]
             if self.filled == self.frame_bytes:
-                self._frame(memoryview(self.pending))
-                self.filled = 0
+                self._frame(self.pending)
+                self.pending, self.filled = bytearray(self.frame_bytes), 0
         return written
 
     def flush(self) -> None:
@@ -101,30 +128,40 @@ class FrameWriter:
         self.closed = True
 
     def tell(self) -> int:
-        return sum(self.sizes) + self.filled
+        return self.written + self.filled
 
-    def finish(self) -> bytes:
-        """The blob: one frame, or the frame table and the frames (docs/FORMAT.md)."""
-        if self.filled or not self.frames:
+    def finish(self) -> bytearray:
+        """The blob: one frame, or the frame table and the frames (docs/FORMAT.md).
+
+        The frames are already in the buffer returned; the table is put in
+        front of them in place, so the blob is never held twice.
+        """
+        if self.filled or not self.written:
             self._frame(memoryview(self.pending)[:self.filled])
             self.filled = 0
+        try:
+            while self._queued:
+                self._take()
+        finally:
+            self._pool.shutdown(cancel_futures=True)
         self.pending = bytearray()
-        if len(self.frames) == 1:
-            return self.frames.pop()
-        entries = b"".join(struct.pack("<QQ", len(frame), size) for frame, size in zip(self.frames, self.sizes))
-        table = TABLE_TAG + struct.pack("<I", len(self.frames)) + entries
-        frames, self.frames = self.frames, []
-        return struct.pack("<II", SKIPPABLE_MAGIC, len(table)) + table + b"".join(frames)
+        blob, self.blob = self.blob, bytearray()
+        if len(self.sizes) == 1:
+            return blob
+        entries = b"".join(struct.pack("<QQ", compressed, size) for compressed, size in self.sizes)
+        table = TABLE_TAG + struct.pack("<I", len(self.sizes)) + entries
+        blob[0:0] = struct.pack("<II", SKIPPABLE_MAGIC, len(table)) + table
+        return blob
 
 
-def compress(data: bytes | pa.Buffer, *, level: int = ZSTD_LEVEL, frame_bytes: int = FRAME_BYTES) -> bytes:
+def compress(data: bytes | pa.Buffer, *, level: int = ZSTD_LEVEL, frame_bytes: int = FRAME_BYTES) -> bytearray:
     """Blob bytes for ``data``: one zstd frame, or a frame table and one frame per ``frame_bytes``."""
     writer = FrameWriter(level=level, frame_bytes=frame_bytes)
     writer.write(data)
     return writer.finish()
 
 
-def _frame_table(data: bytes, path: str) -> list[tuple[int, int, int, int]] | None:
+def _frame_table(data: bytes | bytearray, path: str) -> list[tuple[int, int, int, int]] | None:
     """(compressed start, compressed size, decompressed start, decompressed size) per frame, or None."""
     if len(data) < 8 or struct.unpack_from("<I", data)[0] != SKIPPABLE_MAGIC:
         return None
@@ -146,7 +183,7 @@ def _frame_table(data: bytes, path: str) -> list[tuple[int, int, int, int]] | No
     return frames
 
 
-def _decompress_frames(data: bytes, frames: list[tuple[int, int, int, int]], path: str, *,
+def _decompress_frames(data: bytes | bytearray, frames: list[tuple[int, int, int, int]], path: str, *,
                        keep: bool = True) -> bytearray:
     """Every frame into its place in one buffer, on as many threads as there are cores.
 
@@ -190,7 +227,7 @@ def _decompress_frames(data: bytes, frames: list[tuple[int, int, int, int]], pat
     return out
 
 
-def check_blob(data: bytes, *, path: str) -> None:
+def check_blob(data: bytes | bytearray, *, path: str) -> None:
     """Check that a blob decompresses to the very bytes that were compressed, without keeping them.
 
     Every frame must carry a content checksum (the XXH64 of the bytes the
@@ -217,7 +254,7 @@ def check_blob(data: bytes, *, path: str) -> None:
     _decompress_frames(data, frames, path, keep=False)
 
 
-def encode_table(table: pa.Table, *, frame_bytes: int = FRAME_BYTES) -> bytes:
+def encode_table(table: pa.Table, *, frame_bytes: int = FRAME_BYTES) -> bytearray:
     """Blob bytes for ``table``, compressed frame by frame as the IPC writer produces them."""
     writer = FrameWriter(frame_bytes=frame_bytes)
     _write_ipc(writer, table)
@@ -237,7 +274,7 @@ def _check_digest(actual: str, expected_sha256: str, *, path: str) -> None:
         )
 
 
-def decompress(data: bytes, *, path: str) -> bytes | bytearray:
+def decompress(data: bytes | bytearray, *, path: str) -> bytes | bytearray:
     """The Arrow IPC file bytes inside a blob."""
     frames = _frame_table(data, path)
     if frames is not None:

@@ -236,5 +236,5 @@ class Dataset:
         """The Arrow IPC file inside a blob, verified against the manifest's sha256 (see verified_ipc)."""
         return verified_ipc(self.store.read(ref.path), ref.sha256, path=f"{self.url}/{ref.path}")
 
-    def write_blob(self, path: str, data: bytes) -> None:
+    def write_blob(self, path: str, data: bytes | bytearray) -> None:
         self.store.write(path, data)

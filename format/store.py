@@ -51,7 +51,7 @@ class Store(ABC):
         return None if new_tag == tag else (data, new_tag)
 
     @abstractmethod
-    def write(self, path: str, data: bytes) -> None:
+    def write(self, path: str, data: bytes | bytearray) -> None:
         """Write an object under a name nobody else uses (blobs); readers never see it torn."""
 
     @abstractmethod
@@ -113,7 +113,7 @@ class ReadOnlyStore(Store, ABC):
     def check_publishable(self) -> None:
         raise self._refuse("create-only write and compare-and-swap")
 
-    def write(self, path: str, data: bytes) -> None:
+    def write(self, path: str, data: bytes | bytearray) -> None:
         raise self._refuse("write")
 
     def put_if_absent(self, path: str, data: bytes) -> bool:

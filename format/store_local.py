@@ -47,7 +47,7 @@ class LocalStore(Store):
         data = self.read(path)
         return data, content_tag(data)
 
-    def _write_temp(self, target: Path, data: bytes) -> Path:
+    def _write_temp(self, target: Path, data: bytes | bytearray) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Mode 0666, as for any file a program creates: the umask (and a default ACL) decides who may read it.
         # mkstemp's 0600 would shut out consumers running as another user. O_EXCL: a random name no one else
@@ -64,7 +64,7 @@ class LocalStore(Store):
             raise
         return name
 
-    def write(self, path: str, data: bytes) -> None:
+    def write(self, path: str, data: bytes | bytearray) -> None:
         target = self._path(path)
         try:
             temp = self._write_temp(target, data)

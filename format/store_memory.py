@@ -43,7 +43,7 @@ class MemoryStore(Store):
         data = self.read(path)
         return data, content_tag(data)
 
-    def write(self, path: str, data: bytes) -> None:
+    def write(self, path: str, data: bytes | bytearray) -> None:
         self.fs.pipe_file(self._path(path), data)
 
     def put_if_absent(self, path: str, data: bytes) -> bool:

@@ -138,7 +138,7 @@ class S3Store(Store):
             return None
         return response["Body"], str(response["ETag"])
 
-    def write(self, path: str, data: bytes) -> None:
+    def write(self, path: str, data: bytes | bytearray) -> None:
         self._put("write", path, data)
 
     def put_if_absent(self, path: str, data: bytes) -> bool:
@@ -190,7 +190,7 @@ class S3Store(Store):
     def child(self, name: str) -> S3Store:
         return S3Store(self.protocol, f"{self.bucket}/{self._key(name)}", self._storage_options)
 
-    def _put(self, action: str, path: str, data: bytes, **condition: str) -> str:
+    def _put(self, action: str, path: str, data: bytes | bytearray, **condition: str) -> str:
         """PutObject, with the caller's s3_additional_kwargs (e.g. encryption) as s3fs would send them."""
         params = {**self.fs.s3_additional_kwargs, **self._object(path), "Body": data, **condition}
         response = self._send("put_object", f"{action} {self._url(path)}", **params)

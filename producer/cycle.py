@@ -336,7 +336,7 @@ class Publisher:
             result.next_state = State.of_table(table, schema, state_checksum(table))
             del table
         checksum = result.checksum
-        blobs: dict[str, tuple[str, bytes, int]] = {}
+        blobs: dict[str, tuple[str, bytes | bytearray, int]] = {}
         if base.manifest is not None and not schema_change:
             blobs["delta"] = (delta_blob(version, uid), encode_table(result.delta), result.delta.num_rows)
             blobs["reverse"] = (reverse_blob(version, uid), encode_table(result.reverse), result.reverse.num_rows)
@@ -366,7 +366,7 @@ class Publisher:
                                 "nothing was announced by this one", dataset=self.dataset.name, version=version)
         return manifest, sum(len(data) for _, data, _ in blobs.values()) + len(manifest.to_json())
 
-    def _snapshot(self, result: FoldResult, path: str) -> tuple[bytes, int]:
+    def _snapshot(self, result: FoldResult, path: str) -> tuple[bytearray, int]:
         """The snapshot blob of the new state and its rows; the state becomes that one table.
 
         The only place a cycle builds a whole table. A state that is one table
@@ -399,7 +399,8 @@ class Publisher:
         result.next_state = State.of_table(table, schema, checksum, rows=rows, ends=ends)
         return data, count
 
-    def _check_deltas(self, base: _Base, result: FoldResult, blobs: dict[str, tuple[str, bytes, int]]) -> None:
+    def _check_deltas(self, base: _Base, result: FoldResult,
+                      blobs: dict[str, tuple[str, bytes | bytearray, int]]) -> None:
         """Decode the delta and reverse delta about to be referenced and check, from the rows they touch alone,
         that they lead from the previous state to the new one and back (``advance`` of format/checksum.py),
         and that they fit: added keys absent before, updated and removed ones present (found by the key index)."""

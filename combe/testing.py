@@ -22,19 +22,21 @@ whose type conflicts with its column) raises BadRecordError naming it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 
 from combe.consumer import Consumer
 from combe.format.dataset import Dataset
-from combe.format.errors import ConfigError
+from combe.format.errors import BadRecordError, ConfigError
 from combe.format.layout import new_uid
 from combe.format.manifest import check_tags
 from combe.producer import PublishOptions, Publisher, RecordFormat
-from combe.producer.sources import Batch, Positions, Record, Source
+from combe.producer.sources import Messages, Positions, Source
 from combe.producer.validators import Limits
 
 STREAM = "combe.testing"
@@ -51,13 +53,23 @@ class _Changes(Source):
         self.name = name
         self.log: list[tuple[Any, Mapping[str, Any] | None]] = []
 
-    def read(self, positions: Positions) -> Iterator[Batch]:
+    def read(self, positions: Positions) -> Iterator[Messages]:
         start = positions.get(STREAM, {}).get("0", 0)
-        # Copies: the decoder takes the key field out of a value, and the test keeps its own dicts.
-        records = [Record(key, None if value is None else dict(value), 0, offset, offset + 1)
-                   for offset, (key, value) in enumerate(self.log[start:], start)]
-        if records:
-            yield Batch(STREAM, records)
+        changes = self.log[start:]
+        if not changes:
+            return
+        keys: list[bytes | None] = []
+        values: list[bytes | None] = []
+        for offset, (key, value) in enumerate(changes, start):
+            keys.append((key if isinstance(key, str) else json.dumps(key)).encode())
+            try:
+                values.append(None if value is None else json.dumps(value, allow_nan=False).encode())
+            except (TypeError, ValueError) as exc:  # a datetime, a set, NaN: no JSON value holds it
+                raise BadRecordError(f"the record cannot be written as JSON ({exc})", stream=STREAM, partition=0,
+                                     offset=offset, where=self.describe(STREAM, 0, offset)) from exc
+        offsets = np.arange(start, start + len(changes), dtype=np.int64)
+        yield Messages(STREAM, keys, values, np.zeros(len(changes), np.int64), offsets,
+                       {"0": start + len(changes)}, len(changes))
 
     def describe(self, stream: str, partition: int, offset: int) -> str:
         key = self.log[offset][0] if 0 <= offset < len(self.log) else "?"

@@ -241,5 +241,5 @@ def test_a_format_version_1_dataset_with_a_json_column_is_continued(tmp_path: Pa
         assert second.schema.columns == {"title": "string", "tags": "json"}
         rows = load_state(copy, second).table().to_pylist()
         assert rows == [{"key": "a", "title": "A", "tags": '[1,"x"]'},
-                        {"key": "b", "title": "B", "tags": '{"a":[1,2.5],"z":1.0}'},
+                        {"key": "b", "title": "B", "tags": '{"a":[1,2.5],"z":1}'},
                         {"key": "c", "title": "C", "tags": "7"}]

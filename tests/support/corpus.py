@@ -487,7 +487,7 @@ def _expected(case: Logged | Layered, dataset: Dataset) -> dict[str, Any]:
         manifest = dataset.manifest(version)
         schema = manifest.schema
         key_type = schema.key_type
-        state = load_state(dataset, manifest)
+        state = load_state(dataset, manifest).table()
         entry: dict[str, Any] = {
             "version": version, "format_version": manifest.format_version, "schema": schema.to_json(),
             "record_count": manifest.record_count, "state_checksum": manifest.state_checksum,
@@ -534,7 +534,7 @@ def _check_replay(case: Logged, dataset: Dataset, start: dict[Any, Row], first: 
         state.update(case.converted.get(version, {}))
         manifest = dataset.manifest(version)
         schema = manifest.schema
-        read = {row[schema.key_field]: _plain(row, schema) for row in load_state(dataset, manifest).to_pylist()}
+        read = {row[schema.key_field]: _plain(row, schema) for row in load_state(dataset, manifest).table().to_pylist()}
         assert read == {key: _plain(record, schema) for key, record in state.items()}, \
             f"{case.name} version {version}: combe reads other than the replay of its changelog"
 
@@ -543,7 +543,7 @@ def _check_layered(case: Layered, dataset: Dataset) -> None:
     for version, spec in enumerate(case.versions, start=1):
         manifest = dataset.manifest(version)
         expected = _table(_stored(spec.state, spec.schema, spec.json_writer), spec.schema)
-        assert load_state(dataset, manifest).equals(expected), f"{case.name} version {version}"
+        assert load_state(dataset, manifest).table().equals(expected), f"{case.name} version {version}"
         checksum = legacy_state_checksum if manifest.format_version == 1 else state_checksum
         assert checksum(expected) == manifest.state_checksum
 

@@ -46,7 +46,10 @@ def serve(store: str, shards: str) -> tuple[subprocess.Popen[bytes], str]:
         port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     process = subprocess.Popen([sys.executable, "-m", "combe", "serve", "--store", store, "--dataset", "users",
-                                "--shards", shards, "--port", str(port), "--refresh-interval", "3600"],
+                                "--shards", shards, "--port", str(port), "--refresh-interval", "3600",
+                                # One worker: the tests move a server to a version by asking it, and a second
+                                # worker (gunicorn's default is 2) would still answer from the version before.
+                                "--workers", "1"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

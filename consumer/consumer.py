@@ -18,11 +18,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from combe.format.cache import BlobCache
 from combe.format.dataset import Dataset
 from combe.format.errors import ConfigError, DatasetNotFound
 from combe.format.manifest import Pointer, parse_time
 
-from .cache import BlobCache
 from .diff import Diff
 from .indexes import Fields, Index, normalize_fields
 from .listeners import Listener, Listeners, changes
@@ -50,7 +50,7 @@ class Consumer:
     blobs on local disk, decompressed and memory-mapped, so restarts skip the
     download and processes share pages (``cache_max_bytes`` bounds it,
     ``verify_cache`` hashes each cached file fully on its first use; see
-    consumer/cache.py); ``columns`` loads only those value
+    format/cache.py); ``columns`` loads only those value
     columns (the key always); ``max_deltas`` caps the deltas kept over a
     snapshot before a snapshot is loaded instead (so does a delta chain
     bigger than its snapshot). ``shards`` holds only those shards of a
@@ -310,10 +310,21 @@ class Consumer:
         if isinstance(loaded, ShardedLoaded):
             assert previous is None or isinstance(previous, ShardedView)
             for part, before in loaded.pairs(previous):
-                self._cache.keep(part, before)
+                self._keep_view(self._cache, part, before)
         else:
             assert previous is None or isinstance(previous, View)
-            self._cache.keep(loaded, previous)
+            self._keep_view(self._cache, loaded, previous)
+
+    @staticmethod
+    def _keep_view(cache: BlobCache, loaded: Loaded, previous: View | None) -> None:
+        """Spare the blobs ``loaded``'s View is built from while it lives; a View extending ``previous``
+        (the one the load started from) needs that one's blobs too."""
+        plan = loaded.plan
+        blobs = [ref.sha256 for _, ref in plan.steps]
+        extends = previous if plan.start == "current" else None
+        if extends is None and plan.snapshot.snapshot is not None:
+            blobs.append(plan.snapshot.snapshot.sha256)
+        cache.keep(loaded.view, blobs, extends=extends)
 
     def _notify(self, previous: AnyView, loaded: Loaded | ShardedLoaded) -> None:
         if not self._listeners:

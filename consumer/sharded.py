@@ -25,6 +25,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import pyarrow as pa
 
+from combe.format.cache import BlobCache
 from combe.format.dataset import Dataset
 from combe.format.errors import ConfigError, FormatError, ShardNotHeld
 from combe.format.keys import lookup_key
@@ -33,7 +34,6 @@ from combe.format.partition import partition_of, partitions_of
 from combe.format.schema import Schema, conform
 from combe.format.sharded import ShardedManifest
 
-from .cache import BlobCache
 from .indexes import Fields, Index, normalize_fields
 from .listeners import Update, changes
 from .loader import Loaded, Loader

@@ -20,6 +20,7 @@ import struct
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
 
 import pyarrow as pa
 import zstandard
@@ -56,6 +57,12 @@ def _write_ipc(sink: pa.NativeFile | FrameWriter, table: pa.Table) -> None:
         writer.write_batch(batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema))
 
 
+class Sink(Protocol):
+    """Where a copy of a blob's IPC file goes as it is written."""
+
+    def write(self, data: memoryview) -> object: ...
+
+
 class FrameWriter:
     """A file-like sink that compresses what is written to it ``frame_bytes`` at a time, as it comes.
 
@@ -67,8 +74,9 @@ class FrameWriter:
     compressor of its thread's own; they join the blob in order.
     """
 
-    def __init__(self, *, level: int = ZSTD_LEVEL, frame_bytes: int = FRAME_BYTES) -> None:
+    def __init__(self, *, level: int = ZSTD_LEVEL, frame_bytes: int = FRAME_BYTES, copy: Sink | None = None) -> None:
         self.level = level
+        self.copy = copy  # also given every byte written, uncompressed (a blob cache file: format/cache.py)
         self.frame_bytes = frame_bytes
         self.pending = bytearray(frame_bytes)
         self.filled = 0
@@ -106,6 +114,8 @@ class FrameWriter:
     def write(self, data: bytes | memoryview | pa.Buffer) -> int:
         view = memoryview(data).cast("B")
         written = len(view)
+        if self.copy is not None:
+            self.copy.write(view)
         while len(view):
             if self.filled == 0 and len(view) >= self.frame_bytes:
                 # A whole frame straight from the writer's buffer (the view keeps it alive until compressed).
@@ -254,9 +264,10 @@ def check_blob(data: bytes | bytearray, *, path: str) -> None:
     _decompress_frames(data, frames, path, keep=False)
 
 
-def encode_table(table: pa.Table, *, frame_bytes: int = FRAME_BYTES) -> bytearray:
-    """Blob bytes for ``table``, compressed frame by frame as the IPC writer produces them."""
-    writer = FrameWriter(frame_bytes=frame_bytes)
+def encode_table(table: pa.Table, *, frame_bytes: int = FRAME_BYTES, copy: Sink | None = None) -> bytearray:
+    """Blob bytes for ``table``, compressed frame by frame as the IPC writer produces them; ``copy`` is given
+    the IPC file itself as it is made."""
+    writer = FrameWriter(frame_bytes=frame_bytes, copy=copy)
     _write_ipc(writer, table)
     return writer.finish()
 

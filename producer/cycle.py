@@ -20,11 +20,13 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from combe.format.cache import BlobCache, Incoming
 from combe.format.checksum import advance, row_digests, state_checksum
 from combe.format.codec import check_blob, decompress, encode_table, read_ipc, sha256_hex
 from combe.format.dataset import Announced, Dataset
@@ -82,6 +84,9 @@ class PublishOptions:
     new_uid: Callable[[], str] = new_uid
     clock: Callable[[], str] = utc_now
     tags: dict[str, str] = field(default_factory=dict)
+    # A local directory of the producer's own where it keeps the blobs its state is built from (format/cache.py),
+    # so a run that starts without a state in memory (``--once``) maps it instead of loading it from the store.
+    cache_dir: str | Path | None = None
 
     def __post_init__(self) -> None:
         self.tags = check_tags(self.tags)
@@ -112,6 +117,15 @@ class CycleResult:
 
 
 @dataclass
+class _Copy:
+    """A blob's IPC file being copied into the cache as it is encoded; kept once its version is announced."""
+
+    incoming: Incoming
+    rows: int
+    schema: pa.Schema
+
+
+@dataclass
 class _Base:
     """The announced version a cycle builds on."""
 
@@ -134,6 +148,9 @@ class Publisher:
         self.on_progress = on_progress
         # The state of the version this producer announced last, kept for its next cycle.
         self._cached: State | None = None
+        # Bound 0: after each cycle only the blobs of the announced state stay (kept for this Publisher).
+        self.cache = BlobCache(dataset, Path(self.options.cache_dir), max_bytes=0, verify=True) \
+            if self.options.cache_dir is not None else None
         # False decodes every record on the per-record path (the reference the bulk path is tested against).
         self.bulk = True
 
@@ -152,7 +169,7 @@ class Publisher:
             state = self._cached
         else:
             self._cached = None
-            state = load_state(self.dataset, manifest)
+            state = load_state(self.dataset, manifest, self.cache)
         return _Base(announced, manifest, state, manifest.schema.copy())
 
     def _check_format(self, manifest: Manifest) -> None:
@@ -222,15 +239,20 @@ class Publisher:
             log.info("%s: %d messages, no change; nothing to publish", self.dataset.name, messages)
             return CycleResult("noop", base.announced.version, messages, bad, seconds=time.monotonic() - started,
                                rebuilt=rebuild)
+        copies: dict[str, _Copy] = {}
         try:
-            manifest, written = self._write_version(base, result, positions, messages, bad, schema_change)
+            manifest, written = self._write_version(base, result, positions, messages, bad, schema_change, copies)
             self._announce(manifest, base.announced)
-        except ConflictError:
-            # Another producer's version is announced now: the state kept from this producer's last
-            # version is stale, so drop it; the next cycle loads the winner's state and its positions.
-            self._cached = None
+        except BaseException as exc:
+            for copy in copies.values():  # a version not announced leaves nothing in the cache
+                copy.incoming.discard()
+            if isinstance(exc, ConflictError):
+                # Another producer's version is announced now: the state kept from this producer's last
+                # version is stale, so drop it; the next cycle loads the winner's state and its positions.
+                self._cached = None
             raise
         result.next_state.version = manifest.version
+        self._keep_copies(manifest, copies, base.state, result.next_state)
         self._cached = result.next_state
         self.source.commit(positions)
         log.info("%s: published version %d (+%d ~%d -%d)", self.dataset.name, manifest.version,
@@ -321,9 +343,37 @@ class Publisher:
         assert chain.snapshot is not None
         return total >= self.options.snapshot_ratio * chain.snapshot.bytes
 
-    def _write_version(self, base: _Base, result: FoldResult, positions: Positions,
-                       messages: int, bad: int, schema_change: bool) -> tuple[Manifest, int]:
-        """Write the blobs, check and validate them, then the manifest.
+    def _copy(self, name: str, table: pa.Table, copies: dict[str, _Copy]) -> Incoming | None:
+        """Where the IPC file of blob ``name`` goes as it is encoded, if there is a cache (``copies`` holds it)."""
+        if self.cache is None:
+            return None
+        copies[name] = _Copy(self.cache.incoming(), table.num_rows, table.schema)
+        return copies[name].incoming
+
+    def _keep_copies(self, manifest: Manifest, copies: dict[str, _Copy], previous: State, state: State) -> None:
+        """Put the announced version's snapshot or delta in the cache, and drop what its state no longer needs.
+
+        The snapshot's record vouches for its checksum: this producer computed
+        it from the very rows it wrote (format/cache.py, ``vouch``).
+        """
+        if manifest.snapshot is not None:
+            state.blobs = (manifest.snapshot.sha256,)
+        elif manifest.delta is not None:
+            state.blobs = (*previous.blobs, manifest.delta.sha256)
+        if self.cache is None:
+            return
+        for name, copy in copies.items():
+            ref = manifest.snapshot if name == "snapshot" else manifest.delta
+            if ref is not None:
+                self.cache.adopt(copy.incoming, ref, copy.rows, copy.schema,
+                                 state_checksum=manifest.state_checksum if name == "snapshot" else None)
+        self.cache.keep(self, state.blobs)
+        self.cache.evict()
+
+    def _write_version(self, base: _Base, result: FoldResult, positions: Positions, messages: int, bad: int,
+                       schema_change: bool, copies: dict[str, _Copy]) -> tuple[Manifest, int]:
+        """Write the blobs, check and validate them, then the manifest; ``copies`` gets the cache files of the
+        snapshot and the delta as they are encoded.
 
         A schema change gets a snapshot and no deltas: a delta's rows are in one
         schema, and cannot be applied over a snapshot in another.
@@ -338,13 +388,14 @@ class Publisher:
         checksum = result.checksum
         blobs: dict[str, tuple[str, bytes | bytearray, int]] = {}
         if base.manifest is not None and not schema_change:
-            blobs["delta"] = (delta_blob(version, uid), encode_table(result.delta), result.delta.num_rows)
+            blobs["delta"] = (delta_blob(version, uid), encode_table(result.delta, copy=self._copy(
+                "delta", result.delta, copies)), result.delta.num_rows)
             blobs["reverse"] = (reverse_blob(version, uid), encode_table(result.reverse), result.reverse.num_rows)
             if self.options.integrity_check:
                 self._check_deltas(base, result, blobs)
         if schema_change or self._needs_snapshot(base, version, len(blobs["delta"][1]) if blobs else 0):
             path = snapshot_blob(version, uid)
-            blobs["snapshot"] = (path, *self._snapshot(result, path))
+            blobs["snapshot"] = (path, *self._snapshot(result, path, copies))
         for path, data, _ in blobs.values():
             self.dataset.write_blob(path, data)
         self._validate(base, result, version)
@@ -366,7 +417,7 @@ class Publisher:
                                 "nothing was announced by this one", dataset=self.dataset.name, version=version)
         return manifest, sum(len(data) for _, data, _ in blobs.values()) + len(manifest.to_json())
 
-    def _snapshot(self, result: FoldResult, path: str) -> tuple[bytearray, int]:
+    def _snapshot(self, result: FoldResult, path: str, copies: dict[str, _Copy]) -> tuple[bytearray, int]:
         """The snapshot blob of the new state and its rows; the state becomes that one table.
 
         The only place a cycle builds a whole table. A state that is one table
@@ -391,7 +442,7 @@ class Publisher:
             else None
         del state
         indexed = with_index(table, schema.key_field, schema.key_type, known)
-        data = encode_table(indexed)
+        data = encode_table(indexed, copy=self._copy("snapshot", indexed, copies))
         if self.options.integrity_check:
             check_blob(data, path=path)
         _, rows, ends = split_index(indexed)

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from combe.format.cache import BlobCache
 from combe.format.codec import read_ipc
 from combe.format.checksum import EMPTY_CHECKSUM, advance, checksum_of, row_digests, state_checksum
 from combe.format.dataset import Dataset
@@ -72,6 +73,8 @@ class State:
     rows: np.ndarray | None = None
     ends: np.ndarray | None = None
     version: int | None = None
+    # The blobs (sha256) the state is built from, snapshot first: what a blob cache must keep for it.
+    blobs: tuple[str, ...] = ()
 
     @classmethod
     def empty(cls, schema: Schema) -> State:
@@ -79,9 +82,9 @@ class State:
 
     @classmethod
     def of_table(cls, table: pa.Table, schema: Schema, checksum: str, *, version: int | None = None,
-                 rows: np.ndarray | None = None, ends: np.ndarray | None = None) -> State:
+                 rows: np.ndarray | None = None, ends: np.ndarray | None = None, blobs: tuple[str, ...] = ()) -> State:
         """A state that is one sorted table (a snapshot), with its key index if known."""
-        return cls(schema, table, checksum, table.num_rows, None, rows, ends, version)
+        return cls(schema, table, checksum, table.num_rows, None, rows, ends, version, blobs)
 
     # -- lookups ---------------------------------------------------------------------------------
 
@@ -213,24 +216,40 @@ def _mismatch(dataset: Dataset, manifest: Manifest, found: str) -> IntegrityErro
                           "changed after it was published. Nothing is built on it.")
 
 
-def load_state(dataset: Dataset, manifest: Manifest) -> State:
-    """The state at ``manifest``'s version, verified: its snapshot in full, each delta incrementally."""
+def load_state(dataset: Dataset, manifest: Manifest, cache: BlobCache | None = None) -> State:
+    """The state at ``manifest``'s version, verified: its snapshot in full, each delta incrementally.
+
+    With a ``cache`` the blobs are mapped from its files (fetched into it
+    first if missing), and a snapshot whose cached file this producer vouched
+    for (its rows sum to the manifest's checksum: format/cache.py) is not
+    hashed again: the cache's CRC-32 of the whole file proves it holds that blob.
+    """
+    def table_of(ref: BlobRef) -> pa.Table:
+        return cache.table(ref) if cache is not None else blob_table(dataset, ref)
+
     chain = _chain(dataset, manifest)
     base = chain[0]
     assert base.snapshot is not None
     log.info("loading %s version %d: snapshot %d + %d deltas", dataset.name, manifest.version, base.version,
              len(chain) - 1)
-    table, rows, ends = split_index(blob_table(dataset, base.snapshot))
+    table, rows, ends = split_index(table_of(base.snapshot))
     table = conform(table, base.schema)
     if any(step.format_version == 1 for step in chain):
         return _load_legacy(dataset, chain, table)
-    found = state_checksum(table)
+    vouched = cache is not None and cache.vouched(base.snapshot) == base.state_checksum
+    found = base.state_checksum if vouched else state_checksum(table)
     if found != base.state_checksum or table.num_rows != base.record_count:
         raise _mismatch(dataset, base, found)
-    state = State.of_table(table, base.schema, found, version=base.version, rows=rows, ends=ends)
+    if cache is not None and not vouched:
+        cache.vouch(base.snapshot, found)
+    state = State.of_table(table, base.schema, found, version=base.version, rows=rows, ends=ends,
+                           blobs=(base.snapshot.sha256,))
     for step in chain[1:]:
         assert step.delta is not None
-        state = verified_step(state, read_table(dataset, step.delta), step, what=f"{dataset.url}/{step.delta.path}")
+        blobs = (*state.blobs, step.delta.sha256)
+        state = verified_step(state, split_index(table_of(step.delta))[0], step,
+                              what=f"{dataset.url}/{step.delta.path}")
+        state.blobs = blobs
     return state
 
 

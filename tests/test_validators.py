@@ -251,8 +251,8 @@ def test_a_snapshot_blob_that_does_not_decompress_to_what_was_written_is_caught(
         append_jsonl(changelog, movies(5, 10))
     encode = cycle_module.encode_table
 
-    def damaged(table: pa.Table) -> bytes:
-        blob = bytearray(encode(table))
+    def damaged(table: pa.Table, **options: Any) -> bytes:
+        blob = bytearray(encode(table, **options))
         blob[len(blob) // 2] ^= 0x10
         return bytes(blob)
 

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from combe.format.dataset import Dataset
@@ -64,6 +65,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                             "a failed or refused cycle again next interval (a configuration error stops it)")
     cycle.add_argument("--interval", type=float, default=60.0, help="seconds between cycles (default: 60)")
     add_settings(cycle, PublishOptions, ("snapshot_every", "snapshot_ratio"))
+    cycle.add_argument("--cache-dir", type=Path,
+                       help="a local directory of this producer's own where it keeps the blobs of the announced "
+                            "state (decompressed, checked on every open), so a --once run maps its state from "
+                            "there instead of loading and hashing it from the store: a cycle then costs what "
+                            "changed")
     cycle.add_argument("--tag", action="append", metavar="KEY=VALUE",
                        help="a string tag stored in the manifest of each version this run publishes (a source "
                             "commit, a job id, a data date); repeatable")
@@ -130,7 +136,7 @@ def _publish(args: argparse.Namespace) -> int:
     store, name = require_dataset(args)
     prefer_jemalloc()  # this process is the producer's: see producer/pool.py
     options = PublishOptions(fmt=RecordFormat(**settings_args(args, RecordFormat)),
-                             tags=key_values(args.tag, "--tag", unique=True),
+                             tags=key_values(args.tag, "--tag", unique=True), cache_dir=args.cache_dir,
                              **settings_args(args, PublishOptions), **validation_options(args))
     dataset = Dataset.open(store, name, storage_options(args))
     source = open_source(args.source, key_delimiter=args.key_delimiter,

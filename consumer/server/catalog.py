@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from combe.format.cache import BlobCache
 from combe.format.errors import CombeError, ConfigError, DatasetNotFound, DatasetNotReady
 
-from ..cache import BlobCache
 from ..consumer import Consumer
 from ..loader import Blobs, StoreBlobs
 from ..timeline import Timeline

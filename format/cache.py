@@ -22,6 +22,13 @@ hash; a gigabyte takes a second or more), which would undo what mapping buys, so
   was written from a blob whose sha256 was checked, so the question is damage,
   not tampering, and CRC-32 is two to three times faster.
 
+A producer (``combe publish --cache-dir``) keeps the blobs of its announced
+state here, written as they are encoded (``incoming``, ``adopt``: the CRC-32
+taken as written, never read back), and records in a snapshot's ``.check``
+the state checksum it computed or verified for its rows (``vouch``), so its
+next run need not hash every row again: with ``verify`` on (the producer's
+cache always verifies) the CRC-32 of the whole file proves it is that blob.
+
 A file that fails a check is removed and the blob fetched again. Files are
 never fsynced: after a power loss a file may be empty or short under its final
 name, and the size check catches exactly that.
@@ -50,21 +57,16 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from combe.format.codec import read_ipc
-from combe.format.dataset import Dataset
-from combe.format.errors import ConfigError, FormatError
-from combe.format.manifest import BlobRef
-
-if TYPE_CHECKING:
-    from .loader import Loaded
-    from .view import View
+from .codec import read_ipc
+from .dataset import Dataset
+from .errors import ConfigError, FormatError
+from .manifest import BlobRef
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,9 @@ class _Record:
     crc32: int
     rows: int
     schema: str  # sha256 of the serialised Arrow schema, first 32 hex digits
+    # A producer's word that the rows of this snapshot (index columns aside) sum to this state checksum:
+    # it computed or verified it (format/checksum.py), so a later run need not hash every row again.
+    state_checksum: str | None = None
 
     @classmethod
     def of(cls, blob: str, ipc: bytes | bytearray, table: pa.Table) -> _Record:
@@ -92,8 +97,9 @@ class _Record:
     @classmethod
     def load(cls, path: Path) -> _Record:
         fields = json.loads(path.read_bytes())
+        checksum = fields["state_checksum"]  # required, like every field: a flipped bit in its name is damage
         return cls(str(fields["blob"]), int(fields["size"]), int(fields["crc32"]), int(fields["rows"]),
-                   str(fields["schema"]))
+                   str(fields["schema"]), None if checksum is None else str(checksum))
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -105,6 +111,52 @@ class _Damaged(Exception):
 
 def _schema_digest(schema: pa.Schema) -> str:
     return hashlib.sha256(schema.serialize()).hexdigest()[:32]
+
+
+class Incoming:
+    """A cache file being written, its CRC-32 taken as it comes (so it is never read back).
+
+    A file-like sink (``write``); a write that fails (a full disk) stops the
+    copy and is logged once, never raised: the cache is an optimisation, and
+    the caller's real work (a publish) must not fail for it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
+        self.path = Path(name)
+        self._handle = os.fdopen(fd, "wb")
+        self.size = 0
+        self.crc32 = 0
+        self.failed: OSError | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.failed is not None:
+            return
+        try:
+            self._handle.write(data)
+        except OSError as exc:
+            self.failed = exc
+            log.warning("cache file %s: %s; it will not be kept", self.path, exc)
+            return
+        self.size += len(memoryview(data).cast("B"))
+        self.crc32 = zlib.crc32(data, self.crc32)
+
+    def discard(self) -> None:
+        """Close and remove the file (what it was written for did not happen)."""
+        self.failed = self.failed or OSError("discarded")
+        self.close()
+
+    def close(self) -> bool:
+        """Finish the file; False (and the file removed) if it could not be written whole."""
+        if not self._handle.closed:
+            try:
+                self._handle.close()
+            except OSError as exc:
+                self.failed = self.failed or exc
+        if self.failed is not None:
+            self.path.unlink(missing_ok=True)
+            return False
+        return True
 
 
 class BlobCache:
@@ -121,9 +173,9 @@ class BlobCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fetched = 0  # bytes downloaded from the store (cache misses), for Loader's account of a load
         self._verified: set[str] = set()  # blobs whose file passed the full check in this process
-        # The blobs each View still alive in this process was built from. Weak keys: a View the
+        # The blobs each holder still alive in this process was built from. Weak keys: a View the
         # Consumer replaced and no reader holds any more drops out by itself, and its files with it.
-        self._kept: weakref.WeakKeyDictionary[View, frozenset[str]] = weakref.WeakKeyDictionary()
+        self._kept: weakref.WeakKeyDictionary[object, frozenset[str]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._remove_stale_temporaries()
 
@@ -153,7 +205,7 @@ class BlobCache:
 
     def _open(self, ref: BlobRef) -> pa.Table | None:
         """The mapped table if the cached file is there and passes its checks; None otherwise."""
-        data, check = self.path(ref), self.directory / f"{ref.sha256}{CHECK}"
+        data, check = self.path(ref), self._check_path(ref)
         try:
             table = self._checked(ref, _Record.load(check), pa.memory_map(str(data)))
         except FileNotFoundError:
@@ -189,12 +241,63 @@ class BlobCache:
             raise _Damaged("its rows or schema differ from what was written")
         return table
 
+    # -- a producer's use ------------------------------------------------------------
+
+    def vouched(self, ref: BlobRef) -> str | None:
+        """The state checksum a producer recorded for this cached snapshot (``vouch``), or None."""
+        try:
+            record = _Record.load(self._check_path(ref))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return record.state_checksum if record.blob == ref.sha256 else None
+
+    def vouch(self, ref: BlobRef, state_checksum: str) -> None:
+        """Record that the rows of this cached snapshot sum to ``state_checksum``: the caller verified it
+        against its manifest, on the table this cache gave it. Nothing happens if the blob is not cached."""
+        check = self._check_path(ref)
+        try:
+            record = _Record.load(check)
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if record.blob == ref.sha256 and record.state_checksum != state_checksum:
+            self._write(check, replace(record, state_checksum=state_checksum).to_json())
+
+    def incoming(self) -> Incoming:
+        """A cache file to write a blob's Arrow IPC file into as it is made (``adopt`` names it)."""
+        return Incoming(self.directory)
+
+    def adopt(self, incoming: Incoming, ref: BlobRef, rows: int, schema: pa.Schema, *,
+              state_checksum: str | None = None) -> None:
+        """Keep ``incoming`` (the IPC file, of ``rows`` and ``schema``, whose blob is ``ref``) as that blob's
+        cache file; ``state_checksum`` as ``vouch`` would record it.
+
+        Its record comes from the CRC-32 taken as it was written: the file is
+        never read back. A file whose writing failed is dropped (the blob is
+        fetched from the store if a later run needs it).
+        """
+        if not incoming.close():
+            return
+        record = _Record(ref.sha256, incoming.size, incoming.crc32, rows, _schema_digest(schema), state_checksum)
+        try:
+            self._write(self._check_path(ref), record.to_json())
+            os.replace(incoming.path, self.path(ref))  # atomic, after its record (see the module docstring)
+        except (OSError, FormatError) as exc:
+            incoming.path.unlink(missing_ok=True)
+            log.warning("blob cache %s: cannot keep %s (%s); a later run fetches it from the store",
+                        self.directory, ref.path, exc)
+            return
+        if self.verify:
+            self._verified.add(ref.sha256)  # its CRC was taken from the very bytes written
+
+    def _check_path(self, ref: BlobRef) -> Path:
+        return self.directory / f"{ref.sha256}{CHECK}"
+
     # -- writing -------------------------------------------------------------------
 
     def _store(self, ref: BlobRef, ipc: bytes | bytearray, table: pa.Table) -> None:
         """Write the record, then the data file, each under a temporary name renamed into place."""
         record = _Record.of(ref.sha256, ipc, table)
-        self._write(self.directory / f"{ref.sha256}{CHECK}", record.to_json())
+        self._write(self._check_path(ref), record.to_json())
         self._write(self.path(ref), ipc)
         if self.verify:
             self._verified.add(ref.sha256)  # its CRC was just computed from the verified blob
@@ -212,19 +315,14 @@ class BlobCache:
 
     # -- bounding ------------------------------------------------------------------
 
-    def keep(self, loaded: Loaded, previous: View | None) -> None:
-        """Record which blobs the View just loaded is built from, so that eviction spares them while it lives.
-
-        Called by the Consumer after each load; ``previous`` is the View the load started from.
-        """
-        plan = loaded.plan
-        blobs = {ref.sha256 for _, ref in plan.steps}
+    def keep(self, holder: object, blobs: Iterable[str], *, extends: object | None = None) -> None:
+        """Spare ``blobs`` (their sha256s) from eviction while ``holder`` lives (a consumer's View, a
+        producer's Publisher), and the blobs kept for ``extends`` too (what ``holder`` was built on)."""
+        kept = set(blobs)
         with self._lock:
-            if plan.start == "current" and previous is not None:
-                blobs |= self._kept.get(previous, frozenset())  # the View it extends, deltas included
-            elif plan.snapshot.snapshot is not None:
-                blobs.add(plan.snapshot.snapshot.sha256)
-            self._kept[loaded.view] = frozenset(blobs)
+            if extends is not None:
+                kept |= self._kept.get(extends, frozenset())
+            self._kept[holder] = frozenset(kept)
 
     def evict(self) -> None:
         """Remove least recently used files no View alive in this process needs, until the bound holds."""

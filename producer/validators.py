@@ -109,12 +109,12 @@ class NoEmptyKeys:
 
     def __call__(self, context: ValidationContext) -> None:
         delta = context.result.delta
-        # The key column alone: a first version's delta is the whole state.
-        keys = delta.column(context.result.schema.key_field).filter(pc.equal(delta.column(OP_COLUMN), ADDED))
+        # Masks over the key column, never a copy of it: a first version's delta is the whole state.
+        keys = delta.column(context.result.schema.key_field)
         empty = pc.is_null(keys)
         if pa.types.is_string(keys.type):
-            empty = pc.or_kleene(empty, pc.equal(pc.utf8_length(keys), 0))
-        count = pc.sum(empty).as_py() or 0
+            empty = pc.or_kleene(empty, pc.equal(pc.binary_length(keys), 0))
+        count = pc.sum(pc.and_kleene(empty, pc.equal(delta.column(OP_COLUMN), ADDED))).as_py() or 0
         if count:
             places = context.result.empty_keys
             where = f" (the first at {'; '.join(places)})" if places else ""

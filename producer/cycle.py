@@ -396,10 +396,13 @@ class Publisher:
         if schema_change or self._needs_snapshot(base, version, len(blobs["delta"][1]) if blobs else 0):
             path = snapshot_blob(version, uid)
             blobs["snapshot"] = (path, *self._snapshot(result, path, copies))
-        for path, data, _ in blobs.values():
+        refs: dict[str, BlobRef] = {}
+        for name in list(blobs):
+            path, data, rows = blobs.pop(name)  # each blob let go once written: validators run without them
             self.dataset.write_blob(path, data)
+            refs[name] = BlobRef(path, len(data), sha256_hex(data), rows)
+            del data
         self._validate(base, result, version)
-        refs = {name: BlobRef(path, len(data), sha256_hex(data), rows) for name, (path, data, rows) in blobs.items()}
         manifest = Manifest(
             dataset=self.dataset.name, version=version, parent=base.announced.version,
             created_at=self.options.clock(), producer=self.options.producer_id, schema=schema,
@@ -415,7 +418,7 @@ class Publisher:
         if not self.dataset.create_manifest(manifest):
             raise ConflictError(f"{self.dataset.name}: version {version} was written by another producer first; "
                                 "nothing was announced by this one", dataset=self.dataset.name, version=version)
-        return manifest, sum(len(data) for _, data, _ in blobs.values()) + len(manifest.to_json())
+        return manifest, sum(ref.bytes for ref in refs.values()) + len(manifest.to_json())
 
     def _snapshot(self, result: FoldResult, path: str, copies: dict[str, _Copy]) -> tuple[bytearray, int]:
         """The snapshot blob of the new state and its rows; the state becomes that one table.

@@ -273,7 +273,7 @@ class Publisher:
         chunk, so every bad line is reported. Either way, with ``on_bad_record``
         fail the error names the first bad record in source order.
         """
-        decode = Decode(self.decoder, changes, self.source.describe, bulk=self.bulk)
+        decode = Decode(self.decoder, changes, self.source, bulk=self.bulk)
         messages = bad = 0
         held: list[tuple[str, pa.Array, pa.Array, np.ndarray, np.ndarray]] = []
         for chunk in self.source.read(positions):

@@ -45,6 +45,7 @@ from combe.format.types import arrow_type, kind, list_item, struct_fields, type_
 from .evolution import convert_value
 from .fold import DELETED, Changes
 from .records import Decoder
+from .sources.base import Source
 from .shapes import MAX_DEPTH
 
 log = logging.getLogger(__name__)
@@ -79,26 +80,29 @@ class Decode:
     ``bulk=False`` decodes every record by the per-record path (the reference the bulk path is tested against).
     """
 
-    def __init__(self, decoder: Decoder, changes: Changes, describe: Callable[[str, int, int], str], *,
-                 bulk: bool = True) -> None:
+    def __init__(self, decoder: Decoder, changes: Changes, source: Source, *, bulk: bool = True) -> None:
         self.decoder = decoder
         self.fmt = decoder.fmt
         self.changes = changes
-        self.describe = describe
+        self.source = source
         self.bulk = bulk
 
+    def where(self, places: Places, index: int) -> tuple[int, int, str]:
+        """A record's partition, offset (as the source numbers it: Source.number) and its place in words."""
+        partition = int(places.partitions[index])
+        offset = self.source.number(places.stream, partition, int(places.offsets[index]))
+        return partition, offset, self.source.describe(places.stream, partition, offset)
+
     def bad(self, places: Places, index: int, reason: str) -> BadRecordError:
-        partition, offset = int(places.partitions[index]), int(places.offsets[index])
-        return BadRecordError(reason, stream=places.stream, partition=partition, offset=offset,
-                              where=self.describe(places.stream, partition, offset))
+        partition, offset, where = self.where(places, index)
+        return BadRecordError(reason, stream=places.stream, partition=partition, offset=offset, where=where)
 
     def _note_empty_keys(self, keys: pa.Array, places: Places) -> None:
         if not pa.types.is_string(keys.type) or len(self.changes.empty_keys) >= 3:
             return
         empty = np.flatnonzero(pc.equal(pc.binary_length(keys), 0).to_numpy(zero_copy_only=False))
         for index in empty[:3 - len(self.changes.empty_keys)]:
-            partition, offset = int(places.partitions[index]), int(places.offsets[index])
-            self.changes.empty_keys.append(self.describe(places.stream, partition, offset))
+            self.changes.empty_keys.append(self.where(places, int(index))[2])
 
     # -- file lines ------------------------------------------------------------------------------
 
@@ -405,8 +409,7 @@ class Decode:
                 good.append(index)
                 decoded.append((key, row))
                 if key == "" and len(self.changes.empty_keys) < 3:
-                    partition, offset = int(places.partitions[index]), int(places.offsets[index])
-                    self.changes.empty_keys.append(self.describe(places.stream, partition, offset))
+                    self.changes.empty_keys.append(self.where(places, index)[2])
         self.changes.commit(columns, retyped)
         return np.array(good, np.int64), decoded, errors
 

@@ -23,8 +23,9 @@ REBUILD_MODES = ("never", "now", "auto")
 
 
 class Lines(NamedTuple):
-    """Whole lines of a file, as read: ``first_line`` is the number of the first (lines count from 1),
-    ``position`` the byte offset after the last, where a resumed read starts."""
+    """Whole lines of a file, as read: ``first_line`` is the number of the first, counted from where this read
+    started (its first line is 1; Source.number gives the line in the file), ``position`` the byte offset
+    after the last, where a resumed read starts."""
 
     stream: str
     data: bytes | bytearray
@@ -69,7 +70,12 @@ class Source(ABC):
 
     @abstractmethod
     def describe(self, stream: str, partition: int, offset: int) -> str:
-        """Where a record is, in the words a user needs to find it."""
+        """Where a record is, in the words a user needs to find it (``offset`` as ``number`` gives it)."""
+
+    def number(self, stream: str, partition: int, offset: int) -> int:
+        """The offset of a record as the source numbers it, from the one a chunk gave (the same but for
+        files, whose chunks count lines from where the read started)."""
+        return offset
 
     def rebuild_needed(self, positions: Positions, recorded_at: datetime) -> bool:
         """True when this cycle must re-read everything instead of resuming from ``positions`` (which the

@@ -49,9 +49,21 @@ class FileSource(Source):
             self.no_key_hint = f"the line has no key delimiter {key_delimiter!r}"
         if self.path is not None and not self.path.is_file():
             raise SourceError(f"source file {self.path} does not exist or is not a file", source=uri)
+        self._start = 0  # the byte offset the last read started at
+        self._skipped: int | None = 0  # lines before it, once counted
 
     def describe(self, stream: str, partition: int, offset: int) -> str:
         return f"{stream} line {offset}"
+
+    def number(self, stream: str, partition: int, offset: int) -> int:
+        """The line in the file: the lines before where the read started are counted here, once, and only when
+        a record must be named (counting them on every run would read the whole file each cycle)."""
+        if self._skipped is None:
+            self._skipped = 0
+            if self.path is not None and self._start:
+                with open(self.path, "rb") as handle:
+                    self._skipped = sum(block.count(b"\n") for block in _prefix(handle, self._start))
+        return self._skipped + offset
 
     def read(self, positions: Positions) -> Iterator[Lines]:
         if self.path is None:
@@ -66,11 +78,11 @@ class FileSource(Source):
                 "it was truncated or replaced. Publish it to a new dataset, or restore the file.",
                 source=self.uri,
             )
+        self._start, self._skipped = start, None  # lines before ``start``: counted by number() if needed
         with open(self.path, "rb") as handle:
-            line = 1 + sum(block.count(b"\n") for block in _prefix(handle, start))
             handle.seek(start)
             # Read only what was there when the read began, even if a writer is appending.
-            yield from self._blocks(handle, start=start, line=line, end=size)
+            yield from self._blocks(handle, start=start, line=1, end=size)
 
     def _blocks(self, handle: Readable, *, start: int, line: int, end: int | None) -> Iterator[Lines]:
         """Blocks of about BLOCK_BYTES cut after a newline; a last line without one waits for the next run

@@ -409,6 +409,30 @@ def verify_full(dataset: Dataset, version: int, state: State, checks: list[str])
     return total
 
 
+def read_as(row: dict[str, Any], schema: list[tuple[str, Any]], where: str) -> dict[str, Any]:
+    """A row read in another version's schema (FORMAT.md "Schema evolution"): what the schema lacks (a column,
+    a struct field) must be null and is dropped, what the row lacks is null, and what the schema types `null`
+    must be null."""
+    return reshape(row, ("struct", schema), where)
+
+
+def reshape(value: Any, tree: Any, where: str) -> Any:
+    if value is None:
+        return None
+    if tree == "null":
+        raise Refused(f"{where}: a value where the schema has only nulls")
+    if isinstance(tree, str):
+        return value
+    if tree[0] == "list":
+        return [reshape(item, tree[1], where) for item in value]
+    if tree[0] == "map":
+        return [(key, reshape(item, tree[2], where)) for key, item in value]
+    names = {name for name, _ in tree[1]}
+    if any(item is not None for name, item in value.items() if name not in names):
+        raise Refused(f"{where}: a value in a column or struct field the schema lacks")
+    return {name: reshape(value.get(name), child, where) for name, child in tree[1]}
+
+
 def apply(dataset: Dataset, version: int, kind: str, state: State, checksum: int | None,
           checks: list[str]) -> tuple[State, int | None]:
     """Version ``version``'s delta (to it) or reverse delta (from it back to version - 1) applied to ``state``;
@@ -420,7 +444,7 @@ def apply(dataset: Dataset, version: int, kind: str, state: State, checksum: int
     key = schema[0][0]
     keys = table.column(0).to_pylist()
     check_sorted(keys, f"{kind} of version {version}")
-    state = {k: {name: row.get(name) for name, _ in schema} for k, row in state.items()}  # forward: new columns
+    state = {k: read_as(row, schema, f"version {version - 1}") for k, row in state.items()}  # forward: growth
     removed = added = 0
     for row, op in zip(rows_of(table, schema), table.column(OP).to_pylist()):
         k = row[key]
@@ -434,12 +458,7 @@ def apply(dataset: Dataset, version: int, kind: str, state: State, checksum: int
         else:
             state[k] = row
             added += row_hash(row, schema)
-    projected = {}
-    for k, row in state.items():
-        if any(row.get(name) is not None for name, _ in schema if name not in dict(target)) or any(
-                tree == "null" and row.get(name) is not None for name, tree in target):
-            raise Refused(f"version {reached}: key {k!r} holds a value its schema has no column for")
-        projected[k] = {name: row.get(name) for name, _ in target}
+    projected = {k: read_as(row, target, f"version {reached}, key {k!r}") for k, row in state.items()}
     if checksum is not None and dataset.manifest(reached)["format_version"] == 2:
         incremental = (checksum - removed + added) % (1 << 128)
         if f"h128:{incremental:032x}" != dataset.manifest(reached)["state_checksum"]:

@@ -25,7 +25,7 @@ version that left a shard out would answer its keys with silent misses.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .dataset import Announced, Dataset
@@ -71,8 +71,10 @@ def check_sharded(dataset: Dataset, pointer: Pointer | None, sharding: Sharding)
 
 
 def commit(dataset: Dataset, sharding: Sharding, *, producer: str, tags: Mapping[str, str] | None = None,
-           attempts: int = COMMIT_ATTEMPTS) -> Commit:
-    """Announce a dataset version naming every shard's head, unless the announced one does already."""
+           attempts: int = COMMIT_ATTEMPTS, clock: Callable[[], str] = utc_now) -> Commit:
+    """Announce a dataset version naming every shard's head, unless the announced one does already.
+
+    ``clock`` gives the documents' times (PublishOptions.clock's role: the conformance corpus fixes them)."""
     adopted: list[int] = []
     for _ in range(attempts):
         announced = dataset.announced()
@@ -85,7 +87,7 @@ def commit(dataset: Dataset, sharding: Sharding, *, producer: str, tags: Mapping
             if waiting.parent != (pointer.version if pointer else None):
                 raise FormatError(f"{dataset.url}: version {following} was written on version {waiting.parent}, "
                                   f"but version {pointer.version if pointer else None} is announced")
-            if _announce(dataset, announced, waiting.version, sharding, producer) is not None:
+            if _announce(dataset, announced, waiting.version, sharding, producer, clock) is not None:
                 log.info("%s: announced version %d, written by %s, which stopped before announcing it",
                          dataset.name, waiting.version, waiting.producer)
                 adopted.append(waiting.version)
@@ -102,10 +104,10 @@ def commit(dataset: Dataset, sharding: Sharding, *, producer: str, tags: Mapping
             if behind:
                 raise FormatError(f"{dataset.url}: the heads of shards {behind} are behind the versions the "
                                   f"announced version {current.version} names; a shard head never moves back")
-        manifest = _next(dataset, sharding, current, versions, following, producer, tags or {})
+        manifest = _next(dataset, sharding, current, versions, following, producer, tags or {}, clock)
         if not dataset.create_sharded_manifest(manifest):
             continue  # another committer wrote version ``following`` first: adopt or build on it
-        if _announce(dataset, announced, following, sharding, producer) is None:
+        if _announce(dataset, announced, following, sharding, producer, clock) is None:
             continue  # the announcement moved (a pin, or a committer that adopted ours): read it again
         log.info("%s: version %d commits shard versions %s", dataset.name, following, versions)
         return Commit("committed", following, (), tuple(adopted))
@@ -121,15 +123,17 @@ def _written(dataset: Dataset, version: int) -> ShardedManifest | None:
         return None
 
 
-def _announce(dataset: Dataset, announced: Announced, version: int, sharding: Sharding, producer: str) -> str | None:
+def _announce(dataset: Dataset, announced: Announced, version: int, sharding: Sharding, producer: str,
+              clock: Callable[[], str]) -> str | None:
     """Swap the announcement to ``version``, carrying the store-wide pin over."""
     pin = announced.pointer.pin if announced.pointer else None
-    pointer = Pointer(dataset.name, version, utc_now(), producer, pin, sharding.shard_count)
+    pointer = Pointer(dataset.name, version, clock(), producer, pin, sharding.shard_count)
     return dataset.announce(pointer, announced.tag)
 
 
 def _next(dataset: Dataset, sharding: Sharding, current: ShardedManifest | None, versions: list[int],
-          version: int, producer: str, tags: Mapping[str, str]) -> ShardedManifest:
+          version: int, producer: str, tags: Mapping[str, str],
+          clock: Callable[[], str] = utc_now) -> ShardedManifest:
     """The sharded manifest naming ``versions`` as ``version``, checked shard by shard."""
     changed = {i: v for i, v in enumerate(versions) if current is None or v != current.shard_versions[i]}
     manifests = {i: dataset.shard(i, sharding.shard_count).manifest(v) for i, v in changed.items()}
@@ -151,7 +155,7 @@ def _next(dataset: Dataset, sharding: Sharding, current: ShardedManifest | None,
     shards = tuple(_part(manifests[i]) if i in manifests else current.shards[i]  # type: ignore[union-attr]
                    for i in range(sharding.shard_count))
     return ShardedManifest(
-        dataset=dataset.name, version=version, parent=current.version if current else None, created_at=utc_now(),
+        dataset=dataset.name, version=version, parent=current.version if current else None, created_at=clock(),
         producer=producer, schema=schema, value_format=value_formats.pop(),
         record_count=sum(s.record_count for s in shards), state_checksum=state_checksum([s.state_checksum
                                                                                          for s in shards]),

@@ -116,8 +116,10 @@ def test_the_corpus_covers_every_feature() -> None:
     assert any(t.startswith("list<") for t in types) and any(t.startswith("struct<") for t in types) and \
         any(t.startswith("map<int64") for t in types) and any(t.startswith("map<string") for t in types)
     manifests = [json.loads(p.read_bytes()) for p in (CORPUS / "store").glob("*/versions/*.json")]
-    assert {m["format_version"] for m in manifests} == {1, 2}
-    assert any(m["schema_change"] for m in manifests)
+    assert {m["format_version"] for m in manifests} == {1, 2, 3}  # 3: a sharded dataset's versions
+    assert any(m.get("schema_change") for m in manifests)
+    sharded = [e for e in expected.values() if "shard_count" in e]
+    assert sharded and any(len(set(v["shard_versions"])) > 1 for e in sharded for v in e["versions"])
     assert any(e["announced"]["pin"] is not None for e in expected.values())
     assert any(v["record_count"] == 0 and "index" in v for e in expected.values() for v in e["versions"])
     blobs = list((CORPUS / "store").glob("*/blobs/*.arrow.zst"))
@@ -158,11 +160,18 @@ def test_the_reader_notices_what_differs(copy: Path) -> None:
     _edit(copy / "expected" / "pinned.json", '"serving": 2', '"serving": 3')
     index = copy / "expected" / "emptied.json"
     _edit(index, '"row": 0}', '"row": 1}')  # a lookup
+    sharded = copy / "store" / "sharded" / "versions" / "000000000002.json"
+    document = json.loads(sharded.read_bytes())
+    document["shards"][2]["record_count"] += 1
+    document["record_count"] += 1
+    sharded.write_text(json.dumps(document))  # a shard entry that the shard version it names does not match
     vectors = json.loads((copy / "vectors.json").read_bytes())
     vectors["seeds"]["key"] = "0" * 16
     (copy / "vectors.json").write_text(json.dumps(vectors))
     results = _reader().check_corpus(copy)
     failed = {name: result for name, result in results.items() if isinstance(result, str)}
-    assert failed.keys() == {"scalars", "nested", "int-keys", "legacy", "pinned", "emptied", "vectors.json"}, results
+    assert failed.keys() == {"scalars", "nested", "int-keys", "legacy", "pinned", "emptied", "sharded",
+                             "vectors.json"}, results
     assert "sha256" in failed["nested"] and "not canonical" in failed["legacy"] and "seed" in failed["vectors.json"]
     assert "checksum" in failed["int-keys"] and "lookup" in failed["emptied"] and "-0.0" in failed["scalars"]
+    assert "shard 2's version 1 is not what it names" in failed["sharded"]

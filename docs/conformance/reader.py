@@ -495,15 +495,21 @@ def same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def compare(dataset: Dataset, state: State, expected: dict[str, Any], how: str) -> None:
+def compare_rows(schema: list[tuple[str, Any]], state: State, expected: dict[str, Any], how: str) -> None:
     version = expected["version"]
-    schema = dataset.schema(version)
     rows = [{name: json_form(state[k][name], tree) for name, tree in schema} for k in sorted(state, key=key_order)]
     for got, want in zip(rows, expected["rows"]):
         if not same(got, want):
             raise Refused(f"version {version} ({how}): row {got} but expected {want}")
     if len(rows) != len(expected["rows"]):
         raise Refused(f"version {version} ({how}): {len(rows)} rows, expected {len(expected['rows'])}")
+
+
+def compare(dataset: Dataset, state: State, expected: dict[str, Any], how: str) -> None:
+    version = expected["version"]
+    schema = dataset.schema(version)
+    compare_rows(schema, state, expected, how)
+    rows = [{name: json_form(state[k][name], tree) for name, tree in schema} for k in sorted(state, key=key_order)]
     if dataset.manifest(version)["state_checksum"] != expected["state_checksum"]:
         raise Refused(f"version {version}: the manifest's checksum is not the expected one")
     older = set(expected["older_json_text"])  # keys whose text an older writer wrote
@@ -526,15 +532,22 @@ def check_index(dataset: Dataset, expected: dict[str, Any]) -> int:
     return len(expected["index"])
 
 
-def check_dataset(root: Path, expected: dict[str, Any]) -> list[str]:
-    """Every check of one dataset; Refused at the first difference."""
+def pointer(path: Path, format_version: int, expected: dict[str, Any]) -> dict[str, Any]:
+    """``announced.json`` (or a shard's ``head.json``): the version to serve is the pin, else the version."""
+    announced = json.loads(path.read_bytes())
+    serving = announced["pin"] if announced["pin"] is not None else announced["version"]
+    if announced["format_version"] != format_version or {"version": announced["version"], "pin": announced["pin"],
+                                                         "serving": serving} != expected:
+        raise Refused(f"{path.name} says {announced}, expected {expected}")
+    return announced
+
+
+def check_dataset(root: Path, expected: dict[str, Any], announcement: str = "announced.json") -> list[str]:
+    """Every check of one dataset (or one shard's chain, announced by ``head.json``); Refused at the first
+    difference."""
     dataset = Dataset(root)
     checks: list[str] = []
-    announced = json.loads((root / "announced.json").read_bytes())
-    serving = announced["pin"] if announced["pin"] is not None else announced["version"]
-    if announced["format_version"] != 1 or {"version": announced["version"], "pin": announced["pin"],
-                                            "serving": serving} != expected["announced"]:
-        raise Refused(f"announced.json says {announced}, expected {expected['announced']}")
+    announced = pointer(root / announcement, 1, expected["head" if announcement == "head.json" else "announced"])
     by_version = {entry["version"]: entry for entry in expected["versions"]}
     newest = max(by_version)
     if newest != announced["version"] or sorted(by_version) != list(range(1, newest + 1)):
@@ -564,6 +577,85 @@ def check_dataset(root: Path, expected: dict[str, Any]) -> list[str]:
     return checks
 
 
+# -- sharded datasets (FORMAT.md "Sharded datasets") -------------------------------------------------------------
+
+
+def murmur2(data: bytes) -> int:
+    m, h = 0x5BD1E995, (0x9747B28C ^ len(data)) & 0xFFFFFFFF
+    whole = len(data) - len(data) % 4
+    for i in range(0, whole, 4):
+        k = (int.from_bytes(data[i:i + 4], "little") * m) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest = data[whole:]
+    if len(rest) == 3:
+        h ^= rest[2] << 16
+    if len(rest) >= 2:
+        h ^= rest[1] << 8
+    if rest:
+        h = ((h ^ rest[0]) * m) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def key_text(key: Any) -> bytes:
+    """The bytes a key is sharded by: UTF-8 of a string key, the decimal text of an int64 key."""
+    return key.encode() if isinstance(key, str) else str(key).encode("ascii")
+
+
+def shard_of(key: Any, count: int) -> int:
+    return (murmur2(key_text(key)) & 0x7FFFFFFF) % count
+
+
+def check_sharded(root: Path, expected: dict[str, Any]) -> list[str]:
+    """A sharded dataset: each shard's chain checked as a dataset's, then every dataset version assembled from the
+    shard versions its sharded manifest names, read in its schema, and compared."""
+    sharding = json.loads((root / "shards.json").read_bytes())
+    count = sharding["shard_count"]
+    if sharding["format_version"] != 1 or sharding["partitioner"] != "murmur2" or count != expected["shard_count"]:
+        raise Refused(f"shards.json says {sharding}")
+    announced = pointer(root / "announced.json", 2, expected["announced"])
+    if announced["shard_count"] != count:
+        raise Refused("announced.json and shards.json disagree on the shard count")
+    checks: list[str] = []
+    shards = [Dataset(root / "shards" / str(i)) for i in range(count)]
+    for i, (shard, chain) in enumerate(zip(shards, expected["shards"])):
+        try:
+            checks += check_dataset(shard.root, chain, "head.json")
+        except Refused as exc:
+            raise Refused(f"shard {i}: {exc}") from None
+    for entry in expected["versions"]:
+        version = entry["version"]
+        manifest = json.loads((root / "versions" / f"{version:012d}.json").read_bytes())
+        if manifest["format_version"] != 3 or manifest["version"] != version or manifest["shard_count"] != count \
+                or manifest["parent"] != (version - 1 if version > 1 else None) or len(manifest["shards"]) != count:
+            raise Refused(f"sharded manifest of version {version}")
+        schema = [(column["name"], parse_type(column["type"])) for column in manifest["schema"]]
+        state: State = {}
+        total = 0
+        for i, (shard, part) in enumerate(zip(shards, manifest["shards"])):
+            named = shard.manifest(part["version"])
+            if named.get("shard") != {"index": i, "count": count} or named["key"] != manifest["key"] \
+                    or named["value_format"] != manifest["value_format"] \
+                    or (named["record_count"], named["state_checksum"]) != (part["record_count"],
+                                                                           part["state_checksum"]):
+                raise Refused(f"version {version}: shard {i}'s version {part['version']} is not what it names")
+            for key, row in load(shard, part["version"], []).items():
+                if shard_of(key, count) != i:
+                    raise Refused(f"shard {i} holds key {key!r}, which murmur2 places in shard {shard_of(key, count)}")
+                state[key] = read_as(row, schema, f"version {version}, shard {i}, key {key!r}")
+            total += int(part["state_checksum"].removeprefix("h128:"), 16)
+        rows = list(state.values())
+        if len(rows) != manifest["record_count"] or f"h128:{total % (1 << 128):032x}" != manifest["state_checksum"] \
+                or f"h128:{h128(rows, schema):032x}" != manifest["state_checksum"]:
+            raise Refused(f"version {version}: record count or state checksum is not the shards' sum")
+        if [part["version"] for part in manifest["shards"]] != entry["shard_versions"]:
+            raise Refused(f"version {version} names shard versions other than the expected ones")
+        compare_rows(schema, state, entry, "assembled")
+        checks.append(f"v{version} assembled from {count} shards")
+    return checks
+
+
 def check_vectors(vectors: dict[str, Any]) -> list[str]:
     """This reader's checksum pieces against vectors.json."""
     for name, value in vectors["tags"].items():
@@ -585,7 +677,12 @@ def check_vectors(vectors: dict[str, Any]) -> list[str]:
     values = {name: from_json_form(row["values"][name], tree) for name, tree in schema}
     if f"{row_digest(values, schema):016x}" != row["digest"] or f"{row_hash(values, schema):032x}" != row["hash"]:
         raise Refused("the row vector")
-    return [f"{len(vectors['values'])} value hashes, tags, seeds, a row"]
+    for entry in vectors["partitions"]:
+        data = key_text(entry["key"])
+        shards = {str(count): shard_of(entry["key"], count) for count in map(int, entry["shard"])}
+        if (data.hex(), murmur2(data), shards) != (entry["bytes"], entry["murmur2"], entry["shard"]):
+            raise Refused(f"the shard of {entry['key']!r}")
+    return [f"{len(vectors['values'])} value hashes, tags, seeds, a row, {len(vectors['partitions'])} shards"]
 
 
 def from_json_form(value: Any, tree: Any) -> Any:
@@ -613,7 +710,8 @@ def check_corpus(corpus: Path) -> dict[str, list[str] | str]:
     for path in sorted((corpus / "expected").glob("*.json")):
         expected = json.loads(path.read_bytes())
         try:
-            results[expected["dataset"]] = check_dataset(corpus / "store" / expected["dataset"], expected)
+            check = check_sharded if "shard_count" in expected else check_dataset
+            results[expected["dataset"]] = check(corpus / "store" / expected["dataset"], expected)
         except (Refused, KeyError, OSError, pa.ArrowException, zstandard.ZstdError) as exc:
             results[expected["dataset"]] = f"{type(exc).__name__}: {exc}"
     return results

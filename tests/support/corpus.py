@@ -32,13 +32,17 @@ import pyarrow as pa
 from combe.format.checksum import (TAGS, bytes_hash, digest_sum, legacy_state_checksum, name_seed, row_digests,
                                    state_checksum, value_hashes)
 from combe.format.codec import FRAME_BYTES, compress, ipc_file_bytes, read_ipc, sha256_hex
+from combe.format.commit import commit
 from combe.format.dataset import Dataset
 from combe.format.delta import ADDED, REMOVED, UPDATED, make_delta
 from combe.format.index import INDEX_ENDS, INDEX_ROWS, key_bytes, key_hash, with_index
 from combe.format.jsontext import json_text
-from combe.format.layout import MANIFEST_FORMAT, POINTER_FORMAT, delta_blob, reverse_blob, snapshot_blob
+from combe.format.layout import (MANIFEST_FORMAT, POINTER_FORMAT, SHARDED_MANIFEST_FORMAT, SHARDED_POINTER_FORMAT,
+                                 delta_blob, reverse_blob, snapshot_blob)
 from combe.format.manifest import TIME_FORMAT, BlobRef, Manifest, Pointer
-from combe.format.schema import Schema
+from combe.format.partition import key_text, murmur2, partition_of
+from combe.format.schema import Schema, conform
+from combe.format.sharded import ShardedManifest, Sharding
 from combe.format.types import arrow_type, kind, list_item, map_types, struct_fields
 from combe.producer import PublishOptions, Publisher, RecordFormat
 from combe.producer.sources.file import FileSource
@@ -98,6 +102,18 @@ class Logged:
     pin: int | None = None
     # Records the model cannot derive, by version: a type change converts values.
     converted: dict[int, dict[Any, dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class Sharded:
+    """A sharded dataset: each cycle's changes go to the changelogs of their shards (by the partitioner), those
+    shards publish a version each, and one commit names every shard's head as the next dataset version."""
+
+    name: str
+    about: str
+    shard_count: int
+    cycles: list[list[Change]]
+    fmt: RecordFormat = field(default_factory=RecordFormat)
 
 
 Row = dict[str, Any]
@@ -321,8 +337,23 @@ LEGACY = Layered(
     ),
 )
 
-CASES: list[Logged | Layered] = [SCALARS, INT_KEYS, BYTES_VALUES, TYPE_CHANGE, PINNED, EMPTIED, NESTED,
-                                 MULTI_FRAME, LEGACY]
+SHARDED = Sharded(
+    "sharded",
+    "a sharded dataset of 3 shards (keys placed by murmur2): dataset versions that name the shard versions of "
+    "every shard; a cycle that changes some shards only, so the next dataset version names the others' versions "
+    "again; a column new in one shard (the others read it as null); a column that one shard has typed and "
+    "another holds only nulls in; a key removed",
+    3,
+    [
+        [("alpha", {"n": 1}), ("beta", {"n": 2}), ("gamma", {"n": 3}), ("delta", {"n": 4}), ("epsilon", {"n": 5}),
+         ("", {"n": 0}), ("eta", {"n": 7}), ("\u00e9ta", {"n": 7}), ("lambda", {"n": 11})],
+        [("alpha", {"n": 10, "note": "typed in shard 1"}), ("lambda", {"n": 12, "note": None})],
+        [("beta", None), ("iota", {"n": 9, "extra": 1.5}), ("delta", {"n": 40}), ("eta", None)],
+    ],
+)
+
+CASES: list[Logged | Layered | Sharded] = [SCALARS, INT_KEYS, BYTES_VALUES, TYPE_CHANGE, PINNED, EMPTIED, NESTED,
+                                           MULTI_FRAME, LEGACY, SHARDED]
 
 
 # -- writing ---------------------------------------------------------------------------------------------------
@@ -335,24 +366,46 @@ def _line(change: Change, fmt: RecordFormat) -> bytes:
     return json.dumps({"key": key, "value": value}).encode() + b"\n"
 
 
+def _publish(dataset: Dataset, path: Path, fmt: RecordFormat, stamps: Stamps, *, snapshot_every: int = 20,
+             allow_schema_change: bool = False) -> None:
+    """One producer cycle over the changelog at ``path`` (which names it in the manifest's source)."""
+    options = PublishOptions(
+        # Snapshots by version count only: the size rule would depend on what zstd makes of tiny blobs.
+        fmt=fmt, snapshot_every=snapshot_every, snapshot_ratio=1e9, allow_schema_change=allow_schema_change,
+        limits=Limits(max_removed=None, max_added=None, allow_empty_keys=True),
+        producer_id=PRODUCER, new_uid=stamps.uid, clock=stamps.now)
+    source = Changelog(path, f"changelogs/{path.name}", "|" if fmt.value_format == "bytes" else None)
+    result = Publisher(dataset, source, options).run_cycle()
+    assert result.outcome == "published", f"{dataset.label}: {result}"
+
+
 def _publish_logged(case: Logged, dataset: Dataset, changelogs: Path, stamps: Stamps) -> None:
     path = changelogs / f"{case.name}.{'txt' if case.fmt.value_format == 'bytes' else 'jsonl'}"
     path.touch()
-    delimiter = "|" if case.fmt.value_format == "bytes" else None
     for number, cycle in enumerate(case.cycles, start=1):
         with open(path, "ab") as handle:
             handle.writelines(_line(change, case.fmt) for change in cycle)
-        options = PublishOptions(
-            # Snapshots by version count only: the size rule would depend on what zstd makes of tiny blobs.
-            fmt=case.fmt, snapshot_every=case.snapshot_every, snapshot_ratio=1e9,
-            allow_schema_change=number == case.schema_change_at,
-            limits=Limits(max_removed=None, max_added=None, allow_empty_keys=True),
-            producer_id=PRODUCER, new_uid=stamps.uid, clock=stamps.now)
-        source = Changelog(path, f"changelogs/{path.name}", delimiter)
-        result = Publisher(dataset, source, options).run_cycle()
-        assert result.outcome == "published", f"{case.name} cycle {number}: {result}"
+        _publish(dataset, path, case.fmt, stamps, snapshot_every=case.snapshot_every,
+                 allow_schema_change=number == case.schema_change_at)
     if case.pin is not None:
         dataset.set_pin(case.pin)
+
+
+def _publish_sharded(case: Sharded, dataset: Dataset, changelogs: Path, stamps: Stamps) -> None:
+    """Each cycle: the changes appended to their shards' changelogs, a version of each shard they touch, a commit."""
+    key_type = case.fmt.key_type
+    sharding = dataset.create_sharding(Sharding(case.name, case.shard_count, "key", key_type, stamps.now(),
+                                                PRODUCER))
+    for number, cycle in enumerate(case.cycles, start=1):
+        touched = sorted({partition_of(key, key_type, case.shard_count) for key, _ in cycle})
+        for shard in touched:
+            path = changelogs / f"{case.name}-{shard}.jsonl"
+            with open(path, "ab") as handle:
+                handle.writelines(_line(change, case.fmt) for change in cycle
+                                  if partition_of(change[0], key_type, case.shard_count) == shard)
+            _publish(dataset.shard(shard, case.shard_count), path, case.fmt, stamps)
+        done = commit(dataset, sharding, producer=PRODUCER, clock=stamps.now)
+        assert done.outcome == "committed" and done.version == number, f"{case.name} cycle {number}: {done}"
 
 
 def _key_order(key: Any) -> Any:
@@ -478,9 +531,8 @@ def _older_json_text(case: Logged | Layered) -> dict[int, list[Any]]:
     return older
 
 
-def _expected(case: Logged | Layered, dataset: Dataset) -> dict[str, Any]:
-    pointer = dataset.require_announced()
-    older = _older_json_text(case)
+def _chain(dataset: Dataset, older: dict[int, list[Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """The key type, and every version of a chain (a dataset, or a shard): schema, checksum, rows, lookups."""
     versions = []
     key_type = "string"
     for version in dataset.versions():
@@ -498,11 +550,47 @@ def _expected(case: Logged | Layered, dataset: Dataset) -> dict[str, Any]:
             keys += [key for key in ABSENT_KEYS[key_type] if key not in keys]
             entry["index"] = _index(snapshot, key_type, keys)
         versions.append(entry)
-    return {
-        "dataset": case.name, "about": case.about, "key_type": key_type,
-        "announced": {"version": pointer.version, "pin": pointer.pin, "serving": pointer.serving},
-        "versions": versions,
-    }
+    return key_type, versions
+
+
+def _announced(dataset: Dataset) -> dict[str, Any]:
+    pointer = dataset.require_announced()
+    return {"version": pointer.version, "pin": pointer.pin, "serving": pointer.serving}
+
+
+def _expected(case: Logged | Layered | Sharded, dataset: Dataset) -> dict[str, Any]:
+    if isinstance(case, Sharded):
+        return _expected_sharded(case, dataset)
+    key_type, versions = _chain(dataset, _older_json_text(case))
+    return {"dataset": case.name, "about": case.about, "key_type": key_type, "announced": _announced(dataset),
+            "versions": versions}
+
+
+def _sharded_state(dataset: Dataset, version: int) -> tuple[ShardedManifest, pa.Table]:
+    """A sharded dataset's version: its manifest, and the rows of every shard read in its schema, by key."""
+    manifest = dataset.sharded_manifest(version)
+    count = manifest.shard_count
+    parts = [conform(load_state(dataset.shard(i, count), dataset.shard(i, count).manifest(part.version)).table(),
+                     manifest.schema) for i, part in enumerate(manifest.shards)]
+    return manifest, pa.concat_tables(parts).sort_by(manifest.schema.key_field)
+
+
+def _expected_sharded(case: Sharded, dataset: Dataset) -> dict[str, Any]:
+    """Every dataset version (its shard versions and all rows), and every shard's chain as a dataset's."""
+    versions = []
+    for version in dataset.versions():
+        manifest, state = _sharded_state(dataset, version)
+        versions.append({
+            "version": version, "format_version": SHARDED_MANIFEST_FORMAT, "shard_versions": manifest.shard_versions,
+            "schema": manifest.schema.to_json(), "record_count": manifest.record_count,
+            "state_checksum": manifest.state_checksum, "rows": _rows(state, manifest.schema)})
+    shards = []
+    for index in range(case.shard_count):
+        shard = dataset.shard(index, case.shard_count)
+        shards.append({"shard": index, "head": _announced(shard), "versions": _chain(shard, {})[1]})
+    return {"dataset": case.name, "about": case.about, "key_type": case.fmt.key_type,
+            "shard_count": case.shard_count, "announced": _announced(dataset), "versions": versions,
+            "shards": shards}
 
 
 def _plain(row: Row, schema: Schema) -> str | None:
@@ -539,6 +627,26 @@ def _check_replay(case: Logged, dataset: Dataset, start: dict[Any, Row], first: 
             f"{case.name} version {version}: combe reads other than the replay of its changelog"
 
 
+def _check_sharded(case: Sharded, dataset: Dataset) -> None:
+    """Each dataset version holds the replay of every cycle so far, and each key is in the shard murmur2 gives."""
+    state: dict[Any, Row] = {}
+    for version, cycle in enumerate(case.cycles, start=1):
+        for key, value in cycle:
+            if value is None:
+                state.pop(key, None)
+            else:
+                state[key] = value
+        manifest, table = _sharded_state(dataset, version)
+        schema = manifest.schema
+        read = {row[schema.key_field]: _plain(row, schema) for row in table.to_pylist()}
+        assert read == {key: _plain(record, schema) for key, record in state.items()}, \
+            f"{case.name} version {version}: combe reads other than the replay of its changelogs"
+        for index, part in enumerate(manifest.shards):
+            shard = dataset.shard(index, case.shard_count)
+            keys = load_state(shard, shard.manifest(part.version)).table().column(0).to_pylist()
+            assert all(partition_of(key, schema.key_type, case.shard_count) == index for key in keys)
+
+
 def _check_layered(case: Layered, dataset: Dataset) -> None:
     for version, spec in enumerate(case.versions, start=1):
         manifest = dataset.manifest(version)
@@ -570,6 +678,13 @@ VECTOR_VALUES: list[tuple[str, Any]] = [
 ]
 
 
+# Keys whose shard vectors.json gives: bytes of every length modulo 4, and int64 keys as decimal text.
+PARTITION_KEYS: list[tuple[str, Any]] = [
+    ("string", ""), ("string", "a"), ("string", "21"), ("string", "hello"), ("string", "\u00e9\U0001F600"),
+    ("string", "abcdefgh"), ("int64", 0), ("int64", -1), ("int64", 2**63 - 1), ("int64", -(2**63))]
+PARTITION_COUNTS = (1, 3, 16)
+
+
 def _vectors() -> dict[str, Any]:
     """Intermediate values of the state checksum, to check an implementation piece by piece."""
     row_schema = Schema("key", "string", {"n": "int64", "gone": "float64", "tags": "list<string>"})
@@ -585,15 +700,19 @@ def _vectors() -> dict[str, Any]:
                    for type_, value in VECTOR_VALUES],
         "row": {"schema": row_schema.to_json(), "values": _rows(row, row_schema)[0],
                 "digest": f"{digest:016x}", "hash": f"{lanes:032x}"},
+        "partitions": [{"key": key, "key_type": key_type, "bytes": key_text(key, key_type).hex(),
+                        "murmur2": murmur2(key_text(key, key_type)),
+                        "shard": {str(n): partition_of(key, key_type, n) for n in PARTITION_COUNTS}}
+                       for key_type, key in PARTITION_KEYS],
     }
 
 
 # -- the run ---------------------------------------------------------------------------------------------------
 
 
-# Lists written one item per line (rows, index entries, vectors); the items of the first two are dicts expanded.
-_EXPANDED_ITEMS = ("versions", "datasets")
-_ONE_PER_LINE = ("rows", "index", "values", *_EXPANDED_ITEMS)
+# Lists written one item per line (rows, index entries, vectors); the items of _EXPANDED_ITEMS are objects, expanded.
+_EXPANDED_ITEMS = ("versions", "datasets", "shards")
+_ONE_PER_LINE = ("rows", "index", "values", "partitions", *_EXPANDED_ITEMS)
 
 
 def _render(value: Any, indent: int, name: str | None = None) -> str:
@@ -633,6 +752,9 @@ def write(directory: Path) -> None:
         if isinstance(case, Logged):
             _publish_logged(case, dataset, changelogs, stamps)
             _check_replay(case, dataset, {}, 1)
+        elif isinstance(case, Sharded):
+            _publish_sharded(case, dataset, changelogs, stamps)
+            _check_sharded(case, dataset)
         else:
             _write_layered(case, dataset, stamps)
             _check_layered(case, dataset)
@@ -640,12 +762,13 @@ def write(directory: Path) -> None:
                 _publish_logged(case.then, dataset, changelogs, stamps)
                 _check_replay(case.then, dataset, case.versions[-1].state, len(case.versions) + 1)
         (expected / f"{case.name}.json").write_bytes(_dump(_expected(case, dataset)))
-        for dot in (directory / "store" / case.name).glob(".*"):
+        for dot in (directory / "store" / case.name).rglob(".*"):
             dot.unlink()  # the local store's lock file: not part of a dataset (FORMAT.md)
         datasets.append({"name": case.name, "about": case.about})
     (directory / "vectors.json").write_bytes(_dump(_vectors()))
     (directory / "corpus.json").write_bytes(_dump({
         "manifest_format": MANIFEST_FORMAT, "pointer_format": POINTER_FORMAT,
+        "sharded_manifest_format": SHARDED_MANIFEST_FORMAT, "sharded_pointer_format": SHARDED_POINTER_FORMAT,
         "frame_bytes": FRAME_BYTES, "generated_by": "python -m tests.support.corpus (make corpus)",
         "datasets": datasets}))
 

@@ -21,9 +21,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
-from combe.format.codec import _frame_table, decompress
+from combe.format.codec import _frame_table, decompress, encode_table, read_ipc, sha256_hex
 from combe.format.layout import MANIFEST_FORMAT
 from tests.support import corpus
 
@@ -145,6 +146,22 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+def _reverse_with_a_dropped_value(root: Path) -> None:
+    """Version 3's reverse delta restores a row of version 2 with a value in the struct field ``z`` that version
+    3 appended: blob and manifest made consistent, so only reading the state in version 2's schema can tell."""
+    manifest_path = root / "versions" / "000000000003.json"
+    manifest = json.loads(manifest_path.read_bytes())
+    ref = manifest["blobs"]["reverse"]
+    table = read_ipc(decompress((root / ref["path"]).read_bytes(), path=ref["path"]), path=ref["path"])
+    rows = table.to_pylist()
+    restored = next(row for row in rows if row["deep"])
+    restored["deep"] = [{**item, "z": {"q": None}} if item else item for item in restored["deep"]]
+    data = encode_table(pa.Table.from_pylist(rows, schema=table.schema))
+    (root / ref["path"]).write_bytes(data)
+    ref["bytes"], ref["sha256"] = len(data), sha256_hex(data)
+    manifest_path.write_text(json.dumps(manifest))
+
+
 def test_the_reader_notices_what_differs(copy: Path) -> None:
     """Each check can fail: one change per dataset, each found by the reader and named."""
     _edit(copy / "expected" / "scalars.json", '"rating": -0.0', '"rating": 0.0')  # a float's sign
@@ -165,13 +182,15 @@ def test_the_reader_notices_what_differs(copy: Path) -> None:
     document["shards"][2]["record_count"] += 1
     document["record_count"] += 1
     sharded.write_text(json.dumps(document))  # a shard entry that the shard version it names does not match
+    _reverse_with_a_dropped_value(copy / "store" / "growth")
     vectors = json.loads((copy / "vectors.json").read_bytes())
     vectors["seeds"]["key"] = "0" * 16
     (copy / "vectors.json").write_text(json.dumps(vectors))
     results = _reader().check_corpus(copy)
     failed = {name: result for name, result in results.items() if isinstance(result, str)}
-    assert failed.keys() == {"scalars", "nested", "int-keys", "legacy", "pinned", "emptied", "sharded",
+    assert failed.keys() == {"scalars", "nested", "int-keys", "legacy", "pinned", "emptied", "sharded", "growth",
                              "vectors.json"}, results
     assert "sha256" in failed["nested"] and "not canonical" in failed["legacy"] and "seed" in failed["vectors.json"]
+    assert "struct field the schema lacks" in failed["growth"]
     assert "checksum" in failed["int-keys"] and "lookup" in failed["emptied"] and "-0.0" in failed["scalars"]
     assert "shard 2's version 1 is not what it names" in failed["sharded"]

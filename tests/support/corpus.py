@@ -285,6 +285,43 @@ NESTED = Layered(
     ],
 )
 
+# Types that grow by ordinary deltas, at every depth (FORMAT.md "Schema evolution"): struct fields appended,
+# null types taking a type as a column, a list item, a map value and a struct field.
+_GROWN = [
+    {"s": "struct<a:int64>", "l": "list<null>", "m": "map<string,null>", "deep": "list<struct<x:string>>"},
+    {"s": "struct<a:int64,b:string>", "l": "list<int64>", "m": "map<string,float64>",
+     "deep": "list<struct<x:string,y:list<null>>>"},
+    {"s": "struct<a:int64,b:string>", "l": "list<int64>", "m": "map<string,float64>",
+     "deep": "list<struct<x:string,y:list<bool>,z:struct<q:null>>>", "added": "string"},
+]
+_GROWTH_1: dict[Any, Row] = {
+    "g1": {"s": {"a": 1}, "l": [None, None], "m": [("k", None)], "deep": [{"x": "one"}, None]},
+    "g2": {"s": None, "l": [], "m": [], "deep": []},
+    "g3": {"s": {"a": None}},
+}
+_GROWTH_2: dict[Any, Row] = {
+    **_GROWTH_1,
+    "g2": {"s": {"a": 2, "b": "grown"}, "l": [2, None], "m": [("k", 2.5), ("j", None)],
+           "deep": [{"x": "two", "y": [None]}]},
+    "g4": {"s": {"a": None, "b": None}, "l": [None], "deep": [{"x": None, "y": []}]},
+}
+GROWTH = Layered(
+    "growth",
+    "types that grow by ordinary deltas at every depth: struct fields appended (in a column and inside a list's "
+    "items), null types that take one (a list's items, a map's values, a struct field), a column appended; "
+    "walks back drop what the older schema lacks",
+    [
+        Version(_GROWTH_1, Schema("key", "string", _GROWN[0]), snapshot=True),
+        Version(_GROWTH_2, Schema("key", "string", _GROWN[1])),
+        Version({**_GROWTH_2,
+                 "g1": {**_GROWTH_1["g1"], "deep": [{"x": "one", "y": [True, None], "z": {"q": None}}, None]},
+                 "g3": {"s": {"a": 3, "b": "b"}, "added": "appended"}},
+                Schema("key", "string", _GROWN[2])),
+        Version({**_GROWTH_2, "g3": {"s": {"a": 3, "b": "b"}, "added": "appended"}},
+                Schema("key", "string", _GROWN[2]), snapshot=True),
+    ],
+)
+
 _FRAMES_SCHEMA = Schema("id", "int64", {"text": "string", "n": "int64"})
 
 
@@ -353,7 +390,7 @@ SHARDED = Sharded(
 )
 
 CASES: list[Logged | Layered | Sharded] = [SCALARS, INT_KEYS, BYTES_VALUES, TYPE_CHANGE, PINNED, EMPTIED, NESTED,
-                                           MULTI_FRAME, LEGACY, SHARDED]
+                                           GROWTH, MULTI_FRAME, LEGACY, SHARDED]
 
 
 # -- writing ---------------------------------------------------------------------------------------------------

@@ -114,6 +114,12 @@ def test_the_corpus_covers_every_feature() -> None:
     expected = {p.stem: json.loads(p.read_bytes()) for p in (CORPUS / "expected").glob("*.json")}
     types = {column["type"] for e in expected.values() for v in e["versions"] for column in v["schema"]}
     assert {"string", "int64", "float64", "bool", "binary", "json", "null"} <= types
+    published = {e["dataset"] for e in expected.values()
+                 if json.loads((CORPUS / "store" / e["dataset"] / "versions" / "000000000001.json").read_bytes())
+                 .get("source", {}).get("uri", "").startswith("changelogs/")}
+    grown = [c["type"] for e in expected.values() if e["dataset"] in published for v in e["versions"][1:]
+             for c in v["schema"]]
+    assert any(t.startswith("list<struct<") and ",tags:" in t for t in grown)  # the producer's, grown by a delta
     assert any(t.startswith("list<") for t in types) and any(t.startswith("struct<") for t in types) and \
         any(t.startswith("map<int64") for t in types) and any(t.startswith("map<string") for t in types)
     manifests = [json.loads(p.read_bytes()) for p in (CORPUS / "store").glob("*/versions/*.json")]

@@ -153,10 +153,10 @@ CANONICAL_SHOWCASE = {"b": 1.0, "a": ODD_FLOATS, "\uffff": 1, "\U0001F600": 2, "
 
 SCALARS = Logged(
     "scalars",
-    "string keys whose UTF-8 and UTF-16 orders differ (and the empty key); every scalar column type: string, "
-    "int64 (its extremes), float64 (-0.0, subnormal, max), bool, json (lists of strings), null; nulls; a column "
-    "typed null that gets a type by an ordinary delta; columns appended; tombstones; re-added keys; a record "
-    "sent again unchanged; a snapshot at version 4",
+    "string keys whose UTF-8 and UTF-16 orders differ (and the empty key); every scalar column type but json: "
+    "string, int64 (its extremes), float64 (-0.0, subnormal, max), bool, null; lists of strings (list<string>); "
+    "nulls; a column typed null that gets a type by an ordinary delta; columns appended; tombstones; re-added "
+    "keys; a record sent again unchanged; a snapshot at version 4",
     [
         [("", {"title": "the empty key", "year": 2000, "rating": 0.1, "seen": False, "tags": ["x"], "note": None,
                "big": 0}),
@@ -182,6 +182,28 @@ SCALARS = Logged(
          ("c", {"title": "Gamma", "note": "the note column gets its type"})],
     ],
     snapshot_every=3,
+)
+
+TYPED = Logged(
+    "typed",
+    "typed nested columns as the producer infers them from JSON values: arrays as lists (of int64, of float64 "
+    "when integers and floats mix, of structs), objects as structs (nested three deep); then grown by ordinary "
+    "deltas: a struct field appended (in a column and in a list's structs), a list of nulls typed by its first "
+    "value; nulls at every level",
+    [
+        [("t1", {"ints": [1, 2, 3], "mixed": [1, 2.5], "point": {"x": 1, "y": -0.0},
+                 "people": [{"name": "Ann", "age": 41, "address": {"city": "Oslo", "lines": ["a", "b"]}}],
+                 "later": [None]}),
+         ("t2", {"ints": [], "mixed": [], "point": {"x": None, "y": 2.5}, "people": [None, {"name": None}],
+                 "later": []}),
+         ("t3", {"ints": None, "point": None, "people": []})],
+        [("t1", {"ints": [1, 2, 3], "mixed": [1, 2.5], "point": {"x": 1, "y": -0.0, "label": "appended"},
+                 "people": [{"name": "Ann", "age": 41, "address": {"city": "Oslo", "lines": ["a", "b"]},
+                             "tags": ["new field"]}],
+                 "later": [7, None]}),
+         ("t4", {"ints": [-(2**63), 2**63 - 1], "point": {"x": 0}})],
+        [("t2", None), ("t3", {"ints": [0], "people": [{"address": {"city": None, "lines": []}}]})],
+    ],
 )
 
 INT_KEYS = Logged(
@@ -389,8 +411,8 @@ SHARDED = Sharded(
     ],
 )
 
-CASES: list[Logged | Layered | Sharded] = [SCALARS, INT_KEYS, BYTES_VALUES, TYPE_CHANGE, PINNED, EMPTIED, NESTED,
-                                           GROWTH, MULTI_FRAME, LEGACY, SHARDED]
+CASES: list[Logged | Layered | Sharded] = [SCALARS, TYPED, INT_KEYS, BYTES_VALUES, TYPE_CHANGE, PINNED, EMPTIED,
+                                           NESTED, GROWTH, MULTI_FRAME, LEGACY, SHARDED]
 
 
 # -- writing ---------------------------------------------------------------------------------------------------

@@ -83,6 +83,15 @@ class Store(ABC):
     def child(self, name: str) -> Store:
         """The same store rooted one folder deeper."""
 
+    def temporaries(self, prefix: str) -> list[ObjectInfo]:
+        """Files a write in progress uses before its object appears, directly under ``prefix`` (a folder).
+
+        Left behind only when a writer is killed mid-write; retention removes
+        them once they are older than any write takes. Stores whose writes are
+        single requests (S3, memory) have none.
+        """
+        return []
+
     def check_publishable(self) -> None:
         """Raise UnsupportedStore when this store cannot be published to safely; a producer asks first."""
 

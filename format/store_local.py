@@ -14,12 +14,16 @@ import fcntl
 import hashlib
 import os
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .errors import ObjectNotFound, StoreError
 from .store import ObjectInfo, Store
+
+# A write goes to ``.<name>.<random>.tmp`` beside its target, then is renamed or linked into place.
+TEMP_SUFFIX = ".tmp"
 
 
 def content_tag(data: bytes) -> str:
@@ -52,7 +56,7 @@ class LocalStore(Store):
         # Mode 0666, as for any file a program creates: the umask (and a default ACL) decides who may read it.
         # mkstemp's 0600 would shut out consumers running as another user. O_EXCL: a random name no one else
         # is writing, as mkstemp's.
-        name = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
+        name = target.parent / f".{target.name}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -114,18 +118,31 @@ class LocalStore(Store):
             raise StoreError(f"cannot delete {self.root / path}: {exc.strerror}", url=self.url) from exc
 
     def list(self, prefix: str) -> list[ObjectInfo]:
+        return self._scan(prefix, lambda name: not name.startswith("."))
+
+    def temporaries(self, prefix: str) -> list[ObjectInfo]:
+        """The temporary files of writes (``_write_temp``) that were never renamed into place."""
+        return self._scan(prefix, lambda name: name.startswith(".") and name.endswith(TEMP_SUFFIX))
+
+    def _scan(self, prefix: str, wanted: Callable[[str], bool]) -> list[ObjectInfo]:
         folder = self._path(prefix)
         if not folder.is_dir():
             return []
         found = []
         for entry in os.scandir(folder):
-            if entry.is_file() and not entry.name.startswith("."):
+            if not wanted(entry.name):
+                continue
+            try:
+                if not entry.is_file():
+                    continue
                 stat = entry.stat()
-                found.append(ObjectInfo(
-                    path=f"{prefix}{entry.name}",
-                    size=stat.st_size,
-                    modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
-                ))
+            except FileNotFoundError:
+                continue  # renamed or removed meanwhile by the writer
+            found.append(ObjectInfo(
+                path=f"{prefix}{entry.name}",
+                size=stat.st_size,
+                modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+            ))
         return sorted(found, key=lambda info: info.path)
 
     def child(self, name: str) -> LocalStore:

@@ -14,8 +14,11 @@ Everything else goes: manifests oldest first, so an interrupted gc leaves
 the oldest versions missing and never a hole in the middle, then their
 blobs. Blobs that no manifest references are left over by failed or
 refused cycles; they are deleted once older than a grace period, because a
-running producer writes its blobs before its manifest. ``announced.json`` is
-never touched.
+running producer writes its blobs before its manifest. So are the temporary
+files of writes that never finished (a producer killed while writing a blob,
+a manifest or ``announced.json`` on a local store): a write that is still
+going on is far younger than the grace period. ``announced.json`` is never
+touched.
 """
 
 from __future__ import annotations
@@ -87,8 +90,12 @@ def _kept_versions(pointer: Pointer, manifests: dict[int, Manifest], retention: 
 
 
 def plan_gc(dataset: str, pointer: Pointer, manifests: dict[int, Manifest], manifest_sizes: dict[int, int],
-            blobs: list[ObjectInfo], retention: Retention, now: datetime) -> GcPlan:
-    """Decide what to delete. Pure: the caller lists and reads the store and does the deleting."""
+            blobs: list[ObjectInfo], retention: Retention, now: datetime,
+            temporaries: list[ObjectInfo] | None = None) -> GcPlan:
+    """Decide what to delete. Pure: the caller lists and reads the store and does the deleting.
+
+    ``temporaries`` are the store's files of unfinished writes (Store.temporaries).
+    """
     kept = _kept_versions(pointer, manifests, retention, now)
     needed: set[int] = set()
     for version in sorted(kept):
@@ -121,6 +128,12 @@ def plan_gc(dataset: str, pointer: Pointer, manifests: dict[int, Manifest], mani
             hours = (now - info.modified).total_seconds() / 3600
             deletions.append(Deletion(info.path, info.size,
                                       f"referenced by no manifest (a failed or refused cycle), {hours:.1f} h old"))
+    for info in temporaries or []:
+        if info.modified is not None and now - info.modified > grace:
+            hours = (now - info.modified).total_seconds() / 3600
+            deletions.append(Deletion(info.path, info.size,
+                                      f"temporary file of a write that never finished (a killed process), "
+                                      f"{hours:.1f} h old"))
     return GcPlan(dataset, pointer.version, pointer.pin, sorted(kept), sorted(needed), deletions)
 
 
@@ -133,8 +146,10 @@ def collect_garbage(dataset: Dataset, retention: Retention, *, dry_run: bool = F
               if (v := manifest_version(info.path)) is not None}
     manifests = {v: dataset.manifest(v) for v in sorted(listed)}
     blobs = dataset.store.list(f"{BLOBS_DIR}/")
+    temporaries = [info for folder in ("", f"{VERSIONS_DIR}/", f"{BLOBS_DIR}/")
+                   for info in dataset.store.temporaries(folder)]
     plan = plan_gc(dataset.name, pointer, manifests, {v: info.size for v, info in listed.items()}, blobs,
-                   retention, now or datetime.now(timezone.utc))
+                   retention, now or datetime.now(timezone.utc), temporaries)
     if dry_run:
         for deletion in plan.deletions:
             if on_delete:

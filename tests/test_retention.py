@@ -6,6 +6,9 @@ import json
 import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -280,3 +283,59 @@ def test_gc_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "keep at least 1 version" in capsys.readouterr().err
     assert gc(str(tmp_path), "--keep-versions", "3") == EXIT_FAILURE  # nothing published there
     assert "has no announced version" in capsys.readouterr().err
+
+
+# `combe publish` SIGKILLed right after its Nth temporary file is written whole (before the rename or
+# link that makes it an object): what a producer killed mid-write really leaves in a local store.
+KILLED_MID_WRITE = """
+import os, signal, sys
+from combe.cli import main
+
+left = int(sys.argv[1])
+fsync = os.fsync
+def fsync_then_die(fd):
+    global left
+    fsync(fd)
+    left -= 1
+    if left == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+os.fsync = fsync_then_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_gc_removes_the_temporary_files_of_killed_producers_after_the_grace_period(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store, changelog, upto = build(tmp_path, 3)
+    argv = ["publish", "--once", "--source", str(changelog), "--store", store, "--dataset", DATASET,
+            "--snapshot-every", "1"]  # version 4 writes a delta, a reverse delta and a snapshot
+    # Version 4's writes in order: delta, reverse, snapshot, manifest, announcement.
+    for nth in (1, 4, 5):  # killed in a blob, the manifest and the announcement
+        append_jsonl(changelog, [(f"killed-{nth}", {"title": "x", "score": nth})])
+        killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(nth), *argv],
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+    root = Path(store) / DATASET
+    temporaries = sorted(str(p.relative_to(root)) for p in root.rglob(".*.tmp"))
+    # One temporary file per killed write, each whole (a blob or document, not an empty file).
+    assert sorted(str(Path(t).parent) for t in temporaries) == [".", "blobs", "versions"], temporaries
+    assert all((root / t).stat().st_size > 100 for t in temporaries)
+
+    assert gc(store, "--keep-versions", "10", "--grace-hours", "1") == 0
+    assert all((root / t).exists() for t in temporaries)  # young: a write may still be going on
+    two_hours_ago = time.time() - 7200
+    for name in temporaries:
+        os.utime(root / name, (two_hours_ago, two_hours_ago))
+    capsys.readouterr()
+    assert gc(store, "--keep-versions", "10", "--grace-hours", "1") == 0
+    out = capsys.readouterr().out
+    assert list(root.rglob(".*.tmp")) == []
+    assert out.count("temporary file of a write that never finished (a killed process), 2.0 h old") == 3
+    assert (root / ".announced.json.lock").exists()  # the lock file is no leftover: it stays
+
+    # Nothing else was touched: the version the last killed run wrote is adopted and loads whole.
+    assert main(argv) == 0
+    killed = [(f"killed-{nth}", {"title": "x", "score": nth}) for nth in (1, 4, 5)]
+    with Consumer(store, DATASET) as consumer:
+        assert consumer.version == 4
+        assert table_state(consumer.view().table, consumer.view().schema) == replay(upto[3] + killed)

@@ -19,7 +19,8 @@ version from its nearest snapshot up to it and the blobs they name
 (snapshot, deltas, reverse deltas); nothing else, not even the versions
 between two kept ones that no such chain passes through. Blobs that no
 manifest references (left by failed or refused cycles) are deleted once
-older than --grace-hours.
+older than --grace-hours, and so are the temporary files of writes a killed
+producer never finished.
 announced.json is never touched. Use --dry-run to see what would go.
 """
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 from combe.format.codec import ipc_file_bytes, read_ipc
 from combe.format.dataset import Dataset
 from combe.format.delta import OP_COLUMN
-from combe.format.errors import DatasetNotFound
+from combe.format.errors import DatasetNotFound, IntegrityError
 from combe.format.index import INDEX_ENDS, INDEX_ROWS
 from combe.format.manifest import BlobRef, Manifest
 
@@ -35,14 +35,16 @@ log = logging.getLogger(__name__)
 class Blobs(Protocol):
     """Where a loader gets a blob's table: straight from the store, or through a cache.
 
-    ``fetched`` counts the bytes downloaded from the store so far (a blob found
-    in a cache costs none), so a load can say what it really fetched.
+    ``owner`` is the manifest that references the blob; the table is checked
+    against it (Manifest.check_blob) before it is returned. ``fetched``
+    counts the bytes downloaded from the store so far (a blob found in a
+    cache costs none), so a load can say what it really fetched.
     """
 
     @property
     def fetched(self) -> int: ...
 
-    def table(self, ref: BlobRef) -> pa.Table: ...
+    def table(self, ref: BlobRef, owner: Manifest) -> pa.Table: ...
 
 
 class StoreBlobs:
@@ -57,9 +59,9 @@ class StoreBlobs:
         self.columns = None if columns is None else {*columns, OP_COLUMN, INDEX_ROWS, INDEX_ENDS}
         self.fetched = 0
 
-    def table(self, ref: BlobRef) -> pa.Table:
+    def table(self, ref: BlobRef, owner: Manifest) -> pa.Table:
         path = f"{self.dataset.url}/{ref.path}"
-        table = read_ipc(self.dataset.blob_ipc(ref), path=path)
+        table = self.dataset.blob_table(ref, owner)
         self.fetched += ref.bytes
         if self.columns is None or set(table.column_names) <= self.columns:
             return table
@@ -133,8 +135,8 @@ class Loader:
         if plan.start == "snapshot":
             assert plan.snapshot.snapshot is not None
             log.info("%s: loading snapshot %d", self.dataset.name, plan.snapshot.version)
-            base = Base(self.blobs.table(plan.snapshot.snapshot), plan.snapshot.schema, self.columns)
-            view = View(plan.snapshot, base, plan.snapshot.version, columns=self.columns)
+            base = Base(self.blobs.table(plan.snapshot.snapshot, plan.snapshot), plan.snapshot.schema, self.columns)
+            view = _verified(View(plan.snapshot, base, plan.snapshot.version, columns=self.columns))
         else:
             assert current is not None
             touched = []
@@ -144,10 +146,12 @@ class Loader:
                 view = View(plan.snapshot, current.base, current.base_version, columns=self.columns)
                 touched.append(current._overlay_keys)
         for manifest, ref in plan.steps:
-            delta = self.blobs.table(ref)
+            # A reverse delta is referenced by the version it leads back from.
+            owner = manifest if ref == manifest.delta else self.manifest(manifest.version + 1)
+            delta = self.blobs.table(ref, owner)
             if touched is not None:
                 touched.append(delta.column(0).combine_chunks())
-            view = view.with_delta(manifest, delta, ref.bytes)
+            view = _verified(view.with_delta(manifest, delta, ref.bytes))
         plan.fetched = self.blobs.fetched - fetched_before
         log.info("%s: at version %d by %s", self.dataset.name, view.version, plan.describe())
         return Loaded(view, plan, touched)
@@ -197,3 +201,11 @@ class Loader:
         deltas = sum(ref.bytes for _, ref in steps)
         cost = (0 if reuse else snapshot.snapshot.bytes) + deltas
         return Plan("base" if reuse else "snapshot", snapshot, steps, cost, (len(steps), deltas))
+
+
+def _verified(view: View) -> View:
+    """The View, once the records it holds are as many as its manifest records."""
+    if len(view) != view.manifest.record_count:
+        raise IntegrityError(f"{view.manifest.dataset} version {view.version}: {len(view)} records loaded, but its "
+                             f"manifest records {view.manifest.record_count}; not serving it")
+    return view

@@ -29,7 +29,7 @@ from combe.format.cache import BlobCache
 from combe.format.dataset import Dataset
 from combe.format.errors import ConfigError, FormatError, ShardNotHeld
 from combe.format.keys import lookup_key
-from combe.format.manifest import BlobRef
+from combe.format.manifest import BlobRef, Manifest
 from combe.format.partition import partition_of, partitions_of
 from combe.format.schema import Schema, conform
 from combe.format.sharded import ShardedManifest
@@ -235,8 +235,8 @@ class _ShardBlobs:
     def fetched(self) -> int:
         return self.cache.fetched
 
-    def table(self, ref: BlobRef) -> pa.Table:
-        return self.cache.table(ref, self.dataset)
+    def table(self, ref: BlobRef, owner: Manifest) -> pa.Table:
+        return self.cache.table(ref, owner, self.dataset)
 
 
 @dataclass

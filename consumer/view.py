@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from combe.format.delta import OP_COLUMN, REMOVED
-from combe.format.errors import ConfigError, FormatError
+from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED
+from combe.format.errors import ConfigError, FormatError, IntegrityError
 from combe.format.keys import lookup_key
 from combe.format.manifest import Manifest
 from combe.format.jsontext import json_text
@@ -55,8 +55,12 @@ class View:
     get: Callable[[Any], Record | None]
 
     def __init__(self, manifest: Manifest, base: Base, base_version: int, overlay: Overlay | None = None,
-                 *, columns: Collection[str] | None = None, deltas_applied: int = 0, chain_bytes: int = 0) -> None:
+                 *, columns: Collection[str] | None = None, deltas_applied: int = 0, chain_bytes: int = 0,
+                 count: int | None = None) -> None:
         self.manifest = manifest
+        # The records this View holds, counted from what was loaded (the base's rows, then each delta's
+        # additions and removals), never taken from the manifest: the loader compares the two.
+        self.count = base.count if count is None else count
         self.version = manifest.version
         self.columns = None if columns is None else frozenset(columns)
         self.schema: Schema = project(manifest.schema, self.columns)
@@ -105,7 +109,7 @@ class View:
         """Nothing to release: holding the View keeps its version alive, and that is all."""
 
     def __len__(self) -> int:
-        return self.manifest.record_count
+        return self.count
 
     def __repr__(self) -> str:
         return f"<View {self.manifest.dataset} version {self.version}: {len(self)} records>"
@@ -275,13 +279,33 @@ class View:
         # Column by column: one conversion per column, then one dict per changed row. A delta of a newer
         # schema (a reverse delta leads back to an older one) is read in this View's schema first.
         ops = delta.column(OP_COLUMN).to_pylist()
-        delta = conform(delta, schema).combine_chunks()
+        raw, delta = delta, conform(delta, schema).combine_chunks()
         types = [schema.key_type, *schema.columns.values()]
         columns = [python_values(delta.column(n).chunk(0), t) if delta.num_rows else [] for n, t in zip(names, types)]
+        count = self._count_after(manifest, raw, columns[0])
         for op, key, values in zip(ops, columns[0], zip(*columns)):
             overlay[key] = None if op == REMOVED else dict(zip(names, values))
         return View(manifest, self.base, self.base_version, overlay, columns=self.columns,
-                    deltas_applied=self.deltas_applied + 1, chain_bytes=self.chain_bytes + nbytes)
+                    deltas_applied=self.deltas_applied + 1, chain_bytes=self.chain_bytes + nbytes, count=count)
+
+    def _count_after(self, manifest: Manifest, delta: pa.Table, keys: list[Any]) -> int:
+        """The records after ``delta``; IntegrityError unless it fits this View (additions new, the rest present)."""
+        ops = delta.column(OP_COLUMN).to_numpy()
+        present = self._present(keys, delta.column(0).combine_chunks())
+        fits = np.isin(ops, (ADDED, UPDATED, REMOVED)) & np.where(ops == ADDED, ~present, present)
+        if not fits.all():
+            raise IntegrityError(f"{manifest.dataset}: the delta to version {manifest.version} does not fit version "
+                                 f"{self.version}: it adds keys that exist or updates or removes keys that do not")
+        return self.count - int(present.sum()) + int((ops != REMOVED).sum())
+
+    def _present(self, keys: list[Any], array: pa.Array) -> np.ndarray:
+        """Whether each of ``keys`` (``array`` holds the same keys) has a record in this View."""
+        present: np.ndarray = self.base.find_many(keys, array) >= 0
+        if self.overlay:
+            overlaid = pc.is_in(array, value_set=self._overlay_keys).to_numpy(zero_copy_only=False)
+            for i in np.flatnonzero(overlaid).tolist():
+                present[i] = self.overlay[keys[i]] is not None
+        return present
 
 
 def _check_evolution(old: Schema, new: Schema, *, forward: bool, dataset: str, versions: tuple[int, int]) -> None:

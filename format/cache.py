@@ -66,7 +66,7 @@ import pyarrow as pa
 from .codec import read_ipc
 from .dataset import Dataset
 from .errors import ConfigError, FormatError
-from .manifest import BlobRef
+from .manifest import BlobRef, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -182,24 +182,26 @@ class BlobCache:
     def path(self, ref: BlobRef) -> Path:
         return self.directory / f"{ref.sha256}{DATA}"
 
-    def table(self, ref: BlobRef, dataset: Dataset | None = None) -> pa.Table:
+    def table(self, ref: BlobRef, owner: Manifest, dataset: Dataset | None = None) -> pa.Table:
         """The blob's table, mapped from the cache file; fetched, verified and cached first if needed.
 
-        ``dataset`` is where the blob is fetched from when it is not this
-        cache's own dataset (a shard of it: one cache serves every shard).
+        Either way it is checked against ``owner``, the manifest that references it. ``dataset`` is where the
+        blob is fetched from when it is not this cache's own dataset (a shard of it: one cache serves every
+        shard).
         """
         table = self._open(ref)
-        if table is not None:
-            return table
-        source = dataset or self.dataset
-        location = f"{source.url}/{ref.path}"
-        ipc = source.blob_ipc(ref)  # checked against the manifest's sha256
-        self.fetched += ref.bytes
-        fetched = read_ipc(ipc, path=location)
-        self._store(ref, ipc, fetched)
-        # Map what was written, so the pages are shared with other processes; the in-memory copy
-        # serves only if the file is already gone again (removed by another process's eviction).
-        return self._open(ref) or fetched
+        if table is None:
+            source = dataset or self.dataset
+            location = f"{source.url}/{ref.path}"
+            ipc = source.blob_ipc(ref)  # checked against the manifest's sha256
+            self.fetched += ref.bytes
+            fetched = read_ipc(ipc, path=location)
+            self._store(ref, ipc, fetched)  # the blob is the one the manifest named, whatever the check below says
+            # Map what was written, so the pages are shared with other processes; the in-memory copy
+            # serves only if the file is already gone again (removed by another process's eviction).
+            table = self._open(ref) or fetched
+        owner.check_blob(table.schema, table.num_rows, ref, path=str(self.path(ref)))
+        return table
 
     # -- reading -------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .codec import verified_ipc, verify
+import pyarrow as pa
+
+from .codec import read_ipc, verified_ipc, verify
 from .errors import ConflictError, DatasetNotFound, FormatError, ObjectNotFound
 from .layout import (ANNOUNCED, SHARD_HEAD, SHARDING, VERSIONS_DIR, check_dataset_name, manifest_path,
                      manifest_version, shard_dir)
@@ -235,6 +237,13 @@ class Dataset:
     def blob_ipc(self, ref: BlobRef) -> bytes | bytearray:
         """The Arrow IPC file inside a blob, verified against the manifest's sha256 (see verified_ipc)."""
         return verified_ipc(self.store.read(ref.path), ref.sha256, path=f"{self.url}/{ref.path}")
+
+    def blob_table(self, ref: BlobRef, owner: Manifest) -> pa.Table:
+        """The table in a blob that ``owner`` references: sha256 verified, then checked against ``owner``."""
+        path = f"{self.url}/{ref.path}"
+        table = read_ipc(self.blob_ipc(ref), path=path)
+        owner.check_blob(table.schema, table.num_rows, ref, path=path)
+        return table
 
     def write_blob(self, path: str, data: bytes | bytearray) -> None:
         self.store.write(path, data)

@@ -15,11 +15,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from .errors import ConfigError, FormatError
+import pyarrow as pa
+
 from .checksum import LEGACY_PREFIX, is_checksum
+from .delta import OP_COLUMN
+from .errors import ConfigError, FormatError, IntegrityError
+from .index import INDEX_ENDS, INDEX_ROWS
 from .layout import (MANIFEST_FORMAT, POINTER_FORMAT, READABLE_MANIFESTS, READABLE_POINTERS, SHARDED_MANIFEST_FORMAT,
                      SHARDED_POINTER_FORMAT, check_blob_path, check_dataset_name)
-from .schema import KEY_TYPES, VALUE_FORMATS, Schema
+from .schema import KEY_TYPES, RESERVED_PREFIX, VALUE_FORMATS, Schema
+from .types import type_of_field
 
 
 T = TypeVar("T")
@@ -266,6 +271,44 @@ class Manifest:
         )
         manifest._check(path)
         return manifest
+
+    def check_blob(self, found: pa.Schema, rows: int, ref: BlobRef, *, path: str) -> None:
+        """Refuse a blob this manifest references unless it holds what the manifest says.
+
+        Its data columns must be the manifest's schema exactly (names, order,
+        combe types), its reserved columns those of its kind (``__combe_op``
+        for deltas, the key index or nothing for snapshots), and its rows the
+        count the reference records. The sha256 proves the blob is the one the
+        manifest named; this proves the manifest describes it, so a manifest
+        whose schema or counts were edited is an IntegrityError naming the
+        version, never nulls served under a renamed column or a pyarrow error.
+        """
+        kinds = [name for name, mine in (("snapshot", self.snapshot), ("delta", self.delta),
+                                         ("reverse", self.reverse)) if mine == ref]
+        if not kinds:
+            raise FormatError(f"{ref.path} is not a blob of version {self.version}", path=path)
+        where = f"{path} ({kinds[0]} of version {self.version})"
+        columns = [field for field in found if not field.name.startswith(RESERVED_PREFIX)]
+        expected = [(c["name"], c["type"]) for c in self.schema.to_json()]
+        for position, (field, (name, kind)) in enumerate(zip(columns, expected)):
+            try:
+                actual = type_of_field(field)
+            except FormatError as exc:
+                raise IntegrityError(f"{where}: {exc}", path=path) from exc
+            if (field.name, actual) != (name, kind):
+                raise IntegrityError(
+                    f"{where}: column {position + 1} is {field.name!r} ({actual}) in the blob but {name!r} ({kind}) "
+                    f"in the manifest; the manifest does not describe its blob (edited or corrupted?)", path=path)
+        if len(columns) != len(expected):
+            raise IntegrityError(f"{where}: the blob has {len(columns)} columns, the manifest's schema "
+                                 f"{len(expected)}; the manifest does not describe its blob", path=path)
+        reserved = {field.name: field.type for field in found if field.name.startswith(RESERVED_PREFIX)}
+        allowed = [{OP_COLUMN: pa.int8()}] if kinds[0] != "snapshot" else [
+            {}, {INDEX_ROWS: pa.int32(), INDEX_ENDS: pa.int32()}]
+        if reserved not in allowed:
+            raise IntegrityError(f"{where}: reserved columns {sorted(reserved)} of the wrong kind or type", path=path)
+        if rows != ref.rows:
+            raise IntegrityError(f"{where}: the blob has {rows} rows, the manifest records {ref.rows}", path=path)
 
     def _check(self, path: str) -> None:
         """Cross-field rules: what a reader relies on to plan a load."""

@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from combe.format.cache import BlobCache
-from combe.format.codec import read_ipc
 from combe.format.checksum import EMPTY_CHECKSUM, advance, checksum_of, row_digests, state_checksum
 from combe.format.dataset import Dataset
 from combe.format.delta import OP_COLUMN, REMOVED, apply_delta
@@ -189,14 +188,9 @@ class State:
 # -- loading from the store ---------------------------------------------------------------------------
 
 
-def blob_table(dataset: Dataset, ref: BlobRef) -> pa.Table:
-    """A blob's table, verified against the manifest's sha256."""
-    return read_ipc(dataset.blob_ipc(ref), path=f"{dataset.url}/{ref.path}")
-
-
-def read_table(dataset: Dataset, ref: BlobRef) -> pa.Table:
-    """A blob's data columns (the index columns of a snapshot left out)."""
-    return split_index(blob_table(dataset, ref))[0]
+def read_table(dataset: Dataset, ref: BlobRef, owner: Manifest) -> pa.Table:
+    """A blob's data columns (the index columns of a snapshot left out), checked against ``owner``."""
+    return split_index(dataset.blob_table(ref, owner))[0]
 
 
 def _chain(dataset: Dataset, manifest: Manifest) -> list[Manifest]:
@@ -224,15 +218,15 @@ def load_state(dataset: Dataset, manifest: Manifest, cache: BlobCache | None = N
     for (its rows sum to the manifest's checksum: format/cache.py) is not
     hashed again: the cache's CRC-32 of the whole file proves it holds that blob.
     """
-    def table_of(ref: BlobRef) -> pa.Table:
-        return cache.table(ref) if cache is not None else blob_table(dataset, ref)
+    def table_of(ref: BlobRef, owner: Manifest) -> pa.Table:
+        return cache.table(ref, owner) if cache is not None else dataset.blob_table(ref, owner)
 
     chain = _chain(dataset, manifest)
     base = chain[0]
     assert base.snapshot is not None
     log.info("loading %s version %d: snapshot %d + %d deltas", dataset.name, manifest.version, base.version,
              len(chain) - 1)
-    table, rows, ends = split_index(table_of(base.snapshot))
+    table, rows, ends = split_index(table_of(base.snapshot, base))
     table = conform(table, base.schema)
     if any(step.format_version == 1 for step in chain):
         return _load_legacy(dataset, chain, table)
@@ -247,7 +241,7 @@ def load_state(dataset: Dataset, manifest: Manifest, cache: BlobCache | None = N
     for step in chain[1:]:
         assert step.delta is not None
         blobs = (*state.blobs, step.delta.sha256)
-        state = verified_step(state, split_index(table_of(step.delta))[0], step,
+        state = verified_step(state, split_index(table_of(step.delta, step))[0], step,
                               what=f"{dataset.url}/{step.delta.path}")
         state.blobs = blobs
     return state
@@ -283,7 +277,7 @@ def _load_legacy(dataset: Dataset, chain: Iterable[Manifest], table: pa.Table) -
     for step in chain:
         if step.snapshot is None:
             assert step.delta is not None
-            table = apply_delta(table, read_table(dataset, step.delta), step.schema,
+            table = apply_delta(table, read_table(dataset, step.delta, step), step.schema,
                                 what=f"delta {step.delta.path}")
         found = checksum_of(table, step.state_checksum)
         if found != step.state_checksum or table.num_rows != step.record_count:

@@ -140,9 +140,9 @@ def check_store(dataset: Dataset, expected: dict[int, dict[Any, str]]) -> None:
         assert manifest.parent == version - 1
         assert manifest.delta is not None and manifest.reverse is not None
         before = conform(states[version - 1], schema)
-        forward = apply_delta(before, read_table(dataset, manifest.delta), schema)
+        forward = apply_delta(before, read_table(dataset, manifest.delta, manifest), schema)
         assert table_state(forward, schema) == expected[version], f"state({version - 1}) + delta({version})"
-        backward = apply_delta(table, read_table(dataset, manifest.reverse), schema)
+        backward = apply_delta(table, read_table(dataset, manifest.reverse, manifest), schema)
         assert table_state(backward, schema) == expected[version - 1], f"state({version}) + reverse({version})"
         changed = {k for k in expected[version].keys() | expected[version - 1].keys()
                    if expected[version].get(k) != expected[version - 1].get(k)}

@@ -106,12 +106,12 @@ class History:
         manifest = self.manifest(version)
         schema = manifest.schema
         if manifest.delta is not None:
-            rows = self.blobs.table(manifest.delta)
-            before = self.blobs.table(manifest.reverse) if manifest.reverse is not None else None
+            rows = self.blobs.table(manifest.delta, manifest)
+            before = self.blobs.table(manifest.reverse, manifest) if manifest.reverse is not None else None
             return VersionChanges(manifest, rows, before)
         if manifest.parent is None and manifest.snapshot is not None:
             # The first version: every record in its snapshot was added.
-            state = conform(split_index(self.blobs.table(manifest.snapshot))[0], schema)
+            state = conform(split_index(self.blobs.table(manifest.snapshot, manifest))[0], schema)
             ops = pa.array(np.full(state.num_rows, ADDED, dtype=np.int8))
             return VersionChanges(manifest, state.append_column(OP_COLUMN, ops), None)
         raise ObjectNotFound(f"version {version} of {self.dataset.name!r} has no delta blob (it was published "

@@ -48,8 +48,8 @@ class Consumer:
     when ``refresh()`` is called); ``pin`` holds this consumer at one version
     (over the store-wide pin, ``combe pin``); ``cache_dir`` keeps verified
     blobs on local disk, decompressed and memory-mapped, so restarts skip the
-    download and processes share pages (``cache_max_bytes`` bounds it,
-    ``verify_cache`` hashes each cached file fully on its first use; see
+    download and processes share pages; every cached file is checked whole
+    when it is opened (``cache_max_bytes`` bounds the directory; see
     format/cache.py); ``columns`` loads only those value
     columns (the key always); ``max_deltas`` caps the deltas kept over a
     snapshot before a snapshot is loaded instead (so does a delta chain
@@ -62,14 +62,14 @@ class Consumer:
                  pin: int | None = None, cache_dir: str | Path | None = None,
                  storage_options: dict[str, Any] | None = None, max_deltas: int = 32,
                  columns: Collection[str] | None = None, cache_max_bytes: int | None = None,
-                 verify_cache: bool = False, shards: Collection[int] | None = None) -> None:
+                 shards: Collection[int] | None = None) -> None:
         if isinstance(columns, str):
             raise ConfigError(f"columns={columns!r}: give a list of column names, e.g. columns=[{columns!r}]")
         self._dataset = Dataset.open(store, dataset, storage_options)
         self.name = dataset
         self.pin = pin
         self.refresh_interval = refresh_interval
-        self._cache = self._blob_cache(cache_dir, cache_max_bytes, verify_cache)
+        self._cache = self._blob_cache(cache_dir, cache_max_bytes)
         self._timeline = Timeline(self._dataset, self._cache)  # every column, whatever ``columns`` says
         # One refresh at a time; readers never take it. Reentrant so that a listener may call refresh().
         self._lock = threading.RLock()
@@ -113,12 +113,12 @@ class Consumer:
             self._thread = threading.Thread(target=self._run, name=f"combe-refresh-{dataset}", daemon=True)
             self._thread.start()
 
-    def _blob_cache(self, cache_dir: str | Path | None, max_bytes: int | None, verify: bool) -> BlobCache | None:
+    def _blob_cache(self, cache_dir: str | Path | None, max_bytes: int | None) -> BlobCache | None:
         if cache_dir is None:
-            if max_bytes is not None or verify:
-                raise ConfigError("cache_max_bytes and verify_cache apply to a blob cache: give cache_dir too")
+            if max_bytes is not None:
+                raise ConfigError("cache_max_bytes applies to a blob cache: give cache_dir too")
             return None
-        return BlobCache(self._dataset, Path(cache_dir), max_bytes=max_bytes, verify=verify)
+        return BlobCache(self._dataset, Path(cache_dir), max_bytes=max_bytes)
 
     def _check_columns(self, columns: Collection[str] | None, version: int) -> None:
         """Refuse a misspelt column before loading anything."""

@@ -28,7 +28,7 @@ REQUIRED = [
     "get_p99_idle_us", "get_p99_during_refresh_us", "snapshot_write_mb_per_s", "bare_write_mb_per_s",
     "fold_fraction_of_raw_consume_distinct", "fold_fraction_of_raw_consume_repeated",
     "publish_fraction_of_arrow_json", "publish_speedup_vs_deltalake", "delta_cycle_speedup_vs_deltalake_merge",
-    "delta_cycle_fraction_of_first_publish", "producer_peak_rss_multiple_of_arrow",
+    "delta_cycle_fraction_of_first_publish", "producer_peak_rss_multiple_of_arrow", "cache_restart_speedup",
 ]
 
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -70,13 +69,12 @@ def test_a_restart_loads_from_the_cache_without_downloading_blobs(
     assert cached(cache) == {".arrow": sorted(f"{ref.sha256}.arrow" for ref in refs),
                              ".check": sorted(f"{ref.sha256}.check" for ref in refs), "other": []}
 
-    for verify in (False, True):
-        fault_proxy.clear()
-        with s3_feed.consumer(storage_options=options, cache_dir=cache, verify_cache=verify) as restarted:
-            assert view_state(restarted.view()) == s3_feed.states[2]
-            assert restarted.status()["last_load"] == "snapshot 1 + 1 delta (0 bytes fetched)"
-        assert blob_gets(fault_proxy) == []  # manifests and the announcement only
-        assert fault_proxy.count("GET") > 0
+    fault_proxy.clear()
+    with s3_feed.consumer(storage_options=options, cache_dir=cache) as restarted:
+        assert view_state(restarted.view()) == s3_feed.states[2]
+        assert restarted.status()["last_load"] == "snapshot 1 + 1 delta (0 bytes fetched)"
+    assert blob_gets(fault_proxy) == []  # manifests and the announcement only
+    assert fault_proxy.count("GET") > 0
 
 
 @pytest.mark.s3
@@ -92,7 +90,7 @@ def test_damaged_cache_files_are_detected_and_fetched_again(
     snapshot_file, delta_file = file_of(cache, snapshot), file_of(cache, delta)
     whole = {path: path.read_bytes() for path in (snapshot_file, delta_file)}
 
-    # A byte flipped in the data region: inside a title, where only hashing the whole file notices.
+    # A byte flipped in the data region: inside a title, where only hashing the whole file notices (every open does).
     data = bytearray(whole[snapshot_file])
     at = data.index(b"Movie 150")
     data[at + 6] ^= 0x01  # "Movie 150" -> "Movie 050"
@@ -101,13 +99,13 @@ def test_damaged_cache_files_are_detected_and_fetched_again(
     delta_file.write_bytes(whole[delta_file][: len(whole[delta_file]) // 2])
 
     fault_proxy.clear()
-    with s3_feed.consumer(storage_options=options, cache_dir=cache, verify_cache=True) as restarted:
+    with s3_feed.consumer(storage_options=options, cache_dir=cache) as restarted:
         assert restarted.get("m150") == {"key": "m150", "title": "Movie 150", "year": 1990}
         assert view_state(restarted.view()) == s3_feed.states[2]
     assert sorted(blob_gets(fault_proxy)) == sorted([snapshot.path.rsplit("/", 1)[-1], delta.path.rsplit("/", 1)[-1]])
     assert {path: path.read_bytes() for path in whole} == whole  # both rewritten whole
 
-    # The size check needs no verify_cache: a truncated (or emptied) file is refetched on every open.
+    # An emptied file (what a power loss can leave under the final name) is refetched too.
     delta_file.write_bytes(b"")
     fault_proxy.clear()
     with s3_feed.consumer(storage_options=options, cache_dir=cache) as restarted:
@@ -152,10 +150,11 @@ def test_four_processes_loading_into_one_cache_dir_at_once(tmp_path: Path) -> No
     refs = [feed.dataset.manifest(1).snapshot, feed.dataset.manifest(2).delta]
     assert cached(cache) == {".arrow": sorted(f"{r.sha256}.arrow" for r in refs if r),
                              ".check": sorted(f"{r.sha256}.check" for r in refs if r), "other": []}
-    # Every file is whole: with the blobs gone from the store, a fully verifying consumer loads from the cache alone.
+    # Every file is whole: with the blobs gone from the store, a consumer (which checks each file whole) loads
+    # from the cache alone.
     for info in feed.dataset.store.list("blobs/"):
         feed.dataset.store.delete(info.path)
-    with feed.consumer(cache_dir=cache, verify_cache=True) as verified:
+    with feed.consumer(cache_dir=cache) as verified:
         assert view_state(verified.view()) == feed.states[2]
 
 
@@ -252,10 +251,8 @@ def test_stale_temporary_files_are_removed(tmp_path: Path) -> None:
 def test_cache_options_need_a_cache_dir(tmp_path: Path) -> None:
     feed = Feed(tmp_path)
     feed.publish(movies(10))
-    options: dict[str, Any]
-    for options in ({"cache_max_bytes": 10**9}, {"verify_cache": True}):
-        with pytest.raises(ConfigError, match="give cache_dir too"):
-            feed.consumer(**options)
+    with pytest.raises(ConfigError, match="give cache_dir too"):
+        feed.consumer(cache_max_bytes=10**9)
     with pytest.raises(ConfigError, match="cache_max_bytes=-1"):
         feed.consumer(cache_dir=tmp_path / "cache", cache_max_bytes=-1)
 
@@ -272,3 +269,58 @@ def test_the_replay_matches_what_the_cached_consumer_serves(tmp_path: Path) -> N
             feed.publish(step)
             assert consumer.refresh()
             assert view_state(consumer.view()) == replay(changes) == feed.states[version]
+
+
+# Flips one random bit in one file of a copy of a filled cache directory, then loads through it and reads
+# every record, trial after trial; a line before each load names the flip, so a crash says which one.
+BIT_FLIPS = r"""
+import json, random, shutil, sys
+from pathlib import Path
+from combe.consumer import Consumer
+
+store, dataset, pristine, work, seed, trials = sys.argv[1:7]
+rng = random.Random(int(seed))
+names = sorted(p.name for p in Path(pristine).iterdir())
+for trial in range(int(trials)):
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(pristine, work)
+    target = Path(work, rng.choice(names))
+    data = bytearray(target.read_bytes())
+    bit = rng.randrange(len(data) * 8)
+    data[bit // 8] ^= 1 << (bit % 8)
+    target.write_bytes(bytes(data))
+    print(json.dumps({"flip": [target.name, bit]}), flush=True)
+    with Consumer(store, dataset, cache_dir=work) as consumer:
+        view = consumer.view()
+        keys = view.table.column("key").to_pylist()
+        served = {"rows": view.table.to_pylist(), "gets": [view.get(k) for k in keys], "many": view.get_many(keys)}
+    whole = all(Path(work, name).read_bytes() == Path(pristine, name).read_bytes() for name in names)
+    print(json.dumps({"served": served, "whole": whole}), flush=True)
+"""
+
+
+def test_a_flipped_bit_anywhere_in_the_cache_is_never_served_and_never_crashes(tmp_path: Path) -> None:
+    """Property-style, with fixed seeds: every trial flips one bit at a random place in one cached file."""
+    feed = Feed(tmp_path, snapshot_ratio=1e9)
+    feed.publish(movies(300))
+    feed.publish([("m001", {"title": "Movie 1 (remastered)", "year": 2001}), ("m002", None),
+                  ("m300", {"title": "Movie 300", "year": 2020})])
+    pristine = tmp_path / "pristine"
+    with feed.consumer(cache_dir=pristine) as reference:
+        view = reference.view()
+        keys = view.table.column("key").to_pylist()
+        expected = json.loads(json.dumps({"rows": view.table.to_pylist(), "gets": [view.get(k) for k in keys],
+                                          "many": view.get_many(keys)}))
+    assert sorted(cached(pristine)) == [".arrow", ".check", "other"] and len(cached(pristine)[".arrow"]) == 2
+
+    trials = 120
+    run = subprocess.run([sys.executable, "-c", BIT_FLIPS, feed.store, DATASET, str(pristine), str(tmp_path / "work"),
+                          "15", str(trials)], capture_output=True, text=True, timeout=600, check=False)
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert run.returncode == 0, f"crashed ({run.returncode}) after {lines[-1:]}: {run.stderr[-2000:]}"
+    flips, outcomes = lines[0::2], lines[1::2]
+    assert len(outcomes) == trials
+    assert {flip["flip"][0].rsplit(".", 1)[1] for flip in flips} == {"arrow", "check"}  # both kinds were hit
+    wrong = [flip for flip, outcome in zip(flips, outcomes) if outcome["served"] != expected]
+    assert wrong == []  # 0 served: every damaged file was detected and fetched again
+    assert all(outcome["whole"] for outcome in outcomes)  # ...and rewritten whole

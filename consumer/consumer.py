@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from combe.format.cache import BlobCache
 from combe.format.dataset import Dataset
-from combe.format.errors import ConfigError, DatasetNotFound
+from combe.format.errors import ConfigError, DatasetNotFound, IntegrityError
 from combe.format.manifest import Pointer, parse_time
 
 from .diff import Diff
@@ -227,6 +227,12 @@ class Consumer:
         if polled.pointer is None:
             raise DatasetNotFound(f"dataset {self.name!r} has no announced version at {self._dataset.url}; "
                                   "publish it first (combe publish)", dataset=self.name)
+        if self._pointer is not None and polled.pointer.version < self._pointer.version:
+            # Producers only ever move the announcement forward (a rollback is a pin, which keeps the
+            # version): one that went back was deleted and recreated, or replaced by an old copy.
+            raise IntegrityError(f"announced.json of {self.name!r} went back from version {self._pointer.version} "
+                                 f"to {polled.pointer.version}; not following it (deleted and announced again, or "
+                                 f"an old copy put back?). Still serving version {self._view.version}.")
         self._tag, self._pointer = polled.tag, polled.pointer
 
     def _wanted(self, pin: int | None) -> int:

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from .decode import Decode, Places
 from .evolution import retype_state
 from .fold import DELETED, Changes, FoldResult, fold
 from .records import Decoder, RecordFormat
+from .recovery import recover_announcement
 from .sources.base import Lines, Positions, Source
 from .state import State, load_state
 from .validators import Limits, ValidationContext, Validator, run_validators
@@ -102,7 +103,7 @@ class PublishOptions:
 class CycleResult:
     """What one cycle did, for the CLI's summary and the metrics."""
 
-    outcome: str  # "published", "noop", or "adopted" (finished a stopped producer's version)
+    outcome: str  # "published", "noop", or "adopted" (announced a version written earlier: see recovered)
     version: int | None
     messages: int = 0
     bad_records: int = 0
@@ -114,6 +115,7 @@ class CycleResult:
     seconds: float = 0.0
     schema_change: bool = False
     rebuilt: bool = False  # the source was read again from its start (Kafka --rebuild)
+    recovered: int | None = None  # announced.json was missing: this version was announced again first
 
 
 @dataclass
@@ -207,6 +209,18 @@ class Publisher:
 
     def run_cycle(self) -> CycleResult:
         """Publish at most one version from the changes the source has now."""
+        recovered = recover_announcement(self.dataset, self.options.producer_id) \
+            if self.dataset.announced().pointer is None else None
+        if recovered is not None:
+            self._cached = recovered.state
+        result = self._cycle()
+        if recovered is None:
+            return result
+        # Announcing the recovered version is what this run did, even when nothing new followed it.
+        return replace(result, recovered=recovered.version,
+                       outcome="adopted" if result.outcome == "noop" else result.outcome)
+
+    def _cycle(self) -> CycleResult:
         started = time.monotonic()
         announced = self.dataset.announced()
         adopted = self._adopt_stopped_version(announced)

@@ -20,9 +20,9 @@ import pytest
 from combe.cli import EXIT_FAILURE, main
 from combe.consumer import Consumer
 from combe.format.dataset import Dataset
-from combe.format.errors import FormatError
+from combe.format.errors import DatasetNotFound, FormatError
 from combe.format.types import SCALARS
-from tests.support.changelog import append_jsonl
+from tests.support.changelog import Change, append_jsonl, replay
 from tests.support.feed import Feed, view_state
 
 DATASET = "movies"
@@ -137,3 +137,98 @@ def test_an_edited_manifest_is_a_combe_error_everywhere(feed: Feed, tmp_path: Pa
     assert code == EXIT_FAILURE, err
     assert err.startswith("combe publish: ") and f"version {version}" in err and "Traceback" not in err
     assert Dataset.open(feed.store, DATASET).announced().version == 2 and feed.dataset.versions() == [1, 2]
+
+
+# -- announced.json deleted or replaced ---------------------------------------------------------
+
+
+def publish_cli(feed: Feed, *flags: str) -> int:
+    return main(["publish", "--once", "--source", str(feed.path), "--store", feed.store, "--dataset", DATASET,
+                 *flags])
+
+
+def five(tmp_path: Path) -> Feed:
+    feed = Feed(tmp_path, snapshot_ratio=1e9, snapshot_every=3)  # snapshots at 1 and 4
+    feed.publish([(f"m{i:03d}", record(i)) for i in range(40)])
+    for version in range(2, 6):
+        feed.publish([(f"m{version:03d}", record(100 + version)), (f"n{version}", record(version))])
+    return feed
+
+
+def test_a_deleted_announcement_is_recovered_and_publishing_goes_on(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    feed = five(tmp_path)
+    announced = Path(feed.store) / DATASET / "announced.json"
+    with Consumer(feed.store, DATASET) as consumer:
+        assert consumer.version == 5
+        announced.unlink()
+        with pytest.raises(DatasetNotFound):
+            consumer.refresh()
+        assert consumer.version == 5 and view_state(consumer.view()) == feed.states[5]
+
+        # Nothing new in the source: the run announces version 5 again and says so.
+        capsys.readouterr()
+        assert publish_cli(feed) == 0
+        out = capsys.readouterr().out
+        assert out == (f"{DATASET}: announced.json was missing; announced version 5 again (the newest version "
+                       "that loads; a store-wide pin, if one was set, is lost)\n")
+        assert "announced.json was missing; announced version 5 again" in caplog.text
+        assert feed.dataset.announced().version == 5 and feed.dataset.versions() == [1, 2, 3, 4, 5]
+
+        # Deleted again, with changes waiting: recovered, then version 6 is published on top of 5.
+        announced.unlink()
+        changes: list[Change] = [("m001", None), ("new", record(7))]
+        append_jsonl(feed.path, changes)
+        assert publish_cli(feed, "--json") == 0
+        line = json.loads(capsys.readouterr().out)
+        assert (line["outcome"], line["version"], line["recovered"]) == ("published", 6, 5)
+        assert consumer.refresh() and consumer.version == 6
+        assert view_state(consumer.view()) == replay(changes, feed.states[5])
+
+
+def test_recovery_skips_a_newest_version_that_does_not_load_and_readers_never_go_back(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    feed = five(tmp_path)
+    with Consumer(feed.store, DATASET) as consumer:
+        (Path(feed.store) / DATASET / "announced.json").unlink()
+        delta = feed.blob_file(5, "delta")
+        delta.write_bytes(delta.read_bytes()[:-1] + bytes([delta.read_bytes()[-1] ^ 1]))
+
+        capsys.readouterr()
+        assert publish_cli(feed) == EXIT_FAILURE
+        err = capsys.readouterr().err
+        assert "version 4 (the newest that loads) is announced again" in err
+        assert "version 5:" in err and "sha256" in err and "Repair or remove them" in err
+        assert feed.dataset.announced().version == 4
+
+        # The consumer on version 5 never follows the announcement back to 4.
+        with pytest.raises(FormatError, match="went back from version 5 to 4"):
+            consumer.refresh()
+        assert consumer.version == 5 and view_state(consumer.view()) == feed.states[5]
+        assert "went back from version 5 to 4" in consumer.status()["last_error"]
+        with Consumer(feed.store, DATASET) as fresh:  # a new reader has nothing to go back from
+            assert fresh.version == 4 and view_state(fresh.view()) == feed.states[4]
+
+
+def test_an_old_announcement_put_back_is_not_followed_but_a_pin_is(tmp_path: Path) -> None:
+    feed = five(tmp_path)
+    announced = Path(feed.store) / DATASET / "announced.json"
+    with Consumer(feed.store, DATASET, pin=2) as pinned:
+        old = announced.read_bytes()  # version 5's announcement
+        feed.publish([("late", record(8))])
+        with Consumer(feed.store, DATASET) as consumer:
+            assert consumer.version == 6
+            announced.write_bytes(old)
+            with pytest.raises(FormatError, match="went back from version 6 to 5"):
+                consumer.refresh()
+            assert consumer.version == 6 and view_state(consumer.view()) == feed.states[6]
+            assert pinned.version == 2  # its own pin: it serves 2 whatever is announced
+
+            # The next publish announces version 6 again (written, and no longer announced): the consumer is
+            # there already. A rollback is a pin, and a pin is followed back.
+            assert publish_cli(feed) == 0 and feed.dataset.announced().version == 6
+            assert consumer.refresh() is False and consumer.version == 6
+            assert main(["pin", "--store", feed.store, "--dataset", DATASET, "3"]) == 0
+            assert consumer.refresh() and consumer.version == 3
+            assert view_state(consumer.view()) == feed.states[3]

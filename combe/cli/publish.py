@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -80,6 +81,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _summary(dataset: str, result: CycleResult) -> str:
+    if result.recovered is not None:
+        recovery = (f"{dataset}: announced.json was missing; announced version {result.recovered} again (the "
+                    "newest version that loads; a store-wide pin, if one was set, is lost)")
+        if result.outcome == "adopted":
+            return recovery
+        return f"{recovery}\n{_summary(dataset, replace(result, recovered=None))}"
     if result.outcome == "noop":
         return f"{dataset}: nothing to publish ({result.messages} messages read, version {result.version} stays)"
     if result.outcome == "adopted":

@@ -75,14 +75,6 @@ class Store(ABC):
     def delete(self, path: str) -> None:
         """Remove the object; a missing object is not an error."""
 
-    @abstractmethod
-    def list(self, prefix: str) -> list[ObjectInfo]:
-        """Objects whose path starts with ``prefix`` (a folder name ending in ``/``)."""
-
-    @abstractmethod
-    def child(self, name: str) -> Store:
-        """The same store rooted one folder deeper."""
-
     def temporaries(self, prefix: str) -> list[ObjectInfo]:
         """Files a write in progress uses before its object appears, directly under ``prefix`` (a folder).
 
@@ -91,6 +83,14 @@ class Store(ABC):
         single requests (S3, memory) have none.
         """
         return []
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Objects whose path starts with ``prefix`` (a folder name ending in ``/``)."""
+
+    @abstractmethod
+    def child(self, name: str) -> Store:
+        """The same store rooted one folder deeper."""
 
     def check_publishable(self) -> None:
         """Raise UnsupportedStore when this store cannot be published to safely; a producer asks first."""

@@ -117,9 +117,6 @@ class LocalStore(Store):
         except OSError as exc:
             raise StoreError(f"cannot delete {self.root / path}: {exc.strerror}", url=self.url) from exc
 
-    def list(self, prefix: str) -> list[ObjectInfo]:
-        return self._scan(prefix, lambda name: not name.startswith("."))
-
     def temporaries(self, prefix: str) -> list[ObjectInfo]:
         """The temporary files of writes (``_write_temp``) that were never renamed into place."""
         return self._scan(prefix, lambda name: name.startswith(".") and name.endswith(TEMP_SUFFIX))
@@ -144,6 +141,9 @@ class LocalStore(Store):
                 modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
             ))
         return sorted(found, key=lambda info: info.path)
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        return self._scan(prefix, lambda name: not name.startswith("."))
 
     def child(self, name: str) -> LocalStore:
         return LocalStore("file", str(self.root / name), {})

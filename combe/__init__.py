@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from combe.format.errors import (BadRecordError, CombeError, ConfigError, ConflictError, DatasetNotFound,
                                      DatasetNotReady, FormatError, Forbidden, IntegrityError, KeyTypeError,
                                      ObjectNotFound, RecordNotFound, RequestError, RequestTooLarge, ShardNotHeld,
-                                     SourceError, StoreError, StoreUnavailable, Unauthorized, UnsupportedStore,
-                                     ValidationError, VersionNotAvailable, VersionNotReached)
+                                     SignatureError, SourceError, StoreError, StoreUnavailable, Unauthorized,
+                                     UnsupportedStore, ValidationError, VersionNotAvailable, VersionNotReached)
     from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
 
 _ERRORS = "combe.format.errors"
@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "Manifest": "combe.format", "ObjectNotFound": _ERRORS, "PublishOptions": "combe.producer",
     "Publisher": "combe.producer", "RecordFormat": "combe.producer", "RecordNotFound": _ERRORS,
     "RequestError": _ERRORS, "RequestTooLarge": _ERRORS, "Schema": "combe.format", "ShardNotHeld": _ERRORS,
+    "SignatureError": _ERRORS,
     "SourceError": _ERRORS, "Store": "combe.format", "StoreError": _ERRORS, "StoreUnavailable": _ERRORS,
     "Unauthorized": _ERRORS, "UnsupportedStore": _ERRORS, "ValidationError": _ERRORS,
     "VersionNotAvailable": _ERRORS, "VersionNotReached": _ERRORS, "View": "combe.consumer",

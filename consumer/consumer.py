@@ -55,17 +55,20 @@ class Consumer:
     snapshot before a snapshot is loaded instead (so does a delta chain
     bigger than its snapshot). ``shards`` holds only those shards of a
     sharded dataset (all of them by default; consumer/sharded.py): a key of
-    another shard raises ShardNotHeld.
+    another shard raises ShardNotHeld. ``trusted_keys`` (Ed25519 public key
+    files) makes it serve only versions signed by one of those keys: an
+    unsigned or forged version is a failed refresh (docs/FORMAT.md,
+    "Signatures").
     """
 
     def __init__(self, store: str, dataset: str, *, refresh_interval: float | None = None,
                  pin: int | None = None, cache_dir: str | Path | None = None,
                  storage_options: dict[str, Any] | None = None, max_deltas: int = 32,
                  columns: Collection[str] | None = None, cache_max_bytes: int | None = None,
-                 shards: Collection[int] | None = None) -> None:
+                 shards: Collection[int] | None = None, trusted_keys: Iterable[str | Path] = ()) -> None:
         if isinstance(columns, str):
             raise ConfigError(f"columns={columns!r}: give a list of column names, e.g. columns=[{columns!r}]")
-        self._dataset = Dataset.open(store, dataset, storage_options)
+        self._dataset = Dataset.open(store, dataset, storage_options, trusted_keys=trusted_keys)
         self.name = dataset
         self.pin = pin
         self.refresh_interval = refresh_interval

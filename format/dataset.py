@@ -8,8 +8,9 @@ announcements, sha256 checked before a blob is used) live here once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -18,8 +19,9 @@ from .codec import read_ipc, verified_ipc, verify
 from .errors import ConflictError, DatasetNotFound, FormatError, ObjectNotFound
 from .layout import (ANNOUNCED, SHARD_HEAD, SHARDING, VERSIONS_DIR, check_dataset_name, manifest_path,
                      manifest_version, shard_dir)
-from .manifest import BlobRef, Manifest, Pointer
+from .manifest import BlobRef, Manifest, Pointer, Sign, Verify
 from .sharded import ShardedManifest, Sharding
+from .signing import Signer, TrustedKeys
 from .store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -46,22 +48,44 @@ class Dataset:
     A shard is a chain of versions like an unsharded dataset, under
     ``<store>/<name>/shards/<i>/``; its announcement is its head
     (``head.json``), which only its producers read and move.
+
+    With a ``signer`` every document written (manifests, announcements and
+    heads, ``shards.json``) is signed; with ``trusted`` keys every one read
+    must carry a valid signature by one of them (or by the signer), else
+    SignatureError (format/signing.py). A shard signs and verifies as its
+    dataset does.
     """
 
-    def __init__(self, store: Store, name: str, *, shard: tuple[int, int] | None = None) -> None:
+    def __init__(self, store: Store, name: str, *, shard: tuple[int, int] | None = None,
+                 signer: Signer | None = None, trusted: TrustedKeys | None = None) -> None:
         self.name = check_dataset_name(name)
         self.root = store
         self.shard_of = shard  # (shard, shard count) of a shard; its manifests record it
         self.store = store.child(name) if shard is None else store.child(name).child(shard_dir(shard[0]))
         self._announcement = ANNOUNCED if shard is None else SHARD_HEAD
+        self.signer = signer
+        self.trusted = trusted.with_key(signer.public) if trusted and signer else trusted
 
     @classmethod
-    def open(cls, url: str, name: str, storage_options: dict[str, Any] | None = None) -> Dataset:
-        return cls(open_store(url, storage_options), name)
+    def open(cls, url: str, name: str, storage_options: dict[str, Any] | None = None, *,
+             signing_key: str | Path | None = None, trusted_keys: Iterable[str | Path] = ()) -> Dataset:
+        """The dataset ``name`` in the store at ``url``; key files as in docs/FORMAT.md, "Signatures"."""
+        paths = list(trusted_keys)
+        return cls(open_store(url, storage_options), name,
+                   signer=Signer.from_file(signing_key) if signing_key else None,
+                   trusted=TrustedKeys.from_files(paths) if paths else None)
+
+    def _sign(self, kind: str) -> Sign | None:
+        signer = self.signer
+        return None if signer is None else lambda document: signer.sign(kind, document)
+
+    def _verify(self, kind: str, path: str) -> Verify | None:
+        trusted = self.trusted
+        return None if not trusted else lambda document: trusted.verify(kind, document, path)
 
     def shard(self, index: int, count: int) -> Dataset:
         """Shard ``index`` of this dataset, sharded ``count`` ways."""
-        return Dataset(self.root, self.name, shard=(index, count))
+        return Dataset(self.root, self.name, shard=(index, count), signer=self.signer, trusted=self.trusted)
 
     @property
     def url(self) -> str:
@@ -73,7 +97,8 @@ class Dataset:
         return self.name if self.shard_of is None else f"{self.name} shard {self.shard_of[0]}"
 
     def _pointer(self, data: bytes, path: str) -> Pointer:
-        pointer = Pointer.from_json(data, f"{self.url}/{path}")
+        location = f"{self.url}/{path}"
+        pointer = Pointer.from_json(data, location, self._verify("announced", location))
         if pointer.dataset != self.name:
             raise FormatError(f"{self.url}/{path} names dataset {pointer.dataset!r}, not {self.name!r}",
                               path=path)
@@ -108,7 +133,7 @@ class Dataset:
 
     def announce(self, pointer: Pointer, expected_tag: str | None) -> str | None:
         """Compare-and-swap the announcement; the new tag, or None if another producer moved it."""
-        return self.store.compare_and_swap(self._announcement, pointer.to_json(), expected_tag)
+        return self.store.compare_and_swap(self._announcement, pointer.to_json(self._sign("announced")), expected_tag)
 
     def update_announced(self, change: Callable[[Announced], Pointer | None], *, doing: str,
                          current: Announced | None = None, attempts: int = ANNOUNCE_ATTEMPTS) -> Pointer | None:
@@ -177,7 +202,8 @@ class Dataset:
     def manifest(self, version: int) -> Manifest:
         """Version ``version`` of this chain (an unsharded dataset or a shard), checked to belong to it."""
         data, path = self._version_document(version)
-        manifest = Manifest.from_json(data, f"{self.url}/{path}")
+        location = f"{self.url}/{path}"
+        manifest = Manifest.from_json(data, location, self._verify("manifest", location))
         if manifest.version != version or manifest.dataset != self.name or manifest.shard != self.shard_of:
             where = "" if manifest.shard is None else f" shard {manifest.shard[0]} of {manifest.shard[1]}"
             raise FormatError(f"{self.url}/{path} holds version {manifest.version} of {manifest.dataset!r}{where}",
@@ -186,7 +212,7 @@ class Dataset:
 
     def create_manifest(self, manifest: Manifest) -> bool:
         """Write the manifest create-only; False if that version already exists."""
-        return self.store.put_if_absent(manifest_path(manifest.version), manifest.to_json())
+        return self.store.put_if_absent(manifest_path(manifest.version), manifest.to_json(self._sign("manifest")))
 
     # -- sharded datasets ---------------------------------------------------------------
 
@@ -196,7 +222,8 @@ class Dataset:
             data = self.store.read(SHARDING)
         except ObjectNotFound:
             return None
-        sharding = Sharding.from_json(data, f"{self.url}/{SHARDING}")
+        location = f"{self.url}/{SHARDING}"
+        sharding = Sharding.from_json(data, location, self._verify("sharding", location))
         if sharding.dataset != self.name:
             raise FormatError(f"{self.url}/{SHARDING} names dataset {sharding.dataset!r}, not {self.name!r}",
                               path=SHARDING)
@@ -204,7 +231,7 @@ class Dataset:
 
     def create_sharding(self, sharding: Sharding) -> Sharding:
         """Write ``shards.json`` create-only; the sharding in the store after (another writer's, if it was first)."""
-        if self.store.put_if_absent(SHARDING, sharding.to_json()):
+        if self.store.put_if_absent(SHARDING, sharding.to_json(self._sign("sharding"))):
             return sharding
         found = self.sharding()
         assert found is not None  # it was there a moment ago, and nothing deletes it
@@ -213,7 +240,8 @@ class Dataset:
     def sharded_manifest(self, version: int) -> ShardedManifest:
         """Version ``version`` of a sharded dataset: the shard versions it is made of."""
         data, path = self._version_document(version)
-        manifest = ShardedManifest.from_json(data, f"{self.url}/{path}")
+        location = f"{self.url}/{path}"
+        manifest = ShardedManifest.from_json(data, location, self._verify("manifest", location))
         if manifest.version != version or manifest.dataset != self.name:
             raise FormatError(f"{self.url}/{path} holds version {manifest.version} of {manifest.dataset!r}",
                               path=path)
@@ -221,7 +249,7 @@ class Dataset:
 
     def create_sharded_manifest(self, manifest: ShardedManifest) -> bool:
         """Write a sharded manifest create-only; False if that version already exists."""
-        return self.store.put_if_absent(manifest_path(manifest.version), manifest.to_json())
+        return self.store.put_if_absent(manifest_path(manifest.version), manifest.to_json(self._sign("manifest")))
 
     def versions(self) -> list[int]:
         """Every version with a manifest in the store, ascending."""

@@ -12,6 +12,7 @@
     ├── DatasetNotFound (LookupError)       no announced version yet
     ├── FormatError (ValueError)            a manifest or blob we cannot read
     │   └── IntegrityError                  checksum or sha256 mismatch
+    │       └── SignatureError              unsigned, untrusted or forged manifest or announcement
     ├── SourceError                         a source we cannot read from
     ├── BadRecordError (ValueError)         one input record we cannot fold
     ├── ValidationError                     a validator refused to announce
@@ -100,6 +101,11 @@ class FormatError(CombeError, ValueError):
 
 class IntegrityError(FormatError):
     """Bytes or state that do not match the checksum recorded for them."""
+
+
+class SignatureError(IntegrityError):
+    """A manifest or announcement a reader with trusted keys refuses: unsigned, signed by a key it does not
+    trust, or changed after signing (docs/FORMAT.md, "Signatures")."""
 
 
 class SourceError(CombeError):

@@ -121,8 +121,15 @@ class _Fields:
         return None if value is None else _Fields(value, self.path, f"{self.where}.{name}" if self.where else name)
 
 
-def _parse(data: bytes, path: str, readable: tuple[int, ...], other: dict[int, str] | None = None) -> _Fields:
-    """The document's fields once its format_version is one of ``readable``.
+# Signs a document before it is written, or checks one as read (format/signing.py, through Dataset).
+Sign = Callable[[dict[str, Any]], dict[str, Any]]
+Verify = Callable[[dict[str, Any]], object]
+
+
+def _parse(data: bytes, path: str, readable: tuple[int, ...], other: dict[int, str] | None = None,
+           verify: Verify | None = None) -> _Fields:
+    """The document's fields once its format_version is one of ``readable`` (and its signature checks out,
+    given ``verify``).
 
     ``other`` names the documents of another kind that share the path and
     what they are (a sharded dataset's version in ``versions/``), so that a
@@ -130,7 +137,7 @@ def _parse(data: bytes, path: str, readable: tuple[int, ...], other: dict[int, s
     """
     try:
         obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise FormatError(f"{path} is not valid JSON (truncated or corrupted?): {exc}", path=path) from exc
     fields = _Fields(obj, path)
     found = fields.get("format_version", int)
@@ -139,11 +146,13 @@ def _parse(data: bytes, path: str, readable: tuple[int, ...], other: dict[int, s
     if found not in readable:
         raise FormatError(f"{path} has format_version {found}; this combe reads version "
                           f"{' and '.join(map(str, readable))}. Upgrade combe to read it.", path=path)
+    if verify is not None:
+        verify(obj)  # before any field is read: a reader with trusted keys uses nothing unsigned or forged
     return fields
 
 
-def _dump(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, indent=1, sort_keys=False).encode() + b"\n"
+def _dump(document: dict[str, Any], sign: Sign | None = None) -> bytes:
+    return json.dumps(sign(document) if sign else document, indent=1, sort_keys=False).encode() + b"\n"
 
 
 # What a sharded manifest is, for a reader that expected another document there.
@@ -200,7 +209,7 @@ class Manifest:
     # The format this manifest was read in (1: sha256 state checksum, scalar types only), or is written in.
     format_version: int = MANIFEST_FORMAT
 
-    def to_json(self) -> bytes:
+    def to_json(self, sign: Sign | None = None) -> bytes:
         shard = {} if self.shard is None else {"shard": {"index": self.shard[0], "count": self.shard[1]}}
         return _dump({
             "format_version": self.format_version,
@@ -222,11 +231,11 @@ class Manifest:
             "schema_change": self.schema_change,
             "tags": dict(sorted(self.tags.items())),
             **shard,
-        })
+        }, sign)
 
     @classmethod
-    def from_json(cls, data: bytes, path: str) -> Manifest:
-        fields = _parse(data, path, READABLE_MANIFESTS, {SHARDED_MANIFEST_FORMAT: SHARDED_VERSION})
+    def from_json(cls, data: bytes, path: str, verify: Verify | None = None) -> Manifest:
+        fields = _parse(data, path, READABLE_MANIFESTS, {SHARDED_MANIFEST_FORMAT: SHARDED_VERSION}, verify)
         key = fields.nested("key")
         assert key is not None
         key_type = key.get("type", str)
@@ -288,21 +297,21 @@ class Manifest:
         if not kinds:
             raise FormatError(f"{ref.path} is not a blob of version {self.version}", path=path)
         where = f"{path} ({kinds[0]} of version {self.version})"
-        columns = [field for field in found if not field.name.startswith(RESERVED_PREFIX)]
+        columns = [column for column in found if not column.name.startswith(RESERVED_PREFIX)]
         expected = [(c["name"], c["type"]) for c in self.schema.to_json()]
-        for position, (field, (name, kind)) in enumerate(zip(columns, expected)):
+        for position, (column, (name, kind)) in enumerate(zip(columns, expected)):
             try:
-                actual = type_of_field(field)
+                actual = type_of_field(column)
             except FormatError as exc:
                 raise IntegrityError(f"{where}: {exc}", path=path) from exc
-            if (field.name, actual) != (name, kind):
+            if (column.name, actual) != (name, kind):
                 raise IntegrityError(
-                    f"{where}: column {position + 1} is {field.name!r} ({actual}) in the blob but {name!r} ({kind}) "
+                    f"{where}: column {position + 1} is {column.name!r} ({actual}) in the blob but {name!r} ({kind}) "
                     f"in the manifest; the manifest does not describe its blob (edited or corrupted?)", path=path)
         if len(columns) != len(expected):
             raise IntegrityError(f"{where}: the blob has {len(columns)} columns, the manifest's schema "
                                  f"{len(expected)}; the manifest does not describe its blob", path=path)
-        reserved = {field.name: field.type for field in found if field.name.startswith(RESERVED_PREFIX)}
+        reserved = {column.name: column.type for column in found if column.name.startswith(RESERVED_PREFIX)}
         allowed = [{OP_COLUMN: pa.int8()}] if kinds[0] != "snapshot" else [
             {}, {INDEX_ROWS: pa.int32(), INDEX_ENDS: pa.int32()}]
         if reserved not in allowed:
@@ -360,13 +369,13 @@ class Pointer:
     pin: int | None = None
     shard_count: int | None = None
 
-    def to_json(self) -> bytes:
+    def to_json(self, sign: Sign | None = None) -> bytes:
         document: dict[str, Any] = {"format_version": POINTER_FORMAT if self.shard_count is None else
                                     SHARDED_POINTER_FORMAT, "dataset": self.dataset, "version": self.version,
                                     "at": self.at, "by": self.by, "pin": self.pin}
         if self.shard_count is not None:
             document["shard_count"] = self.shard_count
-        return _dump(document)
+        return _dump(document, sign)
 
     @property
     def serving(self) -> int:
@@ -381,8 +390,8 @@ class Pointer:
                               f"announced version {self.version}, and only announced versions are served")
 
     @classmethod
-    def from_json(cls, data: bytes, path: str) -> Pointer:
-        fields = _parse(data, path, READABLE_POINTERS)
+    def from_json(cls, data: bytes, path: str, verify: Verify | None = None) -> Pointer:
+        fields = _parse(data, path, READABLE_POINTERS, verify=verify)
         sharded = fields.get("format_version", int) == SHARDED_POINTER_FORMAT
         pointer = cls(fields.checked("dataset", str, check_dataset_name), fields.get("version", int),
                       fields.checked("at", str, _time_text), fields.get("by", str),

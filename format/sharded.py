@@ -18,7 +18,7 @@ from .checksum import format_checksum, parse_checksum
 from .errors import ConfigError, FormatError
 from .layout import READABLE_SHARDED_MANIFESTS, READABLE_SHARDINGS, SHARDED_MANIFEST_FORMAT, SHARDING_FORMAT, \
     check_dataset_name
-from .manifest import Manifest, _dump, _Fields, _parse, _time_text, check_tags
+from .manifest import Manifest, Sign, Verify, _dump, _Fields, _parse, _time_text, check_tags
 from .partition import MAX_SHARDS
 from .schema import KEY_TYPES, VALUE_FORMATS, Schema
 
@@ -36,14 +36,14 @@ class Sharding:
     created_at: str
     producer: str
 
-    def to_json(self) -> bytes:
+    def to_json(self, sign: Sign | None = None) -> bytes:
         return _dump({"format_version": SHARDING_FORMAT, "dataset": self.dataset, "shard_count": self.shard_count,
                       "partitioner": PARTITIONER, "key": {"field": self.key_field, "type": self.key_type},
-                      "created_at": self.created_at, "producer": self.producer})
+                      "created_at": self.created_at, "producer": self.producer}, sign)
 
     @classmethod
-    def from_json(cls, data: bytes, path: str) -> Sharding:
-        fields = _parse(data, path, READABLE_SHARDINGS)
+    def from_json(cls, data: bytes, path: str, verify: Verify | None = None) -> Sharding:
+        fields = _parse(data, path, READABLE_SHARDINGS, verify=verify)
         key = fields.nested("key")
         assert key is not None
         partitioner = fields.get("partitioner", str)
@@ -104,7 +104,7 @@ class ShardedManifest:
     def shard_versions(self) -> list[int]:
         return [shard.version for shard in self.shards]
 
-    def to_json(self) -> bytes:
+    def to_json(self, sign: Sign | None = None) -> bytes:
         return _dump({
             "format_version": SHARDED_MANIFEST_FORMAT,
             "dataset": self.dataset,
@@ -121,11 +121,11 @@ class ShardedManifest:
             "shards": [{"version": s.version, "record_count": s.record_count, "state_checksum": s.state_checksum}
                        for s in self.shards],
             "tags": dict(sorted(self.tags.items())),
-        })
+        }, sign)
 
     @classmethod
-    def from_json(cls, data: bytes, path: str) -> ShardedManifest:
-        fields = _parse(data, path, READABLE_SHARDED_MANIFESTS)
+    def from_json(cls, data: bytes, path: str, verify: Verify | None = None) -> ShardedManifest:
+        fields = _parse(data, path, READABLE_SHARDED_MANIFESTS, verify=verify)
         key = fields.nested("key")
         assert key is not None
         key_type = key.get("type", str)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from combe.format.dataset import Dataset
 from combe.producer.retention import Deletion, GcPlan, Retention, collect_garbage
 
-from .options import add_dataset_options, add_json_option, emit_json, require_dataset, storage_options
+from .options import add_dataset_options, add_json_option, emit_json, open_dataset, require_dataset
 
 DESCRIPTION = """\
 Delete the manifests and blobs that no kept version needs. Kept versions:
@@ -64,7 +63,7 @@ def _summary(plan: GcPlan, dry_run: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     store, name = require_dataset(args)
     retention = Retention(args.keep_versions, args.keep_days, args.grace_hours)
-    dataset = Dataset.open(store, name, storage_options(args))
+    dataset = open_dataset(args, store, name)
 
     def show(deletion: Deletion) -> None:
         if not args.json:

@@ -8,7 +8,7 @@ import sys
 
 from combe.consumer import Consumer
 
-from .options import add_dataset_options, require_dataset, storage_options
+from .options import add_dataset_options, require_dataset, storage_options, trusted_keys
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     store, name = require_dataset(args)
-    consumer = Consumer(store, name, pin=args.at, storage_options=storage_options(args))
+    consumer = Consumer(store, name, pin=args.at, storage_options=storage_options(args),
+                        trusted_keys=trusted_keys(args))
     for key, record in zip(args.keys, consumer.get_many(args.keys)):
         if record is None:
             print(f"combe get: {key!r} is not in {name} version {consumer.version}", file=sys.stderr)

@@ -8,7 +8,7 @@ from typing import Any
 from combe.format.dataset import Dataset
 from combe.format.errors import DatasetNotFound
 
-from .options import add_dataset_options, add_json_option, emit_json, require_dataset, storage_options
+from .options import add_dataset_options, add_json_option, emit_json, open_dataset, require_dataset
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,7 +62,7 @@ def _size(ref: dict[str, Any] | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     store, name = require_dataset(args)
-    document = describe(Dataset.open(store, name, storage_options(args)), args.last)
+    document = describe(open_dataset(args, store, name), args.last)
     if args.json:
         emit_json(document)
         return 0

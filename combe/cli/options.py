@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from combe.format.dataset import Dataset
 from combe.format.errors import ConfigError
 from combe.format.settings import settings_of
 
@@ -38,8 +39,9 @@ def _option_value(text: str) -> Any:
         return text
 
 
-def add_dataset_options(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
-    """--store, --dataset (repeatable when ``many``) and --storage-option."""
+def add_dataset_options(parser: argparse.ArgumentParser, *, many: bool = False, signing: bool = False) -> None:
+    """--store, --dataset (repeatable when ``many``), --storage-option, --trusted-key; --signing-key for
+    the subcommands that write (``signing``)."""
     group = parser.add_argument_group("dataset")
     group.add_argument("--store", default=os.environ.get("COMBE_STORE"),
                        help="where datasets live: a path, file://, memory://, s3://bucket/prefix "
@@ -53,6 +55,26 @@ def add_dataset_options(parser: argparse.ArgumentParser, *, many: bool = False) 
     group.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
                        help="passed to the fsspec filesystem, e.g. endpoint_url=...; a value that parses "
                             "as JSON is passed as such: anon=true, max_attempts=3 (repeatable)")
+    group.add_argument("--trusted-key", action="append", metavar="PATH",
+                       help="accept only versions signed by this Ed25519 public key file (PEM or ssh-ed25519); "
+                            "repeat to trust several, as during a key rotation (default: $COMBE_TRUSTED_KEYS, "
+                            f"paths separated by '{os.pathsep}')")
+    if signing:
+        group.add_argument("--signing-key", metavar="PATH", default=os.environ.get("COMBE_SIGNING_KEY"),
+                           help="sign every manifest and announcement written with this Ed25519 private key file "
+                                "(default: $COMBE_SIGNING_KEY; an encrypted key's passphrase is read from "
+                                "$COMBE_SIGNING_KEY_PASSPHRASE, never from the command line)")
+
+
+def trusted_keys(args: argparse.Namespace) -> list[str]:
+    """The public key files to verify with: --trusted-key, else $COMBE_TRUSTED_KEYS."""
+    return args.trusted_key or [p for p in os.environ.get("COMBE_TRUSTED_KEYS", "").split(os.pathsep) if p]
+
+
+def open_dataset(args: argparse.Namespace, store: str, name: str) -> Dataset:
+    """The dataset with the store options and keys the command line gives."""
+    return Dataset.open(store, name, storage_options(args), signing_key=getattr(args, "signing_key", None),
+                        trusted_keys=trusted_keys(args))
 
 
 def require_dataset(args: argparse.Namespace) -> tuple[str, str]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from combe.format.dataset import Dataset
-
-from .options import add_dataset_options, add_json_option, emit_json, require_dataset, storage_options
+from .options import add_dataset_options, add_json_option, emit_json, open_dataset, require_dataset
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Set the store-wide pin: every consumer without a pin of its own moves to VERSION on its "
                     "next poll (going back by reverse deltas where that is cheaper) and stays there while "
                     "producers keep publishing. Clear it with combe unpin.")
-    add_dataset_options(pin)
+    add_dataset_options(pin, signing=True)
     pin.add_argument("version", type=int, metavar="VERSION", help="the version to serve (1 to the announced one)")
     add_json_option(pin)
     pin.set_defaults(run=run)
@@ -24,14 +22,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "unpin", help="clear the store-wide pin: consumers follow the announced version again",
         description="Clear the store-wide pin set by combe pin; consumers move to the announced version on "
                     "their next poll.")
-    add_dataset_options(unpin)
+    add_dataset_options(unpin, signing=True)
     add_json_option(unpin)
     unpin.set_defaults(run=run, version=None)
 
 
 def run(args: argparse.Namespace) -> int:
     store, name = require_dataset(args)
-    pointer, previous = Dataset.open(store, name, storage_options(args)).set_pin(args.version)
+    pointer, previous = open_dataset(args, store, name).set_pin(args.version)
     if args.json:
         emit_json({"dataset": name, "announced": pointer.version, "pin": pointer.pin, "previous_pin": previous,
                    "serving": pointer.serving})

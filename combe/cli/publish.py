@@ -12,15 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from combe.format.dataset import Dataset
 from combe.format.errors import CombeError, ConfigError
 from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
 from combe.producer.pool import prefer_jemalloc
 from combe.producer.sources.base import KAFKA_TIMEOUT, REBUILD_MODES
 
 from . import report_error
-from .options import (add_dataset_options, add_json_option, add_settings, key_values, require_dataset, settings_args,
-                      storage_options)
+from .options import (add_dataset_options, add_json_option, add_settings, key_values, open_dataset, require_dataset,
+                      settings_args)
 from .report import add_report_options, check_report_options, report_failure, report_success
 from .validation import add_validation_options, validation_options
 
@@ -43,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser("publish", help="fold a source into a new version of a dataset",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="kafka://host:port/topic, file://path, a path, or -")
-    add_dataset_options(parser)
+    add_dataset_options(parser, signing=True)
     records = parser.add_argument_group("records")
     add_settings(records, RecordFormat)
     records.add_argument("--key-delimiter", help="file sources: lines are KEY<delim>VALUE (like kcat -K)")
@@ -145,7 +144,7 @@ def _publish(args: argparse.Namespace) -> int:
     options = PublishOptions(fmt=RecordFormat(**settings_args(args, RecordFormat)),
                              tags=key_values(args.tag, "--tag", unique=True), cache_dir=args.cache_dir,
                              **settings_args(args, PublishOptions), **validation_options(args))
-    dataset = Dataset.open(store, name, storage_options(args))
+    dataset = open_dataset(args, store, name)
     source = open_source(args.source, key_delimiter=args.key_delimiter,
                          client_config=key_values(args.client_config, "-X"), dataset=name,
                          group=args.group, rebuild=args.rebuild, timeout=args.kafka_timeout)

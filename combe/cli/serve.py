@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from combe.format.errors import ConfigError
+from combe.format.signing import TrustedKeys
 
-from .options import add_dataset_options, require_datasets, shard_list, storage_options
+from .options import add_dataset_options, require_datasets, shard_list, storage_options, trusted_keys
 
 TOKENS_VARIABLE = "COMBE_SERVE_TOKENS"  # bearer tokens, as the lines of a --token-file
 
@@ -88,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port {args.port}: use 0 to 65535")
     settings = _settings(args)
     options = storage_options(args)
+    keys = trusted_keys(args)
+    if keys:
+        TrustedKeys.from_files(keys)  # a missing or unreadable key file fails now, not in every worker
     from combe.consumer.server.auth import Tokens
     from combe.consumer.server.runner import Listen, scratch_directory, serve_dev, serve_gunicorn
 
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"combe serve needs flask and prometheus_client ({exc.name} is missing); "
                                   "install them with: pip install 'combe[server]'") from exc
             return create_app(store, names, settings=settings, cache_dir=cache_dir, storage_options=options,
-                              tokens=tokens, shards=shards)
+                              tokens=tokens, shards=shards, trusted_keys=keys)
 
         if args.dev:
             serve_dev(factory, listen)

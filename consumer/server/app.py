@@ -43,7 +43,7 @@ class _JSON(DefaultJSONProvider):
 def create_app(store: str | None = None, datasets: Iterable[str] = (), *, consumers: Iterable[Consumer] = (),
                settings: Settings | None = None, cache_dir: str | Path | None = None,
                storage_options: dict[str, Any] | None = None, tokens: Tokens | None = None,
-               shards: Collection[int] | None = None) -> Flask:
+               shards: Collection[int] | None = None, trusted_keys: Iterable[str | Path] = ()) -> Flask:
     """A flask app answering for ``datasets`` in ``store`` (loaded in the background) and for ``consumers``.
 
     It returns once every dataset has loaded, or after ``settings.ready_wait``
@@ -57,7 +57,8 @@ def create_app(store: str | None = None, datasets: Iterable[str] = (), *, consum
     """
     settings = settings or Settings()
     catalog = Catalog(store, datasets, refresh_interval=settings.refresh_interval, cache_dir=cache_dir,
-                      storage_options=storage_options, consumers=consumers, shards=shards)
+                      storage_options=storage_options, consumers=consumers, shards=shards,
+                      trusted_keys=trusted_keys)
     if tokens is not None:
         tokens.check_names(catalog.names)
     server = Server(catalog, Metrics(catalog), settings, tokens)

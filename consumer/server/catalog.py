@@ -46,9 +46,11 @@ class Catalog:
 
     def __init__(self, store: str | None, names: Iterable[str], *, refresh_interval: float | None,
                  cache_dir: str | Path | None = None, storage_options: dict[str, Any] | None = None,
-                 consumers: Iterable[Consumer] = (), shards: Collection[int] | None = None) -> None:
+                 consumers: Iterable[Consumer] = (), shards: Collection[int] | None = None,
+                 trusted_keys: Iterable[str | Path] = ()) -> None:
         self.store = store
         self.shards = shards  # the shards held of every dataset loaded here (None: whole datasets)
+        self.trusted_keys = list(trusted_keys)  # the consumers it opens serve only versions signed by these
         self.refresh_interval = refresh_interval
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.storage_options = storage_options
@@ -135,7 +137,8 @@ class Catalog:
         assert self.store is not None
         try:
             consumer = Consumer(self.store, name, refresh_interval=self.refresh_interval, cache_dir=self.cache_dir,
-                                storage_options=self.storage_options, shards=self.shards)
+                                storage_options=self.storage_options, shards=self.shards,
+                                trusted_keys=self.trusted_keys)
         except Exception as exc:  # noqa: BLE001 - any failure is retried; the message goes to /readyz
             self.load_errors[name] += 1
             self.last_load_error[name] = str(exc)

@@ -101,7 +101,7 @@ class Timeline:
 
     def _table(self, ref: BlobRef, owner: Manifest) -> pa.Table:
         """A blob's table, read through ``blobs``; ``owner`` is the manifest that references it."""
-        return self.blobs.table(ref)
+        return self.blobs.table(ref, owner)
 
     # -- diff --------------------------------------------------------------------------------
 

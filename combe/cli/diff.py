@@ -10,7 +10,7 @@ from typing import Any
 from combe.consumer.diff import Diff
 from combe.consumer.timeline import METHODS, KeyHistory, Timeline
 
-from .options import add_dataset_options, add_json_option, emit_json, require_dataset, storage_options
+from .options import add_dataset_options, add_json_option, emit_json, open_dataset, require_dataset
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _timeline(args: argparse.Namespace) -> Timeline:
     store, name = require_dataset(args)
-    return Timeline.open(store, name, storage_options(args))
+    return Timeline(open_dataset(args, store, name))
 
 
 def _value(value: Any) -> str:

@@ -42,7 +42,8 @@ __all__ = [
     "BadRecordError", "CombeError", "ConfigError", "ConflictError", "Consumer", "CycleResult", "Dataset",
     "DatasetNotFound", "DatasetNotReady", "Diff", "Forbidden", "FormatError", "IntegrityError", "KeyHistory",
     "KeyTypeError", "Manifest", "ObjectNotFound", "PublishOptions", "Publisher", "RecordFormat", "RecordNotFound",
-    "RequestError", "RequestTooLarge", "Schema", "ShardNotHeld", "SourceError", "Store", "StoreError",
+    "RequestError", "RequestTooLarge", "Schema", "ShardNotHeld", "SignatureError", "SourceError", "Store",
+    "StoreError",
     "StoreUnavailable", "Timeline", "Unauthorized", "UnsupportedStore", "ValidationError", "VersionNotAvailable",
     "VersionNotReached", "View", "open_source", "open_store", "register_metrics",
 ]

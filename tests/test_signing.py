@@ -189,8 +189,7 @@ def test_forged_manifests_and_announcements_are_refused_while_the_consumer_keeps
             feed.rewrite(path, forged)
             with pytest.raises(SignatureError, match=message):
                 consumer.set_pin(None)
-            assert consumer.version == 1 and view_state(consumer.view()) == feed.states[1], name
-            assert message in consumer.status()["last_error"], name
+            assert consumer.version == 1 and consumer.pin == 1 and view_state(consumer.view()) == feed.states[1], name
             with pytest.raises(SignatureError, match=message):
                 Consumer(feed.store, DATASET, trusted_keys=[public])
             # A producer that verifies refuses to build on it: nothing forged is ever signed into a new version.
@@ -199,7 +198,8 @@ def test_forged_manifests_and_announcements_are_refused_while_the_consumer_keeps
                 Publisher(Dataset.open(feed.store, DATASET, signing_key=key, trusted_keys=[public]), source,
                           feed.options).run_cycle()
             feed.rewrite(path, originals[path])
-            assert consumer.refresh() and consumer.version == 2, name  # the real version 2 is accepted
+            consumer.set_pin(None)
+            assert consumer.version == 2, name  # the real version 2 is accepted
 
 
 # -- key rotation ----------------------------------------------------------------------------

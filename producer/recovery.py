@@ -4,7 +4,7 @@ Without it a producer would take the dataset for a new one and announce
 version 1 again (its manifest exists, so it would be "adopted"), then one
 more old version per run: every reader would go back. Instead the newest
 version that still loads (every blob's sha256, the blobs against their
-manifests, the record counts; load_state checks them all) is announced
+manifests, the record counts, the state checksum; load_state checks them all) is announced
 again, and publishing continues after it.
 
 A version above the recovered one that does not load keeps its number

@@ -138,6 +138,26 @@ def test_an_edited_manifest_is_a_combe_error_everywhere(feed: Feed, tmp_path: Pa
     assert Dataset.open(feed.store, DATASET).announced().version == 2 and feed.dataset.versions() == [1, 2]
 
 
+def test_a_manifest_pointing_at_another_genuine_blob_is_never_built_on(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Every check of the blob alone passes (sha256, columns, rows, the delta fits): only the state checksum
+    tells that version 3 now loads version 2's state."""
+    feed = Feed(tmp_path, snapshot_ratio=1e9)
+    feed.publish([(f"m{i:03d}", record(i)) for i in range(20)])
+    feed.publish([("m001", record(101)), ("m003", record(103))])
+    feed.publish([("m001", record(201)), ("m003", record(203))])
+    version_2 = feed.dataset.manifest(2).to_json()
+    edit_manifest(feed, 3, lambda document: document["blobs"].update(delta=json.loads(version_2)["blobs"]["delta"]))
+
+    append_jsonl(feed.path, [("m200", record(200))])
+    capsys.readouterr()
+    assert publish_cli(feed) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert err.startswith("combe publish: ") and "version 3" in err and "checksum" in err, err
+    assert "Traceback" not in err
+    assert feed.dataset.announced().version == 3 and feed.dataset.versions() == [1, 2, 3]
+
+
 # -- announced.json deleted or replaced ---------------------------------------------------------
 
 

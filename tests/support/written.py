@@ -71,7 +71,9 @@ class Written:
         uid = new_uid()
         blobs: dict[str, tuple[str, bytes, int]] = {}
         if version > 1 and not schema_change:
-            keys = sorted(changes)
+            # Removing a key that is not there changes nothing: a delta names only keys it changes (FORMAT.md:
+            # a removed key must be present), as a producer writes it.
+            keys = sorted(k for k, record in changes.items() if record is not None or k in before)
             ops = [REMOVED if changes[k] is None else UPDATED if k in before else ADDED for k in keys]
             undo = [ADDED if changes[k] is None else UPDATED if k in before else REMOVED for k in keys]
             delta = make_delta(self._table([after.get(k, {"key": k}) for k in keys], schema), ops, schema)

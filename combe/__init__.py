@@ -43,9 +43,8 @@ __all__ = [
     "DatasetNotFound", "DatasetNotReady", "Diff", "Forbidden", "FormatError", "IntegrityError", "KeyHistory",
     "KeyTypeError", "Manifest", "ObjectNotFound", "PublishOptions", "Publisher", "RecordFormat", "RecordNotFound",
     "RequestError", "RequestTooLarge", "Schema", "ShardNotHeld", "SignatureError", "SourceError", "Store",
-    "StoreError",
-    "StoreUnavailable", "Timeline", "Unauthorized", "UnsupportedStore", "ValidationError", "VersionNotAvailable",
-    "VersionNotReached", "View", "open_source", "open_store", "register_metrics",
+    "StoreError", "StoreUnavailable", "Timeline", "Unauthorized", "UnsupportedStore", "ValidationError",
+    "VersionNotAvailable", "VersionNotReached", "View", "open_source", "open_store", "register_metrics",
 ]
 __version__ = "0.1.0"
 

@@ -21,8 +21,9 @@ from combe.format.dataset import Dataset
 from combe.format.errors import ConfigError, FormatError, SignatureError
 from combe.format.signing import SIGNATURE, Signer, TrustedKeys, canonical, signed_bytes
 from combe.producer import PublishOptions, Publisher, RecordFormat, open_source
-from tests.support.changelog import Change, append_jsonl, replay
+from tests.support.changelog import Change, append_jsonl, canon, replay
 from tests.support.feed import view_state
+from tests.support.sharded import ShardedWriter
 
 DATASET = "movies"
 
@@ -278,6 +279,33 @@ def test_keys_from_files_and_the_environment_through_the_cli(tmp_path: Path, mon
     # combe serve reads its keys before it starts anything.
     assert main(["serve", *common, "--trusted-key", str(tmp_path / "missing.pub")]) == EXIT_USAGE
     assert "missing.pub: cannot read it" in capsys.readouterr().err
+
+
+def test_a_sharded_dataset_is_signed_throughout_and_a_forged_version_refused(tmp_path: Path) -> None:
+    key, public = make_key(tmp_path / "keys", "producer")
+    store = str(tmp_path / "store")
+    for folder in ("signed", "forger"):
+        (tmp_path / folder).mkdir()
+    ShardedWriter(store, DATASET, 2, tmp_path / "signed", signing_key=key).publish(movies(0, 30))
+    root = Path(store) / DATASET
+    documents = {str(path.relative_to(root)): json.loads(path.read_bytes()) for path in root.rglob("*.json")}
+    # shards.json, the dataset's announcement and version 1, and each shard's head and version 1
+    assert len(documents) == 7, sorted(documents)
+    assert all(SIGNATURE in document for document in documents.values()), sorted(documents)
+    expected = replay(movies(0, 30))
+    with Consumer(store, DATASET, trusted_keys=[public]) as consumer:
+        assert consumer.version == 1 and consumer.get("m007") == {"key": "m007", "title": "Movie 7", "year": 1997}
+
+        # Someone who can write to the bucket but has no key publishes and commits a version 2 of every shard.
+        ShardedWriter(store, DATASET, 2, tmp_path / "forger").publish([("m007", {"title": "Forged", "year": 1})])
+        with pytest.raises(SignatureError, match="announced.json is not signed"):
+            consumer.refresh()
+        assert consumer.version == 1
+        assert {row["key"]: canon(row) for row in consumer.view().table.to_pylist()} == expected
+        with pytest.raises(SignatureError, match="is not signed"):
+            Consumer(store, DATASET, trusted_keys=[public])
+    with Consumer(store, DATASET) as unverified:  # what a reader without keys would have served
+        assert unverified.version == 2 and unverified.get("m007") == {"key": "m007", "title": "Forged", "year": 1}
 
 
 def test_a_missing_cryptography_package_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

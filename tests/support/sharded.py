@@ -29,8 +29,9 @@ from .changelog import Change, append_jsonl
 class ShardedWriter:
     """Publishes rounds of changes into a sharded dataset; ``publish`` returns the commit."""
 
-    def __init__(self, store: str, name: str, count: int, folder: Path, *, key_type: str = "string") -> None:
-        self.dataset = Dataset.open(store, name)
+    def __init__(self, store: str, name: str, count: int, folder: Path, *, key_type: str = "string",
+                 signing_key: Path | None = None) -> None:
+        self.dataset = Dataset.open(store, name, signing_key=signing_key)
         self.count = count
         self.key_type = key_type
         self.folder = folder

@@ -30,7 +30,7 @@ Edit = Callable[[dict[str, Any]], None]
 
 
 def record(i: int) -> dict[str, Any]:
-    return {"title": f"Movie {i}", "year": 1990 + i, "score": i / 4, "tags": [i, "x"], "seen": i % 2 == 0}
+    return {"title": f"Movie {i}", "year": 1990 + i, "score": i / 4, "tags": [f"t{i}", "x"], "seen": i % 2 == 0}
 
 
 def _rename(column: int) -> Edit:
@@ -69,7 +69,7 @@ def _rows(document: dict[str, Any]) -> None:
             ref["rows"] += 1
 
 
-COLUMNS = {"title": "string", "year": "int64", "score": "float64", "tags": "json", "seen": "bool"}
+COLUMNS = {"title": "string", "year": "int64", "score": "float64", "tags": "list<string>", "seen": "bool"}
 TYPES = (*SCALARS, "list<int64>", "struct<a:string>", "map<string,int64>")
 EDITS: dict[str, Edit] = {
     **{f"rename-{name}": _rename(i + 1) for i, name in enumerate(COLUMNS)},

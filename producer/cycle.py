@@ -151,7 +151,7 @@ class Publisher:
         # The state of the version this producer announced last, kept for its next cycle.
         self._cached: State | None = None
         # Bound 0: after each cycle only the blobs of the announced state stay (kept for this Publisher).
-        self.cache = BlobCache(dataset, Path(self.options.cache_dir), max_bytes=0, verify=True) \
+        self.cache = BlobCache(dataset, Path(self.options.cache_dir), max_bytes=0) \
             if self.options.cache_dir is not None else None
         # False decodes every record on the per-record path (the reference the bulk path is tested against).
         self.bulk = True

@@ -19,13 +19,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import pyarrow as pa
-
 from combe.format.dataset import Announced, Dataset
 from combe.format.errors import CombeError, FormatError
 from combe.format.manifest import Pointer, utc_now
 
-from .state import load_state
+from .state import State, load_state
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +33,7 @@ class Recovered:
     """The version announced again, its loaded state, and the announcement as it now stands."""
 
     version: int
-    state: pa.Table
+    state: State
     announced: Announced
 
 

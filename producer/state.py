@@ -216,7 +216,8 @@ def load_state(dataset: Dataset, manifest: Manifest, cache: BlobCache | None = N
     With a ``cache`` the blobs are mapped from its files (fetched into it
     first if missing), and a snapshot whose cached file this producer vouched
     for (its rows sum to the manifest's checksum: format/cache.py) is not
-    hashed again: the cache's CRC-32 of the whole file proves it holds that blob.
+    hashed again: the cache's hash of the whole file, checked on every open,
+    proves it holds that blob.
     """
     def table_of(ref: BlobRef, owner: Manifest) -> pa.Table:
         return cache.table(ref, owner) if cache is not None else dataset.blob_table(ref, owner)

@@ -163,7 +163,8 @@ def conform_array(array: pa.Array, type_: str, where: str) -> pa.Array:
                 raise FormatError(f"{where}.{name} holds values, but the schema's {type_} has no field {name!r}")
         children = [conform_array(array.field(present[name]), field_type, f"{where}.{name}") if name in present
                     else pa.nulls(len(array), arrow_type(field_type)) for name, field_type in fields]
-        return pa.StructArray.from_arrays(children, fields=list(target), mask=mask)
+        # the mask always: a struct of no fields has no child to take its length from
+        return pa.StructArray.from_arrays(children, fields=list(target), mask=array.is_null())
     try:
         return array.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

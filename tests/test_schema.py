@@ -67,6 +67,15 @@ def test_going_back_to_a_type_without_a_field_that_holds_a_value_is_refused() ->
         conform_array(pa.array([["v"]]), "list<null>", "column 'x'")
 
 
+def test_a_struct_conformed_to_no_fields_keeps_its_length() -> None:
+    # A struct read back as struct<> (its fields all null) has no child to carry its length: found by
+    # test_fold's dict replay, where a pinned reverse walk conformed a one-row slice to zero rows.
+    whole = pa.array([{"x": 1}, {"x": None}, {"x": 2}], arrow_type("struct<x:int64>"))
+    assert conform_array(whole.slice(1, 1), "struct<>", "column 'q'").to_pylist() == [{}]
+    table = pa.table({"key": ["a"], "q": whole.slice(1, 1)})
+    assert conform(table, Schema("key", "string", {"q": "struct<>"})).to_pylist() == [{"key": "a", "q": {}}]
+
+
 def test_conform_adds_missing_columns_and_conforms_the_rest() -> None:
     schema = Schema("key", "string", {"who": "struct<id:int64,age:float64>", "tags": "list<string>"})
     table = pa.table({"key": ["a"], "who": pa.array([{"id": 1}], arrow_type("struct<id:int64>"))})

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support import shared
+
 if TYPE_CHECKING:
     from combe.format.store import Store
     from tests.support.fault_proxy import FaultProxy
@@ -39,23 +41,34 @@ def no_leaked_refreshers() -> Iterator[None]:
     assert not leaked, f"refresher threads left running: {leaked}"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the run's main process: xdist's controller, or the only one
+        shared.open_run()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        shared.close_run()
+
+
 @pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[KafkaBroker]:
-    """One real Kafka broker for the whole session: starting one costs seconds, topics are cheap."""
+def kafka_broker() -> KafkaBroker:
+    """One real Kafka broker for the whole run, all xdist workers included: starting one costs seconds, topics
+    are cheap (each test makes its own, uniquely named). Never kill or restart it: start your own for that."""
     from tests.support.kafka_broker import KafkaBroker  # imported here: only Kafka tests need confluent-kafka
 
-    with KafkaBroker() as broker:
-        yield broker
+    return shared.shared("kafka", KafkaBroker(), KafkaBroker.attach)
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """One S3 server (moto, over HTTP) for the session: starting it costs a second, prefixes nothing."""
+def s3_server() -> S3Server:
+    """One S3 server (moto, over HTTP) for the whole run, all xdist workers included; tests use fresh prefixes
+    of its bucket."""
     from tests.support.s3_server import BUCKET, S3Server  # imported here: only S3 tests need moto
 
-    with S3Server() as server:
-        server.make_bucket(BUCKET)
-        yield server
+    server = shared.shared("s3", S3Server(), S3Server.attach)
+    server.make_bucket(BUCKET)  # idempotent: each process makes sure, whichever started the server
+    return server
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import fcntl
 import hashlib
 import os
 import shutil
@@ -27,12 +26,11 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tests.support.service import Service, terminate
+from tests.support.service import Service, file_lock, terminate
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -91,17 +89,6 @@ def cache_dir() -> Path:
     return base / "combe-test" / f"kafka-{kafka_version()}"
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Serialise jar fetching between concurrent test processes (e.g. pytest-xdist workers)."""
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_jars() -> Path:
     """Return the directory of the broker's runtime jars, fetching them with Maven if needed.
 
@@ -113,7 +100,7 @@ def ensure_jars() -> Path:
     marker = root / "complete"
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / "lock"):
+    with file_lock(root / "lock"):  # one fetch, whichever test process asks first
         if marker.is_file() and marker.read_text() == digest:
             return libs
         marker.unlink(missing_ok=True)
@@ -164,7 +151,8 @@ class KafkaBroker(Service):
     """One Kafka broker+controller process on 127.0.0.1: a context manager, or start()/stop().
 
     The data directory lives as long as the object is started, so kill() followed by restart()
-    behaves like a crashed and recovered broker with its data intact.
+    behaves like a crashed and recovered broker with its data intact. attach() gives another process a
+    broker that one started (tests/support/shared.py): it talks to the broker but never stops it.
     """
 
     def __init__(self, startup_timeout: float = 60.0) -> None:
@@ -173,6 +161,19 @@ class KafkaBroker(Service):
         self._process: subprocess.Popen[bytes] | None = None
         self._libs: Path | None = None
         self._port = 0
+        self._attached = False
+
+    @classmethod
+    def attach(cls, handle: dict[str, Any]) -> KafkaBroker:
+        """The broker another process started and described with handle()."""
+        broker = cls()
+        broker._port, broker._dir, broker._attached = handle["port"], Path(handle["files"][0]), True
+        return broker
+
+    def handle(self) -> dict[str, Any]:
+        if self._process is None or self._dir is None:
+            raise KafkaBrokerError("broker not started")
+        return {"pid": self._process.pid, "port": self._port, "files": [str(self._dir)]}
 
     @property
     def bootstrap(self) -> str:
@@ -206,6 +207,7 @@ class KafkaBroker(Service):
 
     def stop(self) -> None:
         """Shut down gracefully (SIGTERM, SIGKILL after 30 s) and delete all broker data."""
+        self._own("stopped")
         self._terminate()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -214,6 +216,7 @@ class KafkaBroker(Service):
 
     def kill(self) -> None:
         """SIGKILL the broker, as in a crash; data is kept so restart() can recover it."""
+        self._own("killed")
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
@@ -222,10 +225,15 @@ class KafkaBroker(Service):
         """Stop the broker if it runs and start it again on the same ports and data."""
         if self._dir is None:
             raise KafkaBrokerError("broker not started")
+        self._own("restarted")
         self._terminate()
         self._launch()
         self._wait_ready()
 
+    def _own(self, what: str) -> None:
+        if self._attached:
+            raise KafkaBrokerError(f"a shared broker cannot be {what}: other tests use it; start a KafkaBroker "
+                                   "of your own")
 
     def admin(self) -> AdminClient:
         """An AdminClient connected to this broker."""

@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import boto3
 from botocore.exceptions import ClientError
@@ -45,13 +45,26 @@ class S3ServerError(RuntimeError):
 
 
 class S3Server(Service):
-    """moto's S3 in a child process; use as a context manager or call start() and stop()."""
+    """moto's S3 in a child process; use as a context manager or call start() and stop(). attach() gives
+    another process a server that one started (tests/support/shared.py)."""
 
     def __init__(self, startup_timeout: float = 30.0) -> None:
         self.startup_timeout = startup_timeout
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: str | None = None
+
+    @classmethod
+    def attach(cls, handle: dict[str, Any]) -> S3Server:
+        """The server another process started and described with handle()."""
+        server = cls()
+        server.port = handle["port"]
+        return server
+
+    def handle(self) -> dict[str, Any]:
+        if self._process is None or self.port is None or self._log_path is None:
+            raise S3ServerError("the S3 server is not running; call start() first")
+        return {"pid": self._process.pid, "port": self.port, "files": [self._log_path]}
 
     @property
     def endpoint_url(self) -> str:
@@ -61,10 +74,13 @@ class S3Server(Service):
 
     def start(self) -> None:
         """Launch the server, read the port it bound (no free-port race), wait until it answers."""
+        # No stdin: the server may outlive the process that starts it (an xdist worker, whose stdin is its
+        # channel to pytest's main process).
         with tempfile.NamedTemporaryFile(prefix="moto-s3-", suffix=".log", delete=False) as log:
             self._log_path = log.name
             self._process = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__)], stdout=subprocess.PIPE, stderr=log
+                [sys.executable, os.path.abspath(__file__)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=log,
             )
         assert self._process.stdout is not None
         ready, _, _ = select.select([self._process.stdout], [], [], self.startup_timeout)

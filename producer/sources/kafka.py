@@ -52,6 +52,9 @@ MANAGED = {
     "auto.offset.reset": "combe starts each partition at the exact position of the announced version",
 }
 TRANSIENT = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT, KafkaError._RESOLVE}
+# What a partition's leader answers while leadership moves (a broker restarting, an election): it goes away.
+LEADER_MOVING = {KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.FENCED_LEADER_EPOCH,
+                 KafkaError.UNKNOWN_LEADER_EPOCH, KafkaError.OFFSET_NOT_AVAILABLE}
 
 T = TypeVar("T")
 
@@ -325,17 +328,29 @@ class KafkaSource(Source):
         return sorted(topic.partitions)
 
     def _offsets(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
-        """partition -> (log start offset, end offset); the end is the last stable offset under read_committed."""
+        """partition -> (log start offset, end offset); the end is the last stable offset under read_committed.
+
+        While a partition's leadership moves (a broker restarted, an election is under way) its leader answers
+        with an error that goes away: the offsets are asked again, until the source's timeout."""
         isolation = IsolationLevel.READ_COMMITTED if self.read_committed else IsolationLevel.READ_UNCOMMITTED
-        found: dict[str, dict[int, int]] = {}
-        for name, spec in (("earliest", OffsetSpec.earliest()), ("latest", OffsetSpec.latest())):
+        deadline = time.monotonic() + self.timeout
+        while True:
+            found: dict[str, dict[int, int]] = {}
             try:
-                futures = self._admin.list_offsets({TopicPartition(self.topic, p): spec for p in partitions},
-                                                   isolation_level=isolation, request_timeout=self.timeout)
-            except KafkaException as exc:
-                raise self._unreachable(exc) from exc
-            found[name] = {tp.partition: self._result(future).offset for tp, future in futures.items()}
-        return {p: (found["earliest"][p], found["latest"][p]) for p in partitions}
+                for name, spec in (("earliest", OffsetSpec.earliest()), ("latest", OffsetSpec.latest())):
+                    try:
+                        futures = self._admin.list_offsets({TopicPartition(self.topic, p): spec for p in partitions},
+                                                           isolation_level=isolation, request_timeout=self.timeout)
+                    except KafkaException as exc:
+                        raise self._unreachable(exc) from exc
+                    found[name] = {tp.partition: self._result(future).offset for tp, future in futures.items()}
+                return {p: (found["earliest"][p], found["latest"][p]) for p in partitions}
+            except SourceError as exc:
+                cause = exc.__cause__
+                moving = isinstance(cause, KafkaException) and cause.args[0].code() in LEADER_MOVING
+                if not moving or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)  # the interval of a poll with a deadline
 
     def _stale(self, stored: dict[str, int], offsets: dict[int, tuple[int, int]], recorded_at: datetime) -> list[str]:
         """Why resuming could miss deletes the log cleaner removed, if it could."""

@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
                         help="run only this scenario (repeatable; default: all)")
     parser.add_argument("--tmp", type=Path, help="directory for the data, store and broker files (default: $TMPDIR)")
+    parser.add_argument("--bootstrap", metavar="HOST:PORT",
+                        help="a running Kafka broker to use (default: start one from the test jars)")
     parser.add_argument("--scale", action="store_true",
                         help="scale mode: publish, change and load 10M and 50M records (hours of CPU; not for CI)")
     parser.add_argument("--scale-records", type=int, nargs="+", metavar="N", default=list(scale.SIZES),
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             mode = replace(mode, records=args.records)
         log.info("%s mode: %d records, %d runs per figure; building the data, store and topic",
                  mode.name, mode.records, mode.runs)
-        with workspace(mode, args.tmp) as ws:
+        with workspace(mode, args.tmp, args.bootstrap) as ws:
             log.info("ready after %.0f s", time.perf_counter() - started)
             for name in args.scenario or SCENARIOS:
                 log.info("scenario %s", name)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ import pyarrow.parquet as pq
 from combe.consumer import Consumer
 from combe.format.dataset import Dataset
 from combe.producer import PublishOptions, Publisher, RecordFormat, open_source
-from tests.support.kafka_broker import KafkaBroker
+from tests.support.kafka_broker import KafkaBroker, create_topic
 
 from . import data
 from .kafka_topic import produce
@@ -96,19 +97,24 @@ def _build_dataset(workspace: Workspace, key_type: str) -> None:
 
 
 @contextmanager
-def workspace(mode: Mode, root: Path | None = None) -> Iterator[Workspace]:
-    """Build the data, the store and the topic; remove them (and stop the broker) afterwards."""
+def workspace(mode: Mode, root: Path | None = None, bootstrap: str | None = None) -> Iterator[Workspace]:
+    """Build the data, the store and the topic, on the broker at ``bootstrap`` or on one started here; remove
+    them (and stop that broker) afterwards."""
     directory = Path(tempfile.mkdtemp(prefix="combe-bench-", dir=root))
     try:
-        with KafkaBroker() as broker:
-            space = Workspace(mode, directory, str(directory / "store"), broker.bootstrap, TOPIC)
+        with ExitStack() as stack:
+            if bootstrap is None:
+                bootstrap = stack.enter_context(KafkaBroker()).bootstrap
+            # A name of its own: a broker given by --bootstrap may hold an earlier run's topics, or a test's.
+            topic = f"{TOPIC}-{uuid.uuid4().hex[:8]}"
+            space = Workspace(mode, directory, str(directory / "store"), bootstrap, topic)
             for key_type in KEY_TYPES:
                 log.info("publishing %d %s-key records, then a 1%% change", mode.records, key_type)
                 _build_dataset(space, key_type)
-            log.info("producing the changelog into the compacted topic %s", TOPIC)
-            broker.create_topic(TOPIC, partitions=PARTITIONS, compact=True, config=TOPIC_CONFIG)
+            log.info("producing the changelog into the compacted topic %s", topic)
+            create_topic(bootstrap, topic, partitions=PARTITIONS, compact=True, config=TOPIC_CONFIG)
             changes = data.changes(mode.records, "string")
-            space.messages = produce(broker.bootstrap, TOPIC, chain(data.records(mode.records, "string"), changes))
+            space.messages = produce(bootstrap, topic, chain(data.records(mode.records, "string"), changes))
             with space.consumer() as consumer:
                 space.parquet = directory / "products.parquet"
                 pq.write_table(consumer.view().table, space.parquet)

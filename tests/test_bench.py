@@ -18,6 +18,7 @@ import pytest
 
 from bench import arrow_delta, data, processes
 from bench.stats import Figure, percentile, ratio
+from tests.support.kafka_broker import KafkaBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,11 +33,11 @@ REQUIRED = [
 ]
 
 
-@pytest.mark.kafka
-def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
+def test_quick_run_writes_every_figure(tmp_path: Path, kafka_broker: KafkaBroker) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(out),
-                           "--tmp", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                           "--tmp", str(tmp_path), "--bootstrap", kafka_broker.bootstrap],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     results = json.loads(out.read_text())
     assert results["mode"] == "quick" and results["records"] == 20_000

@@ -15,8 +15,6 @@ from ..kafka_fold import GOAL, Comparison, compare, produce_topic
 from ..stats import Figure, ratio
 from ..workspace import Workspace
 
-REPEATED_TOPIC = "products-repeated-keys"
-
 
 def figures(found: Comparison, keys: str, what: str) -> list[Figure]:
     fold = Figure(f"fold_messages_per_s_{keys}", "msg/s", found.fold,
@@ -30,8 +28,9 @@ def figures(found: Comparison, keys: str, what: str) -> list[Figure]:
 
 def run(ws: Workspace) -> list[Figure]:
     distinct = compare(ws.bootstrap, ws.topic, ws.messages, ws.mode.runs, ws.root)
-    produce_topic(ws.bootstrap, REPEATED_TOPIC, ws.messages)
-    repeated = compare(ws.bootstrap, REPEATED_TOPIC, ws.messages, ws.mode.runs, ws.root)
+    repeated_topic = f"{ws.topic}-repeated-keys"
+    produce_topic(ws.bootstrap, repeated_topic, ws.messages)
+    repeated = compare(ws.bootstrap, repeated_topic, ws.messages, ws.mode.runs, ws.root)
     return (figures(distinct, "distinct", f"{ws.messages:,} messages, distinct keys")
             + figures(repeated, "repeated", f"{ws.messages:,} messages over {ws.messages // 4:,} keys, "
                                             "5% tombstones"))

@@ -248,29 +248,8 @@ class KafkaBroker(Service):
         compact: bool = True,
         config: Mapping[str, str] | None = None,
     ) -> None:
-        """Create a topic and wait until every partition has a leader.
-
-        Compacted topics get COMPACTED_TOPIC_CONFIG so the cleaner really runs during a test;
-        `config` entries override it.
-        """
-        from confluent_kafka.admin import NewTopic
-
-        settings = {**(COMPACTED_TOPIC_CONFIG if compact else {}), **(config or {})}
-        admin = self.admin()
-        new_topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=settings)
-        admin.create_topics([new_topic], operation_timeout=30)[name].result(timeout=30)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            topic = admin.list_topics(topic=name, timeout=10).topics.get(name)
-            if (
-                topic is not None
-                and topic.error is None
-                and len(topic.partitions) == partitions
-                and all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
-            ):
-                return
-            time.sleep(0.1)
-        raise KafkaBrokerError(f"topic {name!r} has no leaders after 30 s")
+        """Create a topic on this broker: see create_topic()."""
+        create_topic(self.bootstrap, name, partitions, compact, config)
 
     def _write_config(self, controller_port: int) -> None:
         assert self._dir is not None
@@ -386,6 +365,38 @@ class KafkaBroker(Service):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no broker log)"
+
+
+def create_topic(
+    bootstrap: str,
+    name: str,
+    partitions: int = 3,
+    compact: bool = True,
+    config: Mapping[str, str] | None = None,
+) -> None:
+    """Create a topic and wait until every partition has a leader.
+
+    Compacted topics get COMPACTED_TOPIC_CONFIG so the cleaner really runs during a test;
+    `config` entries override it.
+    """
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    settings = {**(COMPACTED_TOPIC_CONFIG if compact else {}), **(config or {})}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new_topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=settings)
+    admin.create_topics([new_topic], operation_timeout=30)[name].result(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(topic=name, timeout=10).topics.get(name)
+        if (
+            topic is not None
+            and topic.error is None
+            and len(topic.partitions) == partitions
+            and all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
+        ):
+            return
+        time.sleep(0.1)
+    raise KafkaBrokerError(f"topic {name!r} has no leaders after 30 s")
 
 
 def main() -> None:

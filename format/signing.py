@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, FormatError, SignatureError
+from .jsontext import canonical_text
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -65,39 +65,29 @@ def canonical(value: Any) -> bytes:
     numbers are integers within +-(2^53 - 1). Anything else (a float, a lone
     surrogate) is a FormatError: combe never signs it.
     """
-    out: list[str] = []
     try:
-        _write(value, out)
-        return "".join(out).encode("utf-8")
+        _check_signable(value)
+        return canonical_text(value).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise FormatError(f"a signed document holds text that is not Unicode: {exc}") from exc
     except RecursionError as exc:
         raise FormatError("a signed document is nested too deep to check") from exc
 
 
-def _write(value: Any, out: list[str]) -> None:
-    if value is None or isinstance(value, bool):
-        out.append({None: "null", True: "true", False: "false"}[value])
-    elif isinstance(value, int):
+def _check_signable(value: Any) -> None:
+    """What combe signs is a subset of JSON: no floats, integers JCS writes exactly (format/jsontext.py writes it)."""
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, int):
         if abs(value) > MAX_INTEGER:
             raise FormatError(f"a signed document holds the integer {value}, beyond +-(2^53 - 1)")
-        out.append(str(value))
-    elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))  # escapes exactly what JCS escapes, the same way
     elif isinstance(value, list):
-        out.append("[")
-        for index, item in enumerate(value):
-            out.append("," if index else "")
-            _write(item, out)
-        out.append("]")
+        for item in value:
+            _check_signable(item)
     elif isinstance(value, dict):
-        out.append("{")
-        for index, name in enumerate(sorted(value, key=lambda key: key.encode("utf-16-be", "surrogatepass"))):
-            out.append("," if index else "")
-            _write(name, out)
-            out.append(":")
-            _write(value[name], out)
-        out.append("}")
+        for name, item in value.items():
+            _check_signable(name)
+            _check_signable(item)
     else:
         raise FormatError(f"a signed document holds a {type(value).__name__} ({value!r}); only strings, "
                           "integers, booleans, null, arrays and objects can be signed")

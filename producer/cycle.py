@@ -223,6 +223,9 @@ class Publisher:
     def _cycle(self) -> CycleResult:
         started = time.monotonic()
         announced = self.dataset.announced()
+        if announced.pointer is not None and announced.pointer.shard_count is not None:
+            raise ConfigError(f"dataset {self.dataset.name!r} is sharded {announced.pointer.shard_count} ways: "
+                              "publish its shards (combe publish --shard-count N [--shards LIST])")
         adopted = self._adopt_stopped_version(announced)
         if adopted:
             return adopted
@@ -287,7 +290,7 @@ class Publisher:
         chunk, so every bad line is reported. Either way, with ``on_bad_record``
         fail the error names the first bad record in source order.
         """
-        decode = Decode(self.decoder, changes, self.source, bulk=self.bulk)
+        decode = Decode(self.decoder, changes, self.source, bulk=self.bulk, shard=self.dataset.shard_of)
         messages = bad = 0
         held: list[tuple[str, pa.Array, pa.Array, np.ndarray, np.ndarray]] = []
         for chunk in self.source.read(positions):

@@ -39,6 +39,7 @@ import pyarrow.json as pj
 from combe.format.errors import BadRecordError, FormatError
 from combe.format.jsontext import MAX_JSON_DEPTH, json_text, loads_record
 from combe.format.keys import INT64_TEXT
+from combe.format.partition import partition_of, partitions_of
 from combe.format.schema import RESERVED_PREFIX
 from combe.format.types import arrow_type, kind, list_item, struct_fields, type_of_arrow
 
@@ -78,14 +79,19 @@ class Decode:
     """Decodes chunks of one source into ``changes``; each method returns the chunk's bad records.
 
     ``bulk=False`` decodes every record by the per-record path (the reference the bulk path is tested against).
+    ``shard`` (index, count): the cycle publishes that shard, so a record whose key belongs to another one
+    (format/partition.py) is passed over, or is a bad record where the source holds the shard's records only
+    (Source.holds_shard: a Kafka partition's producer did not partition by murmur2).
     """
 
-    def __init__(self, decoder: Decoder, changes: Changes, source: Source, *, bulk: bool = True) -> None:
+    def __init__(self, decoder: Decoder, changes: Changes, source: Source, *, bulk: bool = True,
+                 shard: tuple[int, int] | None = None) -> None:
         self.decoder = decoder
         self.fmt = decoder.fmt
         self.changes = changes
         self.source = source
         self.bulk = bulk
+        self.shard = shard
 
     def where(self, places: Places, index: int) -> tuple[int, int, str]:
         """A record's partition, offset (as the source numbers it: Source.number) and its place in words."""
@@ -377,6 +383,14 @@ class Decode:
             raise Fallback("a value's key field disagrees with the record's key")
 
     def _part(self, keys: pa.Array, columns: dict[str, tuple[pa.Array, str]], deleted: np.ndarray) -> pa.Table:
+        if self.shard is not None:
+            mine = partitions_of(keys, self.fmt.key_type, self.shard[1]) == self.shard[0]
+            if not mine.all():
+                if self.source.holds_shard:
+                    raise Fallback("a key of another shard")  # the per-record path names it
+                kept = pa.array(mine)
+                keys, deleted = keys.filter(kept), deleted[mine]
+                columns = {name: (array.filter(kept), combe) for name, (array, combe) in columns.items()}
         try:
             self.changes.grow({name: combe for name, (_, combe) in columns.items()})
         except ValueError as exc:
@@ -399,6 +413,8 @@ class Decode:
         for index, record in enumerate(records):
             try:
                 key, row = decode(*record)
+                if not self._mine(key, places, index):
+                    continue  # another shard's record, read by this shard's cycle too: passed over
                 if row is not None:
                     trial, trial_retyped = dict(columns), dict(retyped)
                     self.changes.check_row(row, trial, trial_retyped)
@@ -412,6 +428,24 @@ class Decode:
                     self.changes.empty_keys.append(self.where(places, index)[2])
         self.changes.commit(columns, retyped)
         return np.array(good, np.int64), decoded, errors
+
+    def _mine(self, key: str | int, places: Places, index: int) -> bool:
+        """Whether a record of key ``key`` belongs to the shard published; ValueError where the source holds
+        only that shard's records, so that one of another shard is a bad record."""
+        if self.shard is None:
+            return True
+        held, count = self.shard
+        belongs = partition_of(key, self.fmt.key_type, count)
+        if belongs == held:
+            return True
+        if not self.source.holds_shard:
+            return False
+        partition = int(places.partitions[index])
+        raise ValueError(f"key {key!r} belongs to shard {belongs} of {count} (murmur2 of its "
+                         f"{'decimal text' if self.fmt.key_type == 'int64' else 'UTF-8'}, as Kafka's default "
+                         f"partitioner), but partition {partition} holds shard {held}: the topic's producer must "
+                         "partition keys with murmur2 (the Java client's default; librdkafka's "
+                         "partitioner=murmur2_random)")
 
     def _rows_part(self, decoded: list[tuple[Any, dict[str, Any] | None]]) -> pa.Table:
         """A part from decoded Python rows (the per-record path's own Arrow build)."""

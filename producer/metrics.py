@@ -26,7 +26,7 @@ from .cycle import CycleResult
 
 log = logging.getLogger(__name__)
 
-SUCCESS = ("published", "noop", "adopted")
+SUCCESS = ("published", "noop", "adopted", "pending")
 OUTCOMES = (*SUCCESS, "refused", "conflict", "failed")
 PREFIX = "combe_publish_"
 
@@ -95,7 +95,8 @@ def render(report: RunReport, last_success: float | None, version: int | None) -
     if last_success is not None:
         gauge("last_success_timestamp_seconds", "When a publish run last ended without error (Unix time).",
               [({}, last_success)])
-    gauge("outcome", "1 for how the last run ended: published, noop (nothing to publish), adopted, "
+    gauge("outcome", "1 for how the last run ended: published, noop (nothing to publish), adopted, pending (a "
+          "sharded dataset's shards published, some shard has no version yet), "
           "refused (by a validator), conflict (another producer won) or failed.",
           [({"outcome": outcome}, float(outcome == report.outcome)) for outcome in OUTCOMES])
     gauge("duration_seconds", "How long the last run took.", [({}, report.seconds)])

@@ -15,11 +15,12 @@ from types import FrameType
 from combe.format.errors import CombeError, ConfigError
 from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
 from combe.producer.pool import prefer_jemalloc
-from combe.producer.sources.base import KAFKA_TIMEOUT, REBUILD_MODES
+from combe.producer.sharded import ShardedCycleResult, ShardedPublisher, open_sharding
+from combe.producer.sources.base import KAFKA_TIMEOUT, REBUILD_MODES, Source
 
 from . import report_error
 from .options import (add_dataset_options, add_json_option, add_settings, key_values, open_dataset, require_dataset,
-                      settings_args)
+                      settings_args, shard_list)
 from .report import add_report_options, check_report_options, report_failure, report_success
 from .validation import add_validation_options, validation_options
 
@@ -35,6 +36,12 @@ sources:
   file://changes.jsonl or a path        {"key": ..., "value": ...} per line
   --key-delimiter , with a file         kcat-style key,value lines
   -                                     standard input (read whole each run)
+
+sharded datasets (--shard-count N, --shards LIST): each shard is a chain of
+versions of its own; a run publishes the shards it holds (a Kafka source:
+their partitions, p % N == shard; a file: its keys, by murmur2), then
+commits every shard's head as the next dataset version. Several processes
+with disjoint --shards lists publish one dataset together.
 """
 
 
@@ -49,6 +56,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_settings(records, PublishOptions, ("on_bad_record",))
     records.add_argument("-X", dest="client_config", action="append", metavar="KEY=VALUE",
                          help="Kafka client setting passed to librdkafka, like kcat -X (repeatable)")
+    sharding = parser.add_argument_group("shards")
+    sharding.add_argument("--shard-count", type=int, metavar="N",
+                          help="publish a sharded dataset of N shards: fixed when the dataset is created (then "
+                               "checked); with Kafka, N must divide the topic's partition count")
+    sharding.add_argument("--shards", metavar="LIST",
+                          help="the shards this process publishes (0-3, 1,5; default: all); other processes "
+                               "publish the others, and each run commits every shard's head")
     kafka = parser.add_argument_group("kafka")
     kafka.add_argument("--group", help="consumer group the published positions are committed to, for lag "
                                        "monitoring only (default: combe-<dataset>)")
@@ -145,16 +159,38 @@ def _publish(args: argparse.Namespace) -> int:
                              tags=key_values(args.tag, "--tag", unique=True), cache_dir=args.cache_dir,
                              **settings_args(args, PublishOptions), **validation_options(args))
     dataset = open_dataset(args, store, name)
-    source = open_source(args.source, key_delimiter=args.key_delimiter,
-                         client_config=key_values(args.client_config, "-X"), dataset=name,
-                         group=args.group, rebuild=args.rebuild, timeout=args.kafka_timeout)
-    with source:
-        if args.once:
-            return _cycle(Publisher(dataset, source, options, _Progress(source.lag)), args, name)
-        return _daemon(Publisher(dataset, source, options), args, name)
+    held = shard_list(args.shards)
+
+    def source(shard: tuple[int, int] | None = None) -> Source:
+        return open_source(args.source, key_delimiter=args.key_delimiter,
+                           client_config=key_values(args.client_config, "-X"), dataset=name,
+                           group=args.group, rebuild=args.rebuild, timeout=args.kafka_timeout, shard=shard)
+
+    if held is None and args.shard_count is None:
+        with source() as single:
+            if args.once:
+                return _cycle(Publisher(dataset, single, options, _Progress(single.lag)), args, name)
+            return _daemon(Publisher(dataset, single, options), args, name)
+    sharding = open_sharding(dataset, args.shard_count, options.fmt, options.producer_id, options.clock)
+    shards = held if held is not None else range(sharding.shard_count)
+    with ShardedPublisher(dataset, sharding, shards, lambda i: source((i, sharding.shard_count)), options,
+                          _Progress() if args.once else None) as publisher:
+        return _cycle(publisher, args, name) if args.once else _daemon(publisher, args, name)
 
 
-def _cycle(publisher: Publisher, args: argparse.Namespace, name: str) -> int:
+def _sharded_summary(dataset: str, result: ShardedCycleResult) -> str:
+    lines = [_summary(f"{dataset} shard {shard}", part) for shard, part in result.shards.items()]
+    if result.commit == "pending":
+        lines.append(f"{dataset}: shards {', '.join(map(str, result.pending))} have no version yet; the first "
+                     "dataset version is committed once every shard has one")
+    elif result.commit == "committed":
+        lines.append(f"{dataset}: committed version {result.version} (the heads of all shards)")
+    else:
+        lines.append(f"{dataset}: version {result.version} names every shard's head already")
+    return "\n".join(lines)
+
+
+def _cycle(publisher: Publisher | ShardedPublisher, args: argparse.Namespace, name: str) -> int:
     progress = publisher.on_progress
     try:
         result = publisher.run_cycle()
@@ -163,7 +199,7 @@ def _cycle(publisher: Publisher, args: argparse.Namespace, name: str) -> int:
             progress.done()
     report_success(args, name, result)
     if not args.json:
-        print(_summary(name, result))
+        print(_sharded_summary(name, result) if isinstance(result, ShardedCycleResult) else _summary(name, result))
     return 0
 
 
@@ -175,7 +211,7 @@ def _cycle(publisher: Publisher, args: argparse.Namespace, name: str) -> int:
 FATAL = (ConfigError,)
 
 
-def _daemon(publisher: Publisher, args: argparse.Namespace, name: str) -> int:
+def _daemon(publisher: Publisher | ShardedPublisher, args: argparse.Namespace, name: str) -> int:
     """Cycles every --interval seconds until SIGTERM or SIGINT.
 
     A cycle that fails is reported as a --once run's failure is (stderr,

@@ -63,6 +63,10 @@ class Source(ABC):
     latest_only: bool = False
     # Said with "the record has no key", where a source knows a likelier cause.
     no_key_hint: str = ""
+    # True when the source reads one shard's records only (Kafka: the partitions of the shard), so a record
+    # whose key belongs to another shard is a bad record; otherwise a shard's cycle passes over other shards'
+    # records (a file holds every shard's). See Decode.
+    holds_shard: bool = False
 
     @abstractmethod
     def read(self, positions: Positions) -> Iterator[Chunk]:

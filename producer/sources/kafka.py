@@ -91,10 +91,15 @@ class KafkaSource(Source):
 
     def __init__(self, uri: str, *, client_config: dict[str, str] | None = None, dataset: str | None = None,
                  group: str | None = None, rebuild: str = REBUILD_MODES[0], timeout: float = KAFKA_TIMEOUT,
-                 batch_messages: int = BATCH_MESSAGES, **_: object) -> None:
-        """Options meant for other sources (a key delimiter) are ignored."""
+                 batch_messages: int = BATCH_MESSAGES, shard: tuple[int, int] | None = None, **_: object) -> None:
+        """Options meant for other sources (a key delimiter) are ignored.
+
+        ``shard`` (index, count) reads only that shard's partitions: p with ``p % count == index``, which
+        holds exactly the shard's keys when count divides the partition count (format/partition.py)."""
         self.uri = uri
         self.bootstrap, self.topic = parse_uri(uri)
+        self.shard = shard
+        self.holds_shard = shard is not None
         if rebuild not in REBUILD_MODES:
             raise ConfigError(f"rebuild={rebuild!r}: use one of {', '.join(REBUILD_MODES)}")
         if timeout <= 0:
@@ -325,7 +330,17 @@ class KafkaSource(Source):
                 raise SourceError(f"topic {self.topic} at {self.bootstrap}: {topic.error.str()}", source=self.uri)
             raise SourceError(f"topic {self.topic} does not exist at {self.bootstrap}; check the name in the "
                               "source URL", source=self.uri)
-        return sorted(topic.partitions)
+        partitions = sorted(topic.partitions)
+        if self.shard is None:
+            return partitions
+        index, count = self.shard
+        if len(partitions) % count:
+            # Kafka's partitioner and the shards' then disagree on most keys: no partition holds one shard.
+            raise ConfigError(f"topic {self.topic} has {len(partitions)} partitions, which {count} shards do not "
+                              f"divide: a shard is the partitions p with p % {count} == its number, so the shard "
+                              "count must divide the topic's partition count (publish to a dataset with a shard "
+                              "count that does)")
+        return [p for p in partitions if p % count == index]
 
     def _offsets(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
         """partition -> (log start offset, end offset); the end is the last stable offset under read_committed.

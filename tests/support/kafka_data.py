@@ -37,11 +37,12 @@ def random_changes(count: int, keys: int, rng: random.Random, tombstones: float 
 
 
 def produce(bootstrap: str, topic: str, changes: Iterable[Change], partition: int | None = None,
-            idempotent: bool = True) -> None:
+            idempotent: bool = True, partitioner: str | None = None) -> None:
     """Produce JSON values (None: a tombstone) and wait for every delivery.
 
     Idempotent by default, so retries keep each key's order. Not for topics a test wants fully compacted:
-    the log cleaner keeps the last batch of every idempotent producer id.
+    the log cleaner keeps the last batch of every idempotent producer id. ``partitioner`` is librdkafka's
+    (``murmur2_random``: the Java client's default, which sharded datasets rely on).
     """
     errors: list[KafkaError] = []
 
@@ -49,7 +50,10 @@ def produce(bootstrap: str, topic: str, changes: Iterable[Change], partition: in
         if error is not None:
             errors.append(error)
 
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": idempotent, "linger.ms": 5})
+    settings: dict[str, Any] = {"bootstrap.servers": bootstrap, "enable.idempotence": idempotent, "linger.ms": 5}
+    if partitioner is not None:
+        settings["partitioner"] = partitioner
+    producer = Producer(settings)
     for key, value in changes:
         payload = None if value is None else json.dumps(value)
         if partition is None:

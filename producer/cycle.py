@@ -225,7 +225,7 @@ class Publisher:
         announced = self.dataset.announced()
         if announced.pointer is not None and announced.pointer.shard_count is not None:
             raise ConfigError(f"dataset {self.dataset.name!r} is sharded {announced.pointer.shard_count} ways: "
-                              "publish its shards (combe publish --shard-count N [--shards LIST])")
+                              f"publish its shards, with shard_count={announced.pointer.shard_count}")
         adopted = self._adopt_stopped_version(announced)
         if adopted:
             return adopted

@@ -58,13 +58,13 @@ def open_sharding(dataset: Dataset, shard_count: int | None, fmt: RecordFormat, 
     sharding = dataset.sharding()
     if sharding is None:
         if shard_count is None:
-            raise ConfigError(f"dataset {dataset.name!r} at {dataset.url} is not sharded yet: give its shard count "
-                              "(--shard-count N) to create it")
+            raise ConfigError(f"dataset {dataset.name!r} at {dataset.url} is not sharded yet: give its shard_count "
+                              "to create it")
         pointer = dataset.announced().pointer
         if pointer is not None and pointer.shard_count is None:
             raise ConfigError(f"dataset {dataset.name!r} at {dataset.url} was published unsharded; it cannot take "
                               "shards (publish a sharded dataset under another name)")
-        sharding = dataset.create_sharding(Sharding(dataset.name, check_shard_count(shard_count, "--shard-count"),
+        sharding = dataset.create_sharding(Sharding(dataset.name, check_shard_count(shard_count),
                                                     fmt.key_field, fmt.key_type, clock(), producer))
     if shard_count is not None and shard_count != sharding.shard_count:
         raise ConfigError(f"dataset {dataset.name!r} has {sharding.shard_count} shards (shards.json, fixed when it "

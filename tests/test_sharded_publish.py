@@ -110,7 +110,7 @@ def test_the_shard_count_and_key_are_fixed_when_the_dataset_is_created(store: st
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     append_jsonl(changelog, changes(50, 20, random.Random(5), tombstones=0))
     assert publish(store, changelog, "--shards", "0") == 2
-    assert "is not sharded yet: give its shard count (--shard-count N)" in capsys.readouterr().err
+    assert "is not sharded yet: give its --shard-count to create it" in capsys.readouterr().err
     assert publish(store, changelog, "--shard-count", "2") == 0
     dataset = Dataset.open(store, "ds")
     before = sorted(p.relative_to(store).as_posix() for p in Path(store).rglob("*"))
@@ -121,7 +121,7 @@ def test_the_shard_count_and_key_are_fixed_when_the_dataset_is_created(store: st
     assert publish(store, changelog, "--shard-count", "2", "--key-type", "int64") == 2
     assert "is keyed by key (string) (shards.json); this run asks for key (int64)" in capsys.readouterr().err
     assert publish(store, changelog) == 2
-    assert "is sharded 2 ways: publish its shards" in capsys.readouterr().err
+    assert "is sharded 2 ways: publish its shards, with --shard-count 2" in capsys.readouterr().err
     assert sorted(p.relative_to(store).as_posix() for p in Path(store).rglob("*")) == before
     assert dataset.announced().version == 1
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from combe.cli import EXIT_USAGE
 from combe.format.dataset import Dataset
 from tests.support.changelog import append_jsonl
+from tests.support.kafka_broker import KafkaBroker
+from tests.support.kafka_data import RESUMABLE, produce, published, replay, unique
 from tests.test_metrics import parse
 
 DATASET = "movies"
@@ -27,9 +29,9 @@ def until(condition: Callable[[], bool], process: subprocess.Popen[str], timeout
         time.sleep(0.05)
 
 
-def daemon(tmp_path: Path, changelog: Path, *flags: str) -> subprocess.Popen[str]:
+def daemon(tmp_path: Path, source: Path | str, *flags: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "combe", "publish", "--source", str(changelog), "--store", str(tmp_path / "store"),
+        [sys.executable, "-m", "combe", "publish", "--source", str(source), "--store", str(tmp_path / "store"),
          "--dataset", DATASET, "--interval", "0.1", "--metrics-file", str(tmp_path / "combe.prom"), *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -95,3 +97,29 @@ def test_a_dataset_published_with_another_key_type_stops_the_daemon(tmp_path: Pa
     _, err = process.communicate(timeout=60)  # no retry can make it fit: it stops at once
     assert process.returncode == EXIT_USAGE, err
     assert "--key-type string" in err and "this run asks for --key-field key --key-type int64" in err
+
+
+def test_a_daemon_on_kafka_folds_the_messages_produced_after_each_version(kafka_broker: KafkaBroker,
+                                                                        tmp_path: Path) -> None:
+    # The source pauses the partitions it has read to their end; a later cycle of the same process must read
+    # them again (librdkafka keeps a partition paused across unassign and assign).
+    topic = unique("daemon")
+    kafka_broker.create_topic(topic, partitions=2, config=RESUMABLE)
+    rounds = [[(f"k{i}", {"n": i}) for i in range(20)]]
+    produce(kafka_broker.bootstrap, topic, rounds[0])
+    dataset = Dataset.open(str(tmp_path / "store"), DATASET)
+    process = daemon(tmp_path, f"kafka://{kafka_broker.bootstrap}/{topic}", "--kafka-timeout", "10")
+    try:
+        until(lambda: dataset.announced().version == 1, process)
+        assert published(dataset) == replay(*rounds)
+        for round_number in (2, 3):
+            version = dataset.announced().version
+            rounds.append([(f"k{i}", {"n": i * round_number}) for i in range(5)] + [(f"k{round_number}", None)])
+            produce(kafka_broker.bootstrap, topic, rounds[-1])
+            # A cycle may start while the round is still arriving: the round is in once the state equals it.
+            until(lambda: published(dataset) == replay(*rounds), process)
+            assert (dataset.announced().version or 0) > (version or 0)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err

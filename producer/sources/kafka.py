@@ -285,6 +285,9 @@ class KafkaSource(Source):
             raise SourceError(f"reading topic {topic} at {self.bootstrap} failed: {exc.args[0].str()}",
                               source=self.uri) from exc
         finally:
+            # librdkafka keeps a partition paused across unassign and assign: resumed here, or the next read of
+            # this source (a daemon's next cycle) would get nothing from the partitions this one finished.
+            consumer.resume(assigned)
             consumer.unassign()
 
     def _event(self, message: Message, limit: dict[int, int], done: list[int]) -> None:

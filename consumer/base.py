@@ -46,7 +46,7 @@ class Base:
         data = data.combine_chunks()
         self.table = data
         self.key_field = schema.key_field
-        self.key_type = schema.key_type
+        self.key_type = schema.key_stored
         self.count = data.num_rows
         self.arrays: dict[str, pa.Array] = {
             f.name: data.column(f.name).chunk(0) if data.column(f.name).num_chunks else pa.array([], f.type)
@@ -55,7 +55,7 @@ class Base:
         self.keys = self.arrays[schema.key_field] if schema.key_field in self.arrays else \
             pa.array([], schema.to_arrow().field(schema.key_field).type)
         if rows is None or ends is None:  # a snapshot from a writer that built no index
-            built = build_index(self.keys, schema.key_type)
+            built = build_index(self.keys, schema.key_stored)
             rows, ends = built[0].to_numpy(), built[1].to_numpy()
         self.index_rows: np.ndarray = rows
         self.index_ends: np.ndarray = ends

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from combe.format.checksum import value_hashes
 from combe.format.errors import KeyTypeError
-from combe.format.schema import INT64_MAX, INT64_MIN
+from combe.format.keys import INT64_MAX, INT64_MIN
 from combe.format.types import arrow_type, kind, list_item, map_types, struct_fields
 
 _SCALARS: dict[str, tuple[type, ...]] = {"string": (str,), "int64": (int,), "float64": (int, float),

@@ -102,7 +102,7 @@ def records(table: pa.Table, schema: Schema) -> list[Record]:
     (maps too), the schema's column order."""
     names = [schema.key_field, *schema.columns]
     columns = [python_values(table.column(name).combine_chunks(), kind)
-               for name, kind in zip(names, [schema.key_type, *schema.columns.values()])]
+               for name, kind in zip(names, [schema.key_stored, *schema.columns.values()])]
     return [dict(zip(names, values)) for values in zip(*columns)]
 
 

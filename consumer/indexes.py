@@ -53,7 +53,7 @@ _UNSORTABLE = ("json", "binary", "null")
 
 def field_kinds(schema: Schema, fields: Fields) -> list[str]:
     """The types of ``fields`` in ``schema`` (the key field included)."""
-    kinds = {schema.key_field: schema.key_type, **schema.columns}
+    kinds = {schema.key_field: schema.key_stored, **schema.columns}
     return [kinds[f] for f in fields]
 
 

@@ -25,7 +25,8 @@ from combe.format.errors import ConfigError, FormatError, IntegrityError
 from combe.format.keys import lookup_key
 from combe.format.manifest import Manifest
 from combe.format.jsontext import json_text
-from combe.format.schema import INT64_MAX, INT64_MIN, Schema, conform, conform_record, grows
+from combe.format.keys import INT64_MAX, INT64_MIN
+from combe.format.schema import Schema, conform, conform_record, grows
 
 from .base import Base
 from .indexes import BaseIndex, Fields, Index, OverlayPart, base_index, field_kinds, normalize_fields
@@ -91,8 +92,9 @@ class View:
         env.update(_overlay=self.overlay, _coerce=lambda key: lookup_key(key, key_type))
         # Keys of the stored type skip the coercion (one type check); an int out of int64 is refused like
         # any other key that cannot be one (format/keys.py), not looked up and missed.
-        exact = "type(key) is not str" if key_type == "string" else \
-            f"type(key) is not int or not {INT64_MIN} <= key <= {INT64_MAX}"
+        exact = {"string": "type(key) is not str",
+                 "int64": f"type(key) is not int or not {INT64_MIN} <= key <= {INT64_MAX}"}.get(
+            key_type, "True")  # a compound key is always read by lookup_key: its stored text is not a key
         lines = [f"    if {exact}:", "        key = _coerce(key)"]
         if self.overlay:
             lines += ["    if key in _overlay:",
@@ -179,9 +181,9 @@ class View:
 
     def _key_array(self, keys: list[Any]) -> tuple[list[Any], pa.Array]:
         """The keys coerced to the key type, and as an Arrow array."""
-        exact = str if self.schema.key_type == "string" else int
-        arrow = pa.string() if exact is str else pa.int64()
-        if set(map(type, keys)) == {exact}:
+        exact = {"string": str, "int64": int}.get(self.schema.key_type)
+        arrow = pa.string() if self.schema.key_stored == "string" else pa.int64()
+        if exact is not None and set(map(type, keys)) == {exact}:
             try:
                 return keys, pa.array(keys, arrow)
             except OverflowError:
@@ -280,7 +282,7 @@ class View:
         # schema (a reverse delta leads back to an older one) is read in this View's schema first.
         ops = delta.column(OP_COLUMN).to_pylist()
         raw, delta = delta, conform(delta, schema).combine_chunks()
-        types = [schema.key_type, *schema.columns.values()]
+        types = [schema.key_stored, *schema.columns.values()]
         columns = [python_values(delta.column(n).chunk(0), t) if delta.num_rows else [] for n, t in zip(names, types)]
         count = self._count_after(manifest, raw, columns[0])
         for op, key, values in zip(ops, columns[0], zip(*columns)):

@@ -23,7 +23,8 @@ from .errors import ConfigError, FormatError, IntegrityError
 from .index import INDEX_ENDS, INDEX_ROWS
 from .layout import (MANIFEST_FORMAT, POINTER_FORMAT, READABLE_MANIFESTS, READABLE_POINTERS, SHARDED_MANIFEST_FORMAT,
                      SHARDED_POINTER_FORMAT, check_blob_path, check_dataset_name)
-from .schema import KEY_TYPES, RESERVED_PREFIX, VALUE_FORMATS, Schema
+from .keys import check_key_type
+from .schema import RESERVED_PREFIX, VALUE_FORMATS, Schema
 from .types import type_of_field
 
 
@@ -238,9 +239,10 @@ class Manifest:
         fields = _parse(data, path, READABLE_MANIFESTS, {SHARDED_MANIFEST_FORMAT: SHARDED_VERSION}, verify)
         key = fields.nested("key")
         assert key is not None
-        key_type = key.get("type", str)
-        if key_type not in KEY_TYPES:
-            raise FormatError(f"{path}: key.type {key_type!r} is not one of {KEY_TYPES}", path=path)
+        try:
+            key_type = check_key_type(key.get("type", str))
+        except FormatError as exc:
+            raise FormatError(f"{path}: key.type: {exc}", path=path) from None
         key_field = key.get("field", str)
         schema = fields.checked("schema", list, lambda columns: Schema.from_json(key_field, key_type, columns))
         blobs = fields.nested("blobs")
@@ -298,7 +300,7 @@ class Manifest:
             raise FormatError(f"{ref.path} is not a blob of version {self.version}", path=path)
         where = f"{path} ({kinds[0]} of version {self.version})"
         columns = [column for column in found if not column.name.startswith(RESERVED_PREFIX)]
-        expected = [(c["name"], c["type"]) for c in self.schema.to_json()]
+        expected = [(self.schema.key_field, self.schema.key_stored), *self.schema.columns.items()]
         for position, (column, (name, kind)) in enumerate(zip(columns, expected)):
             try:
                 actual = type_of_field(column)
@@ -337,7 +339,7 @@ class Manifest:
         if not is_checksum(self.state_checksum) or (
                 self.state_checksum.startswith(LEGACY_PREFIX) != (self.format_version == 1)):
             problems.append("state_checksum must be sha256:<64 hex> in format_version 1 and h128:<32 hex> after")
-        if self.format_version == 1 and any("<" in t for t in self.schema.columns.values()):
+        if self.format_version == 1 and any("<" in t for t in [self.schema.key_type, *self.schema.columns.values()]):
             problems.append("format_version 1 has no nested types")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             problems.append("shard.index must be from 0 to shard.count - 1")

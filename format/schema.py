@@ -15,10 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import ConfigError, FormatError
-from .types import arrow_field, arrow_type, list_item, map_types, parse_type, struct_fields, type_of_arrow
+from .keys import check_key_type, stored_type
+from .types import (arrow_field, arrow_type, list_item, map_types, parse_type, struct_fields, type_of_arrow,
+                    type_of_field)
 from .types import kind as kind_of
 
-KEY_TYPES = ("string", "int64")
 VALUE_FORMATS = ("json", "string", "bytes")
 RESERVED_PREFIX = "__combe_"
 # Python type of a decoded JSON value -> combe type. bool before int matters:
@@ -33,8 +34,6 @@ PY_TYPES: dict[type, str] = {
     dict: "json",
     bytes: "binary",
 }
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def fits(column_type: str, value_type: str) -> bool:
@@ -59,23 +58,33 @@ def widen(column_type: str, value_type: str) -> str | None:
 
 @dataclass
 class Schema:
-    """The key column and the value columns, in order; the key column comes first."""
+    """The key column and the value columns, in order; the key column comes first.
+
+    ``key_type`` is the declared one (a compound key's struct type, format/keys.py); ``key_stored`` the key
+    column's type.
+    """
 
     key_field: str
     key_type: str
     columns: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.key_type not in KEY_TYPES:
-            raise ConfigError(f"key type {self.key_type!r} is not one of {', '.join(KEY_TYPES)}")
+        try:
+            self.key_type = check_key_type(self.key_type)
+        except FormatError as exc:
+            raise ConfigError(str(exc)) from None
         if not self.key_field or self.key_field.startswith(RESERVED_PREFIX):
             raise ConfigError(f"key field {self.key_field!r} is empty or uses the reserved prefix {RESERVED_PREFIX}")
+
+    @property
+    def key_stored(self) -> str:
+        return stored_type(self.key_type)
 
     def copy(self) -> Schema:
         return Schema(self.key_field, self.key_type, dict(self.columns))
 
     def to_arrow(self) -> pa.Schema:
-        fields = [arrow_field(self.key_field, self.key_type, nullable=False)]
+        fields = [arrow_field(self.key_field, self.key_stored, nullable=False)]
         fields += [arrow_field(name, kind) for name, kind in self.columns.items()]
         return pa.schema(fields)
 
@@ -97,6 +106,24 @@ class Schema:
                 raise FormatError(f"schema column {column!r:.200} is not a unique name with a type")
             values[name] = parse_type(kind)
         return cls(key_field, key_type, values)
+
+    @classmethod
+    def declared(cls, schema: pa.Schema) -> Schema:
+        """A schema declared by a user (``PublishOptions.schema``): the first field is the key column (a struct
+        of string and int64 fields for a compound key), the others the value columns; ConfigError naming what
+        combe cannot hold."""
+        try:
+            if not len(schema):
+                raise FormatError("it has no fields; the first is the key column")
+            types = [(f.name, type_of_field(f)) for f in schema]
+            return cls.from_json(types[0][0], types[0][1], [{"name": n, "type": t} for n, t in types])
+        except FormatError as exc:
+            raise ConfigError(f"the declared schema cannot be a combe schema: {exc}") from None
+
+    def declared_arrow(self) -> pa.Schema:
+        """The Arrow form ``declared`` reads back: the key column with its declared type."""
+        return pa.schema([arrow_field(self.key_field, self.key_type, nullable=False),
+                          *(arrow_field(name, kind) for name, kind in self.columns.items())])
 
     def empty_table(self) -> pa.Table:
         return self.to_arrow().empty_table()
@@ -175,7 +202,7 @@ def conform_array(array: pa.Array, type_: str, where: str) -> pa.Array:
 def conform(table: pa.Table, schema: Schema) -> pa.Table:
     """``table`` with the columns of ``schema``: missing ones added as nulls, the others conformed (conform_array)."""
     target = schema.to_arrow()
-    types = {schema.key_field: schema.key_type, **schema.columns}
+    types = {schema.key_field: schema.key_stored, **schema.columns}
     columns = []
     for arrow in target:
         if arrow.name not in table.column_names:

@@ -20,7 +20,8 @@ from .layout import READABLE_SHARDED_MANIFESTS, READABLE_SHARDINGS, SHARDED_MANI
     check_dataset_name
 from .manifest import Manifest, Sign, Verify, _dump, _Fields, _parse, _time_text, check_tags
 from .partition import MAX_SHARDS
-from .schema import KEY_TYPES, VALUE_FORMATS, Schema
+from .keys import KEY_TYPES
+from .schema import VALUE_FORMATS, Schema
 
 PARTITIONER = "murmur2"
 

@@ -461,7 +461,7 @@ class Publisher:
         known = (state.rows, state.ends) if not merged and state.rows is not None and state.ends is not None \
             else None
         del state
-        indexed = with_index(table, schema.key_field, schema.key_type, known)
+        indexed = with_index(table, schema.key_field, schema.key_stored, known)
         data = encode_table(indexed, copy=self._copy("snapshot", indexed, copies))
         if self.options.integrity_check:
             check_blob(data, path=path)

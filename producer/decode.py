@@ -38,7 +38,7 @@ import pyarrow.json as pj
 
 from combe.format.errors import BadRecordError, FormatError
 from combe.format.jsontext import MAX_JSON_DEPTH, json_text, loads_record
-from combe.format.keys import INT64_TEXT
+from combe.format.keys import INT64_TEXT, message_key
 from combe.format.partition import partition_of, partitions_of
 from combe.format.schema import RESERVED_PREFIX
 from combe.format.types import arrow_type, kind, list_item, struct_fields, type_of_arrow
@@ -300,6 +300,8 @@ class Decode:
     def _keys(self, raw: pa.Array) -> pa.Array:
         """Keys as the dataset stores them, by the rule of Decoder.key; Fallback where that path would refuse."""
         target = self.fmt.key_type
+        if self.decoder.compound:
+            return self._compound_keys(raw)
         if pa.types.is_binary(raw.type):
             try:
                 raw = raw.cast(pa.string())
@@ -321,6 +323,19 @@ class Decode:
             return raw.cast(pa.int64())
         except pa.ArrowInvalid:
             raise Fallback("a key is beyond int64") from None
+
+    def _compound_keys(self, raw: pa.Array) -> pa.Array:
+        """Compound keys (JSON objects' text, or objects the JSON reader read as structs) as their stored text.
+
+        One Python call per key (format/keys.py ``message_key``): Arrow's reader would take ``7.0`` or a
+        repeated field where the rule refuses them.
+        """
+        if not (pa.types.is_binary(raw.type) or pa.types.is_string(raw.type) or pa.types.is_struct(raw.type)):
+            raise Fallback(f"keys of type {raw.type}")
+        try:
+            return pa.array([message_key(key, self.fmt.key_type) for key in raw.to_pylist()], pa.string())
+        except ValueError:
+            raise Fallback("a key is not an object of the key's fields") from None
 
     def _raw_value_part(self, keys: pa.Array, value: pa.Array, places: Places) -> pa.Table:
         """``value_format`` string or bytes: one ``value`` column."""
@@ -451,7 +466,7 @@ class Decode:
         """A part from decoded Python rows (the per-record path's own Arrow build)."""
         schema = self.changes.schema
         rows = [row if row is not None else {} for _, row in decoded]
-        arrays = [pa.array([key for key, _ in decoded], arrow_type(schema.key_type))]
+        arrays = [pa.array([key for key, _ in decoded], arrow_type(schema.key_stored))]
         names = [schema.key_field]
         for name, combe in schema.columns.items():
             values = [row.get(name) for row in rows]

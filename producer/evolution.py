@@ -28,7 +28,8 @@ from typing import Any
 import pyarrow as pa
 
 from combe.format.jsontext import json_text
-from combe.format.schema import INT64_MAX, INT64_MIN, Schema
+from combe.format.keys import INT64_MAX, INT64_MIN
+from combe.format.schema import Schema
 from combe.format.types import arrow_field, arrow_type
 
 from .shapes import unify, value_type

@@ -261,7 +261,7 @@ def fold(previous: State, changes: Changes) -> FoldResult:
     counts = (int(added_mask.sum()), int(updated_mask.sum()), int(removed_mask.sum()))
     unchanged = rows.num_rows - len(changed)
     delta = _with_op(take_columns(rows, changed), ops[changed])
-    before = take_columns(old.set_column(0, arrow_field(schema.key_field, schema.key_type, nullable=False), keys),
+    before = take_columns(old.set_column(0, arrow_field(schema.key_field, schema.key_stored, nullable=False), keys),
                           changed)
     next_state = previous.applied(delta, schema, checksum) if len(changed) else previous
     return FoldResult(next_state, delta, before, schema, *counts, unchanged=unchanged,

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from combe.format.errors import ConfigError
+from combe.format.errors import ConfigError, FormatError
 from combe.format.jsontext import loads_record
-from combe.format.keys import RULE, parse_int64
-from combe.format.schema import KEY_TYPES, VALUE_FORMATS
+from combe.format.keys import KEY_TYPES, RULE, check_key_type, message_key, parse_int64
+from combe.format.schema import VALUE_FORMATS
 from combe.format.settings import setting
 
 
@@ -25,14 +25,17 @@ class RecordFormat:
 
     key_field: str = setting("key", "name of the key column; a value that carries this field must agree with "
                                     "the message key")
-    key_type: str = setting("string", "string, or int64: decimal text (ASCII digits, an optional leading minus) "
-                                      "in messages", choices=KEY_TYPES)
+    key_type: str = setting("string", "string; int64: decimal text (ASCII digits, an optional leading minus) in "
+                                      "messages; or a compound key, struct<tenant:int64,id:string>: messages' keys "
+                                      "are JSON objects of exactly those fields", parse=check_key_type)
     value_format: str = setting("json", "json: object fields become columns; string or bytes: one 'value' column",
                                 choices=VALUE_FORMATS)
 
     def __post_init__(self) -> None:
-        if self.key_type not in KEY_TYPES:
-            raise ConfigError(f"key_type={self.key_type!r}: use one of {', '.join(KEY_TYPES)}")
+        try:
+            object.__setattr__(self, "key_type", check_key_type(self.key_type))  # its canonical spelling
+        except FormatError as exc:
+            raise ConfigError(f"key_type={self.key_type!r}: {exc}") from None
         if self.value_format not in VALUE_FORMATS:
             raise ConfigError(f"value_format={self.value_format!r}: use one of {', '.join(VALUE_FORMATS)}")
 
@@ -44,10 +47,13 @@ class Decoder:
         self.fmt = fmt
         self.no_key = "the record has no key" + (f" ({no_key_hint})" if no_key_hint else "")
         self.value_column = fmt.value_format != "json"
+        self.compound = fmt.key_type not in KEY_TYPES
 
     def key(self, raw: Any) -> str | int:
         if raw is None:
             raise ValueError(self.no_key)
+        if self.compound:
+            return message_key(raw, self.fmt.key_type)
         if self.fmt.key_type == "string":
             if isinstance(raw, bytes):
                 try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from combe.format.schema import INT64_MAX, INT64_MIN
+from combe.format.keys import INT64_MAX, INT64_MIN
 from combe.format.types import kind, list_item, struct_fields, struct_type
 
 # Levels of lists and objects a value may nest (the type grammar allows 32 nested types).

@@ -90,7 +90,7 @@ class State:
     def index(self) -> tuple[np.ndarray, np.ndarray]:
         """The base's key index, built on first use when the base did not come with one."""
         if self.rows is None or self.ends is None:
-            rows, ends = build_index(self.base.column(self.schema.key_field).combine_chunks(), self.schema.key_type)
+            rows, ends = build_index(self.base.column(self.schema.key_field).combine_chunks(), self.schema.key_stored)
             self.rows, self.ends = rows.to_numpy(), ends.to_numpy()
         return self.rows, self.ends
 
@@ -99,7 +99,7 @@ class State:
         if self.base.num_rows == 0:
             return np.full(len(keys), -1, np.int64)
         rows, ends = self.index()
-        return find_rows(keys, self.schema.key_type, self.base.column(self.schema.key_field), rows, ends)
+        return find_rows(keys, self.schema.key_stored, self.base.column(self.schema.key_field), rows, ends)
 
     def _overlay_rows(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Row of each key in the overlay, -1 where it has none (a hash of the overlay's keys: it is small)."""

@@ -100,5 +100,5 @@ def indexable(schemas: Mapping[str, Schema]) -> str:
 
 def _kind(schema: Schema, field: str) -> str | None:
     if field == schema.key_field:
-        return schema.key_type
+        return schema.key_stored
     return schema.columns.get(field)

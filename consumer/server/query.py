@@ -28,7 +28,7 @@ RANGE_OPS = ("gte", "lt")
 
 def query_fields(view: AnyView, indexes: Sequence[str]) -> dict[str, str]:
     """Queryable field -> its column type."""
-    fields = {view.schema.key_field: view.schema.key_type}
+    fields = {view.schema.key_field: view.schema.key_stored}
     for name in indexes:
         kind = view.schema.columns.get(name)
         if kind is not None and queryable(kind):

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from combe.format.errors import DatasetNotFound, RecordNotFound, RequestError, RequestTooLarge
-from combe.format.keys import lookup_key
+from combe.format.keys import key_fields, lookup_key
 from combe.format.manifest import parse_time
 
 from ..sharded import AnyView, ShardedView
@@ -116,12 +116,35 @@ def describe_dataset(name: str) -> Response:
 @api.get("/v1/datasets/<name>/records/<path:key>")
 def get_record(name: str, key: str) -> Response:
     _, view = _dataset(name)
-    parsed = lookup_key(key, view.schema.key_type)
-    record = view.get(parsed)
+    key_type = view.schema.key_type
+    if key_fields(key_type):
+        raise RequestError(f"{name} has a compound key ({key_type}): give its fields as query parameters, "
+                           f"/v1/datasets/{name}/records?{'&'.join(f'{n}=...' for n, _ in key_fields(key_type))}")
+    return _record(name, view, lookup_key(key, key_type), repr(key))
+
+
+@api.get("/v1/datasets/<name>/records")
+def get_record_by_fields(name: str) -> Response:
+    """A record of a compound key, its fields as query parameters (``?tenant=7&id=x``): unlike path segments,
+    a parameter's text may hold any character, '/' included."""
+    _, view = _dataset(name)
+    key_type = view.schema.key_type
+    if not key_fields(key_type):
+        raise RequestError(f"{name}'s key is a single {key_type}: ask /v1/datasets/{name}/records/<key>")
+    fields = {}
+    for field, values in request.args.lists():
+        if len(values) != 1:
+            raise RequestError(f"query parameter {field!r} is given {len(values)} times; give each key field once")
+        fields[field] = values[0]
+    return _record(name, view, lookup_key(fields, key_type, "the query's key"), repr(fields))
+
+
+def _record(name: str, view: AnyView, key: str | int, shown: str) -> Response:
+    record = view.get(key)
     if record is None:
-        raise RecordNotFound(f"no record with key {key!r} in {name} version {view.version}",
+        raise RecordNotFound(f"no record with key {shown} in {name} version {view.version}",
                              dataset=name, version=view.version)
-    return jsonify({"dataset": name, "version": view.version, "key": parsed, "record": record})
+    return jsonify({"dataset": name, "version": view.version, "key": key, "record": record})
 
 
 def _body(limit: int) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,6 @@ class Settings:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be 0 seconds or more")
 
 
-def setting_help() -> list[tuple[str, type, Any, str]]:
+def setting_help() -> list[tuple[str, Callable[[str], Any], Any, str]]:
     """(name, type, default, help) for every setting, in declaration order; tuple settings are repeatable flags."""
     return [(s.name, s.kind, s.default, s.help) for s in settings_of(Settings)]

@@ -108,6 +108,20 @@ class Schema:
         return cls(key_field, key_type, values)
 
     @classmethod
+    def of_json(cls, columns: Any) -> Schema:
+        """A schema in its JSON form, a manifest's ``schema`` (the key column first); FormatError if it is not."""
+        first = columns[0] if isinstance(columns, list) and columns else None
+        if not isinstance(first, dict):
+            raise FormatError('a schema is a JSON array of {"name": ..., "type": ...} objects, the key column first')
+        name, type_ = first.get("name"), first.get("type")
+        if not isinstance(name, str) or not isinstance(type_, str):
+            raise FormatError(f"the key column {first!r:.200} is not a name with a type")
+        try:
+            return cls.from_json(name, check_key_type(type_), columns)
+        except ConfigError as exc:  # a key field the format does not allow
+            raise FormatError(str(exc)) from None
+
+    @classmethod
     def declared(cls, schema: pa.Schema) -> Schema:
         """A schema declared by a user (``PublishOptions.schema``): the first field is the key column (a struct
         of string and int64 fields for a compound key), the others the value columns; ConfigError naming what
@@ -150,6 +164,22 @@ def grows(old: str, new: str) -> bool:
     before, after = struct_fields(old), struct_fields(new)
     return len(after) >= len(before) and all(
         name == new_name and grows(type_, new_type) for (name, type_), (new_name, new_type) in zip(before, after))
+
+
+def declared_over(held: Schema, declared: Schema) -> Schema:
+    """The schema a version of a dataset published in ``held`` takes under a declared schema: the held columns
+    in their order with their declared types (each must grow into it, by ``grows``), then the declared ones the
+    dataset does not have yet. ConfigError naming a held column the declaration drops or retypes."""
+    for name, held_type in held.columns.items():
+        if name not in declared.columns:
+            raise ConfigError(f"the declared schema has no column {name!r}, which the dataset holds ({held_type}): "
+                              "declare it")
+        if not grows(held_type, declared.columns[name]):
+            raise ConfigError(f"the declared schema makes column {name!r} a {declared.columns[name]}, but the "
+                              f"dataset holds it as {held_type}, which cannot grow into it (docs/FORMAT.md, "
+                              "Schema evolution)")
+    return Schema(held.key_field, held.key_type, {name: declared.columns[name] for name in
+                                                  [*held.columns, *declared.columns]})
 
 
 def conform_array(array: pa.Array, type_: str, where: str) -> pa.Array:

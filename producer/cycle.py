@@ -33,9 +33,10 @@ from combe.format.dataset import Announced, Dataset
 from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED
 from combe.format.errors import BadRecordError, ConfigError, ConflictError, FormatError, IntegrityError
 from combe.format.index import split_index, with_index
+from combe.format.keys import key_fields
 from combe.format.layout import delta_blob, new_uid, reverse_blob, snapshot_blob
 from combe.format.manifest import BlobRef, Manifest, Pointer, check_tags, parse_time, utc_now
-from combe.format.schema import Schema, conform
+from combe.format.schema import Schema, conform, declared_over
 from combe.format.settings import setting
 
 from .decode import Decode, Places
@@ -66,7 +67,11 @@ class PublishOptions:
     custom ones, run after them. ``allow_schema_change`` lets a column change
     type, published as a snapshot-only version (producer/evolution.py).
     ``tags`` are stored in the manifest of every version this publishes
-    (format/manifest.py ``check_tags`` has the rules).
+    (format/manifest.py ``check_tags`` has the rules). ``schema`` declares
+    the columns instead of inferring them (``Schema.declared``: the first
+    field is the key column, and sets ``fmt``'s key field and type): a record
+    with a field it lacks, or a value its column's type does not hold, is a
+    bad record.
     """
 
     fmt: RecordFormat = field(default_factory=RecordFormat)
@@ -88,9 +93,22 @@ class PublishOptions:
     # A local directory of the producer's own where it keeps the blobs its state is built from (format/cache.py),
     # so a run that starts without a state in memory (``--once``) maps it instead of loading it from the store.
     cache_dir: str | Path | None = None
+    schema: pa.Schema | None = None
+    declared: Schema | None = field(init=False, default=None, repr=False)  # ``schema``, read
 
     def __post_init__(self) -> None:
         self.tags = check_tags(self.tags)
+        if self.schema is not None:
+            self.declared = declared = Schema.declared(self.schema)
+            if self.fmt.value_format != "json" or self.allow_schema_change:
+                raise ConfigError("a declared schema is for value_format json, without allow_schema_change "
+                                  "(declare the new type instead)")
+            defaults = RecordFormat()
+            for name in ("key_field", "key_type"):
+                if getattr(self.fmt, name) not in (getattr(defaults, name), getattr(declared, name)):
+                    raise ConfigError(f"{name}={getattr(self.fmt, name)!r}, but the declared schema's key column "
+                                      f"is {declared.key_field!r} ({declared.key_type})")
+            self.fmt = replace(self.fmt, key_field=declared.key_field, key_type=declared.key_type)
         if self.on_bad_record not in ON_BAD_RECORD:
             raise ConfigError(f"on_bad_record={self.on_bad_record!r}: use fail or skip")
         if self.snapshot_every < 1:
@@ -146,6 +164,11 @@ class Publisher:
         self.dataset = dataset
         self.source = source
         self.options = options or PublishOptions()
+        if dataset.shard_of is not None and key_fields(self.options.fmt.key_type):
+            # Kafka partitions a message by its raw key bytes, and a JSON object key may be written many ways:
+            # the shards of a compound key would not be sets of partitions (format/partition.py).
+            raise ConfigError(f"{dataset.name}: a compound key ({self.options.fmt.key_type}) cannot be sharded; "
+                              "publish it unsharded")
         self.decoder = Decoder(self.options.fmt, no_key_hint=source.no_key_hint)
         self.on_progress = on_progress
         # The state of the version this producer announced last, kept for its next cycle.
@@ -160,10 +183,12 @@ class Publisher:
 
     def _base(self) -> _Base:
         announced = self.dataset.announced()
+        declared = self.options.declared
         if announced.pointer is None:
             fmt = self.options.fmt
-            schema = Schema(fmt.key_field, fmt.key_type, {"value": "string" if fmt.value_format == "string"
-                                                          else "binary"} if fmt.value_format != "json" else {})
+            raw = {"value": "string" if fmt.value_format == "string" else "binary"}
+            schema = declared.copy() if declared is not None else Schema(
+                fmt.key_field, fmt.key_type, raw if fmt.value_format != "json" else {})
             return _Base(announced, None, State.empty(schema), schema)
         manifest = self.dataset.manifest(announced.pointer.version)
         self._check_format(manifest)
@@ -172,7 +197,8 @@ class Publisher:
         else:
             self._cached = None
             state = load_state(self.dataset, manifest, self.cache)
-        return _Base(announced, manifest, state, manifest.schema.copy())
+        schema = manifest.schema.copy() if declared is None else declared_over(manifest.schema, declared)
+        return _Base(announced, manifest, state, schema)
 
     def _check_format(self, manifest: Manifest) -> None:
         fmt = self.options.fmt
@@ -236,7 +262,8 @@ class Publisher:
         if rebuild:
             positions = {}
         changes = Changes(base.schema.copy(), dict(base.schema.columns) if base.manifest else {},
-                          allow_type_change=self.options.allow_schema_change)
+                          allow_type_change=self.options.allow_schema_change,
+                          declared=self.options.declared is not None)
         messages, bad = self._collect(changes, positions)
         if rebuild:
             # The whole source was read again: a key it no longer holds was deleted by a record this producer

@@ -43,8 +43,12 @@ class Changes:
     seen in this cycle may still widen (int64 -> float64).
     """
 
-    def __init__(self, schema: Schema, published: dict[str, str], *, allow_type_change: bool = False) -> None:
+    def __init__(self, schema: Schema, published: dict[str, str], *, allow_type_change: bool = False,
+                 declared: bool = False) -> None:
         self.schema = schema
+        # A declared schema is never grown: a field it lacks, or a value its column's type does not hold,
+        # is a bad record.
+        self.declared = declared
         self.published = published
         # allow_schema_change: a published column whose type a value conflicts with takes the value's
         # type; name -> its type before. Its values are converted by producer.evolution before the fold.
@@ -64,6 +68,9 @@ class Changes:
             if name.startswith(RESERVED_PREFIX):
                 raise ValueError(f"field {name!r} uses the reserved prefix {RESERVED_PREFIX}")
             have = columns.get(name)
+            if self.declared:
+                _check_declared(name, have, got)
+                continue
             if have is None:
                 columns[name] = got
                 continue
@@ -145,6 +152,21 @@ class Changes:
             order = order[last]
         del sorted_keys
         return take_owned(owned, target, order)
+
+
+def _check_declared(name: str, have: str | None, got: str) -> None:
+    """A field of type ``got`` against its declared column (None: not declared); ValueError if it does not fit."""
+    if have is None:
+        raise ValueError(f"field {name!r} is not in the declared schema")
+    if have == "json":
+        return
+    try:
+        fits = unify(have, got, have) == have
+    except Conflict as exc:
+        raise ValueError(f"field {name!r}{at(exc.path)} is {exc.got}, which the declared {exc.have} does not "
+                         "hold") from None
+    if not fits:
+        raise ValueError(f"field {name!r} is {got}, which the declared {have} does not hold (a field it lacks?)")
 
 
 def conform_column(part: pa.Table, target: pa.Field, retyped: dict[str, str]) -> pa.ChunkedArray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -12,7 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from combe.format.errors import CombeError, ConfigError
+import pyarrow as pa
+
+from combe.format.errors import CombeError, ConfigError, FormatError
+from combe.format.schema import Schema
 from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
 from combe.producer.pool import prefer_jemalloc
 from combe.producer.sharded import ShardedCycleResult, ShardedPublisher, open_sharding
@@ -53,6 +57,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     records = parser.add_argument_group("records")
     add_settings(records, RecordFormat)
     records.add_argument("--key-delimiter", help="file sources: lines are KEY<delim>VALUE (like kcat -K)")
+    records.add_argument("--schema", type=Path, metavar="FILE",
+                         help='declare the columns instead of inferring them: a JSON array in the form of a '
+                              'manifest\'s "schema", [{"name": "id", "type": "int64"}, {"name": "title", "type": '
+                              '"string"}, ...], the key column first (it sets --key-field and --key-type); a record '
+                              "with a field it lacks or a value of another type is a bad record")
     add_settings(records, PublishOptions, ("on_bad_record",))
     records.add_argument("-X", dest="client_config", action="append", metavar="KEY=VALUE",
                          help="Kafka client setting passed to librdkafka, like kcat -X (repeatable)")
@@ -157,6 +166,7 @@ def _publish(args: argparse.Namespace) -> int:
     prefer_jemalloc()  # this process is the producer's: see producer/pool.py
     options = PublishOptions(fmt=RecordFormat(**settings_args(args, RecordFormat)),
                              tags=key_values(args.tag, "--tag", unique=True), cache_dir=args.cache_dir,
+                             schema=schema_file(args.schema) if args.schema is not None else None,
                              **settings_args(args, PublishOptions), **validation_options(args))
     dataset = open_dataset(args, store, name)
     held = shard_list(args.shards)
@@ -176,6 +186,16 @@ def _publish(args: argparse.Namespace) -> int:
     with ShardedPublisher(dataset, sharding, shards, lambda i: source((i, sharding.shard_count)), options,
                           _Progress() if args.once else None) as publisher:
         return _cycle(publisher, args, name) if args.once else _daemon(publisher, args, name)
+
+
+def schema_file(path: Path) -> pa.Schema:
+    """The schema declared in ``path`` (``--schema``), in the Arrow form PublishOptions takes."""
+    try:
+        return Schema.of_json(json.loads(path.read_bytes())).declared_arrow()
+    except OSError as exc:
+        raise ConfigError(f"--schema {path}: cannot read it ({exc.strerror or exc})") from None
+    except (ValueError, FormatError) as exc:  # not JSON, or not a schema
+        raise ConfigError(f"--schema {path}: {exc}") from None
 
 
 def _sharded_summary(dataset: str, result: ShardedCycleResult) -> str:

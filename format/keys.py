@@ -119,7 +119,8 @@ def message_key(raw: Any, key_type: str) -> str:
 def lookup_key(raw: Any, key_type: str, where: str = "key") -> str | int:
     """A key given to a reader (``Consumer.get``, a URL, a JSON body) as the dataset stores it; KeyTypeError if it
     cannot be one. ``where`` names it in the message (``keys[3]``). A compound key is a tuple or list of its
-    field values in order, or a dict of exactly its fields; an int64 field takes what an int64 key takes."""
+    field values in order, a dict of exactly its fields, or its stored text (``'[7,"x"]'``, exactly); an int64
+    field takes what an int64 key takes."""
     if key_type not in KEY_TYPES:
         return _compound(raw, key_type, where)
     if key_type == "string":
@@ -135,6 +136,15 @@ def lookup_key(raw: Any, key_type: str, where: str = "key") -> str | int:
 def _compound(raw: Any, key_type: str, where: str) -> str:
     fields = key_fields(key_type)
     names = [name for name, _ in fields]
+    if isinstance(raw, str):  # the stored text names its key too (a record's key field, given back)
+        try:
+            values = loads_record(raw)
+        except ValueError:
+            values = None
+        if not isinstance(values, list) or len(values) != len(fields) or _compound(values, key_type, where) != raw:
+            raise KeyTypeError(f"{where} {_shown(raw)} is not a tuple of {len(fields)} values, a dict of the fields "
+                               f"{names} or a key's stored text; this dataset's key is {key_type}")
+        return raw
     if isinstance(raw, dict):
         if raw.keys() != set(names):
             raise KeyTypeError(f"{where} {_shown(raw)} does not have exactly the fields {names} of this dataset's "

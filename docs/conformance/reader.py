@@ -302,7 +302,21 @@ class Dataset:
         return self.manifests[version]
 
     def schema(self, version: int) -> list[tuple[str, Any]]:
-        return [(column["name"], parse_type(column["type"])) for column in self.manifest(version)["schema"]]
+        """Each column and its type tree; a compound key column (type struct<...>) is stored as a string."""
+        schema = [(column["name"], parse_type(column["type"])) for column in self.manifest(version)["schema"]]
+        return [(schema[0][0], "string" if self.key_fields(version) else schema[0][1]), *schema[1:]]
+
+    def key_fields(self, version: int) -> list[tuple[str, Any]]:
+        """The fields of a compound key (FORMAT.md "Compound keys"), [] for a string or int64 key."""
+        manifest = self.manifest(version)
+        tree = parse_type(manifest["key"]["type"])
+        if manifest["schema"][0]["type"] != manifest["key"]["type"]:
+            raise Refused(f"version {version}: the key column's type is not key.type")
+        if tree in ("string", "int64"):
+            return []
+        if tree[0] != "struct" or not tree[1] or any(t not in ("string", "int64") for _, t in tree[1]):
+            raise Refused(f"version {version}: key type {manifest['key']['type']} is not a key type")
+        return list(tree[1])
 
     def table(self, version: int, kind: str) -> pa.Table:
         """A blob of a version, its sha256 and size checked against the manifest, its columns against the
@@ -326,6 +340,13 @@ class Dataset:
             check_arrow(field, tree)
         if table.schema.field(0).nullable:
             raise Refused(f"{ref['path']}: the key column is nullable")
+        fields = self.key_fields(version)
+        for key in table.column(0).to_pylist() if fields else []:
+            values = json.loads(key)
+            if not isinstance(values, list) or len(values) != len(fields) or canonical(values) != key or not all(
+                    isinstance(v, str) if t == "string" else type(v) is int and -2**63 <= v < 2**63
+                    for v, (_, t) in zip(values, fields)):
+                raise Refused(f"{ref['path']}: key {key!r} is not the canonical JSON array of the key's fields")
         return table
 
 

@@ -37,6 +37,7 @@ from combe.format.dataset import Dataset
 from combe.format.delta import ADDED, REMOVED, UPDATED, make_delta
 from combe.format.index import INDEX_ENDS, INDEX_ROWS, key_bytes, key_hash, with_index
 from combe.format.jsontext import json_text
+from combe.format.keys import lookup_key
 from combe.format.layout import (MANIFEST_FORMAT, POINTER_FORMAT, SHARDED_MANIFEST_FORMAT, SHARDED_POINTER_FORMAT,
                                  delta_blob, reverse_blob, snapshot_blob)
 from combe.format.manifest import TIME_FORMAT, BlobRef, Manifest, Pointer
@@ -411,8 +412,25 @@ SHARDED = Sharded(
     ],
 )
 
+COMPOUND_KEYS = Logged(
+    "compound-keys",
+    "a compound key struct<tenant:int64,id:string>: message keys are JSON objects (fields in any order), stored "
+    "as the canonical JSON array text of their values, sorted by its UTF-8 bytes ([10,... before [7,...); ids "
+    "with escapes, non-ASCII and '/'; int64 extremes; tombstones",
+    [
+        [({"tenant": 7, "id": "x"}, {"name": "seven x"}), ({"id": "y", "tenant": 7}, {"name": "seven y"}),
+         ({"tenant": 10, "id": "x"}, {"name": "ten x"}), ({"tenant": -(2**63), "id": "min"}, {"name": "min"}),
+         ({"tenant": 2**63 - 1, "id": 'q"\\\n\u00e9/\U0001F601'}, {"name": "escapes"})],
+        [({"id": "x", "tenant": 7}, {"name": "seven x, updated", "n": 1}), ({"tenant": 7, "id": "y"}, None),
+         ({"tenant": 0, "id": ""}, {"name": "empty id"})],
+        [({"tenant": 10, "id": "x"}, None), ({"tenant": 7, "id": "y"}, {"name": "seven y again"})],
+    ],
+    fmt=RecordFormat(key_type="struct<tenant:int64,id:string>"),
+    snapshot_every=2,
+)
+
 CASES: list[Logged | Layered | Sharded] = [SCALARS, TYPED, INT_KEYS, BYTES_VALUES, TYPE_CHANGE, PINNED, EMPTIED,
-                                           NESTED, GROWTH, MULTI_FRAME, LEGACY, SHARDED]
+                                           NESTED, GROWTH, MULTI_FRAME, LEGACY, SHARDED, COMPOUND_KEYS]
 
 
 # -- writing ---------------------------------------------------------------------------------------------------
@@ -546,7 +564,7 @@ def json_form(value: Any, type_: str) -> Any:
 
 
 def _rows(table: pa.Table, schema: Schema) -> list[Row]:
-    types = {schema.key_field: schema.key_type, **schema.columns}
+    types = {schema.key_field: schema.key_stored, **schema.columns}
     return [{name: json_form(row.get(name), types[name]) for name in types} for row in table.to_pylist()]
 
 
@@ -606,8 +624,8 @@ def _chain(dataset: Dataset, older: dict[int, list[Any]]) -> tuple[str, list[dic
         if manifest.snapshot is not None:
             snapshot = read_ipc(dataset.blob_ipc(manifest.snapshot), path=manifest.snapshot.path)
             keys = state.column(schema.key_field).to_pylist()
-            keys += [key for key in ABSENT_KEYS[key_type] if key not in keys]
-            entry["index"] = _index(snapshot, key_type, keys)
+            keys += [key for key in ABSENT_KEYS[schema.key_stored] if key not in keys]
+            entry["index"] = _index(snapshot, schema.key_stored, keys)
         versions.append(entry)
     return key_type, versions
 
@@ -673,7 +691,7 @@ def _check_replay(case: Logged, dataset: Dataset, start: dict[Any, Row], first: 
     state = dict(start)
     for version, cycle in enumerate(case.cycles, start=first):
         for key, value in cycle:
-            key = int(key) if case.fmt.key_type == "int64" else key
+            key = lookup_key(key, case.fmt.key_type)
             if value is None:
                 state.pop(key, None)
             else:

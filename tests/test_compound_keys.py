@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from confluent_kafka import Producer
 
@@ -14,6 +15,7 @@ from combe.consumer.server import create_app
 from combe.format.dataset import Dataset
 from combe.format.errors import BadRecordError, ConfigError, KeyTypeError
 from combe.format.keys import check_key_type, lookup_key, message_key
+from combe.format.schema import Schema
 from combe.producer import PublishOptions, Publisher, RecordFormat, open_source
 from combe.producer.sources.kafka import KafkaSource
 from tests.support.changelog import append_lines
@@ -198,3 +200,15 @@ def test_a_dataset_with_a_single_key_refuses_query_parameters(store: str, tmp_pa
             assert response.status_code == 400 and "records/<key>" in response.get_json()["error"]["message"]
         finally:
             app.extensions["combe"].close()
+
+
+def test_a_declared_schema_declares_a_compound_key(store: str, tmp_path: Path) -> None:
+    arrow = pa.schema([pa.field("key", pa.struct([pa.field("tenant", pa.int64()), pa.field("id", pa.string())]),
+                                nullable=False), pa.field("name", pa.string())])
+    assert PublishOptions(schema=arrow).fmt == FMT
+    assert Schema.of_json([{"name": "key", "type": KEY}, {"name": "name", "type": "string"}]).declared_arrow() == arrow
+    lines = tmp_path / "c.jsonl"
+    append_lines(lines, ['{"key": {"tenant": 1, "id": "a"}, "value": {"name": "n"}}'])
+    assert publish(store, str(lines), fmt=RecordFormat(), schema=arrow).version == 1
+    with Consumer(store, "d") as consumer:
+        assert consumer.get((1, "a")) == {"key": '[1,"a"]', "name": "n"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,12 @@ def has_cache_dir() -> bool:
     return CACHE_DIR_OPTION in done.stdout
 
 
-def publish(changelog: Path, store: Path, cache_dir: Path, *,
-            cap_bytes: int | None = None) -> tuple[Step, dict[str, Any]]:
-    """One ``combe publish --once`` of ``changelog``'s new lines; the step and the CLI's ``--json`` summary
-    (empty when the step failed)."""
+def publish(changelog: Path, store: Path, cache_dir: Path, *, cap_bytes: int | None = None,
+            options: Sequence[str] = ()) -> tuple[Step, dict[str, Any]]:
+    """One ``combe publish --once`` of ``changelog``'s new lines, with more ``options``; the step and the CLI's
+    ``--json`` summary (empty when the step failed)."""
     argv = [sys.executable, "-m", "combe", "publish", "--source", str(changelog), "--store", str(store),
-            "--dataset", DATASET, "--once", "--json"]
+            "--dataset", DATASET, "--once", "--json", *options]
     if has_cache_dir():
         argv += [CACHE_DIR_OPTION, str(cache_dir)]
     step = run(argv, cap_bytes=cap_bytes)

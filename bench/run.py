@@ -30,8 +30,8 @@ from typing import Any  # noqa: E402
 from bench.machine import combe_tree, describe  # noqa: E402
 from bench.report import text  # noqa: E402
 from bench import scale  # noqa: E402
-from bench.scenarios import (cold_start, fold, http_endpoint, lookups, memory, producer, refresh,  # noqa: E402
-                             shared_memory, write)
+from bench.scenarios import (cold_start, fold, http_endpoint, keys, lookups, memory, producer,  # noqa: E402
+                             refresh, shared_memory, write)
 from bench.stats import Figure  # noqa: E402
 from bench.workspace import FULL, QUICK, Mode, workspace  # noqa: E402
 
@@ -47,6 +47,7 @@ SCENARIOS = {
     "fold": fold.run,
     "http": http_endpoint.run,
     "producer": producer.run,
+    "keys": keys.run,
 }
 DEFAULT_OUT = _HERE / "results.json"
 DEFAULT_SCALE_OUT = _HERE / "results-scale.json"

@@ -26,7 +26,7 @@ import operator
 import re
 from typing import Any
 
-from .errors import FormatError, KeyTypeError
+from .errors import ConfigError, FormatError, KeyTypeError
 from .jsontext import canonical_text, loads_record
 from .types import kind, parse_type, struct_fields
 
@@ -86,6 +86,13 @@ def key_fields(key_type: str) -> list[tuple[str, str]]:
 def stored_type(key_type: str) -> str:
     """The type of the key column: a compound key is stored as its canonical JSON text."""
     return key_type if key_type in KEY_TYPES else "string"
+
+
+def check_shardable(dataset: str, key_type: str) -> None:
+    """ConfigError for a compound key: Kafka partitions a message by its raw key bytes, and a JSON object key may
+    be written many ways, so the shards of a compound key would not be sets of partitions (format/partition.py)."""
+    if key_type not in KEY_TYPES:
+        raise ConfigError(f"{dataset}: a compound key ({key_type}) cannot be sharded; publish it unsharded")
 
 
 def message_key(raw: Any, key_type: str) -> str:

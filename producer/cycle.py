@@ -33,7 +33,7 @@ from combe.format.dataset import Announced, Dataset
 from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED
 from combe.format.errors import BadRecordError, ConfigError, ConflictError, FormatError, IntegrityError
 from combe.format.index import split_index, with_index
-from combe.format.keys import key_fields
+from combe.format.keys import check_shardable
 from combe.format.layout import delta_blob, new_uid, reverse_blob, snapshot_blob
 from combe.format.manifest import BlobRef, Manifest, Pointer, check_tags, parse_time, utc_now
 from combe.format.schema import Schema, conform, declared_over
@@ -164,11 +164,8 @@ class Publisher:
         self.dataset = dataset
         self.source = source
         self.options = options or PublishOptions()
-        if dataset.shard_of is not None and key_fields(self.options.fmt.key_type):
-            # Kafka partitions a message by its raw key bytes, and a JSON object key may be written many ways:
-            # the shards of a compound key would not be sets of partitions (format/partition.py).
-            raise ConfigError(f"{dataset.name}: a compound key ({self.options.fmt.key_type}) cannot be sharded; "
-                              "publish it unsharded")
+        if dataset.shard_of is not None:
+            check_shardable(dataset.name, self.options.fmt.key_type)
         self.decoder = Decoder(self.options.fmt, no_key_hint=source.no_key_hint)
         self.on_progress = on_progress
         # The state of the version this producer announced last, kept for its next cycle.

@@ -37,6 +37,7 @@ from pathlib import Path
 from combe.format.commit import Commit, check_sharded, commit
 from combe.format.dataset import Dataset
 from combe.format.errors import CombeError, ConfigError
+from combe.format.keys import check_shardable
 from combe.format.partition import check_shard_count
 from combe.format.sharded import Sharding
 
@@ -64,6 +65,7 @@ def open_sharding(dataset: Dataset, shard_count: int | None, fmt: RecordFormat, 
         if pointer is not None and pointer.shard_count is None:
             raise ConfigError(f"dataset {dataset.name!r} at {dataset.url} was published unsharded; it cannot take "
                               "shards (publish a sharded dataset under another name)")
+        check_shardable(dataset.name, fmt.key_type)
         sharding = dataset.create_sharding(Sharding(dataset.name, check_shard_count(shard_count),
                                                     fmt.key_field, fmt.key_type, clock(), producer))
     if shard_count is not None and shard_count != sharding.shard_count:

@@ -30,6 +30,7 @@ REQUIRED = [
     "fold_fraction_of_raw_consume_distinct", "fold_fraction_of_raw_consume_repeated",
     "publish_fraction_of_arrow_json", "publish_speedup_vs_deltalake", "delta_cycle_speedup_vs_deltalake_merge",
     "delta_cycle_fraction_of_first_publish", "producer_peak_rss_multiple_of_arrow", "cache_restart_speedup",
+    "declared_schema_publish_multiple_of_inferred", "compound_key_publish_multiple_of_string_key",
 ]
 
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 from confluent_kafka import Producer
 
+from combe.cli import main
 from combe.consumer import Consumer
 from combe.consumer.server import create_app
 from combe.format.dataset import Dataset
@@ -119,11 +120,15 @@ def test_a_value_that_carries_the_key_field_must_agree(store: str, tmp_path: Pat
         publish(store, str(lines))
 
 
-def test_a_compound_key_is_not_sharded(store: str, tmp_path: Path) -> None:
+def test_a_compound_key_is_not_sharded(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "c.jsonl").touch()
     with pytest.raises(ConfigError, match="a compound key .* cannot be sharded"):
         Publisher(Dataset.open(store, "d").shard(0, 2), open_source(str(tmp_path / "c.jsonl")),
                   PublishOptions(fmt=FMT))
+    assert main(["publish", "--store", store, "--dataset", "d", "--source", str(tmp_path / "c.jsonl"), "--once",
+                 "--key-type", KEY, "--shard-count", "2"]) == 2
+    assert "a compound key (struct<tenant:int64,id:string>) cannot be sharded" in capsys.readouterr().err
+    assert Dataset.open(store, "d").sharding() is None  # no shards.json written
 
 
 def produce(broker: KafkaBroker, topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:

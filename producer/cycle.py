@@ -44,15 +44,21 @@ from .evolution import retype_state
 from .fold import DELETED, Changes, FoldResult, fold
 from .records import Decoder, RecordFormat
 from .recovery import recover_announcement
-from .sources.base import Lines, Positions, Source
+from .sources.base import Lines, Messages, Positions, Records, Rows, Source
 from .state import State, load_state
 from .validators import Limits, ValidationContext, Validator, run_validators
+from .whole import check_whole_state_options, remove_missing
 
 log = logging.getLogger(__name__)
 
 ON_BAD_RECORD = ("fail", "skip")
 # Latest records of a Kafka read are decoded this many at a time (a bad one sends only its piece record by record).
 LATEST_PIECE = 200_000
+
+
+def _numbered(stream: str, first: int, count: int) -> Places:
+    """The places of ``count`` records numbered from ``first`` (rows, changes given from Python)."""
+    return Places(stream, np.zeros(count, np.int64), first + np.arange(count, dtype=np.int64))
 
 
 def default_producer_id() -> str:
@@ -166,6 +172,8 @@ class Publisher:
         self.options = options or PublishOptions()
         if dataset.shard_of is not None:
             check_shardable(dataset.name, self.options.fmt.key_type)
+        if source.whole_state:
+            check_whole_state_options(self.options.fmt, self.options.on_bad_record)
         self.decoder = Decoder(self.options.fmt, no_key_hint=source.no_key_hint)
         self.on_progress = on_progress
         # The state of the version this producer announced last, kept for its next cycle.
@@ -256,12 +264,14 @@ class Publisher:
         positions: Positions = {s: dict(p) for s, p in (base.manifest.positions if base.manifest else {}).items()}
         rebuild = base.manifest is not None and self.source.rebuild_needed(
             positions, parse_time(base.manifest.created_at))
-        if rebuild:
+        if rebuild or self.source.whole_state:
             positions = {}
         changes = Changes(base.schema.copy(), dict(base.schema.columns) if base.manifest else {},
                           allow_type_change=self.options.allow_schema_change,
                           declared=self.options.declared is not None)
         messages, bad = self._collect(changes, positions)
+        if self.source.whole_state:
+            remove_missing(changes, base.state, self.source.uri)
         if rebuild:
             # The whole source was read again: a key it no longer holds was deleted by a record this producer
             # never saw (cleaned away or expired), so the difference against the announced state removes it.
@@ -319,11 +329,20 @@ class Publisher:
         held: list[tuple[str, pa.Array, pa.Array, np.ndarray, np.ndarray]] = []
         for chunk in self.source.read(positions):
             if isinstance(chunk, Lines):
-                count, errors = decode.lines(chunk.stream, chunk.data, chunk.first_line, self.source.delimiter)
+                count, errors = decode.lines(chunk.stream, chunk.data, chunk.first_line, self.source.delimiter,
+                                             rows=self.source.whole_state)
                 bad += self._skip_or_raise(errors)
                 # Per chunk, not per record: a chunk that raised is never published, so no position is lost.
                 positions.setdefault(chunk.stream, {})["0"] = chunk.position
+            elif isinstance(chunk, Rows):
+                count = len(chunk.rows)
+                bad += self._skip_or_raise(decode.rows(chunk.rows, _numbered(chunk.stream, chunk.first_row, count)))
+            elif isinstance(chunk, Records):
+                count = len(chunk.keys)
+                places = _numbered(chunk.stream, chunk.first, count)
+                bad += self._skip_or_raise(decode.records(chunk.keys, chunk.values, places))
             else:
+                assert isinstance(chunk, Messages)
                 count = chunk.advanced
                 if len(chunk.keys):
                     keys, values = pa.array(chunk.keys, pa.binary()), pa.array(chunk.values, pa.binary())

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from combe.format.errors import BadRecordError, FormatError
+from combe.format.index import one_array
 from combe.format.jsontext import MAX_JSON_DEPTH, json_text, loads_record
 from combe.format.keys import INT64_TEXT, message_key
 from combe.format.partition import partition_of, partitions_of
@@ -113,8 +114,9 @@ class Decode:
     # -- file lines ------------------------------------------------------------------------------
 
     def lines(self, stream: str, data: bytes | bytearray, first_line: int,
-              delimiter: bytes | None) -> tuple[int, list[BadRecordError]]:
-        """A block of whole lines (JSONL, or ``key<delimiter>value``); (records, bad records)."""
+              delimiter: bytes | None, *, rows: bool = False) -> tuple[int, list[BadRecordError]]:
+        """A block of whole lines (JSONL, or ``key<delimiter>value``); (records, bad records). ``rows``: each
+        JSONL line is a row of a whole state (the key field among its fields), not a key and a value."""
         buf = np.frombuffer(data, np.uint8)
         ends = np.flatnonzero(buf == NEWLINE)
         if data and data[-1] != NEWLINE:
@@ -133,29 +135,30 @@ class Decode:
         if not len(starts):
             return 0, []
         if delimiter is None:
-            return len(starts), self._jsonl(data, buf, starts, ends, places)
+            return len(starts), self._jsonl(data, buf, starts, ends, places, rows)
         keys, values = _split(data, buf, starts, ends, delimiter)
         return len(starts), self.pairs(keys, values, places)
 
     def _jsonl(self, data: bytes | bytearray, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-               places: Places) -> list[BadRecordError]:
+               places: Places, rows: bool) -> list[BadRecordError]:
+        bulk = self._bulk_rows if rows else self._bulk_jsonl
         if self.bulk:
             try:
-                self.changes.add(self._bulk_jsonl(data, buf, starts, ends, places))
+                self.changes.add(bulk(data, buf, starts, ends, places))
                 return []
             except Fallback as exc:
                 log.debug("%s lines %d-%d: record by record (%s)", places.stream, places.offsets[0],
                           places.offsets[-1], exc)
         lines = [bytes(data[s:e]) for s, e in zip(starts.tolist(), ends.tolist())]
-        good, decoded, errors = self._per_record(self.decoder.decode_jsonl, [(line,) for line in lines], places)
+        decode = self.decoder.decode_row if rows else self.decoder.decode_jsonl
+        good, decoded, errors = self._per_record(decode, [(line,) for line in lines], places)
         if self.bulk and len(good) and len(good) < len(lines):
             joined = b"\n".join(lines[i] for i in good.tolist()) + b"\n"
             joined_buf = np.frombuffer(joined, np.uint8)
             lengths = ends[good] - starts[good]
             new_ends = np.cumsum(lengths + 1) - 1
             try:
-                self.changes.add(self._bulk_jsonl(joined, joined_buf, new_ends - lengths, new_ends,
-                                                  places.subset(good)))
+                self.changes.add(bulk(joined, joined_buf, new_ends - lengths, new_ends, places.subset(good)))
                 return errors
             except Fallback:
                 pass
@@ -186,6 +189,49 @@ class Decode:
         if not pa.types.is_struct(value.type):
             raise Fallback("a value is not an object")
         return self._value_part(keys, value, places)
+
+    def _bulk_rows(self, data: bytes | bytearray, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                   places: Places) -> pa.Table:
+        """Lines that are rows of a whole state, each a JSON object holding the key field."""
+        _screen(data, buf, starts, ends)
+        return self._table_part(self._read(data, int((ends - starts).max()), self._value_struct_fields(),
+                                           len(starts)), places)
+
+    # -- rows of a whole state, changes given from Python --------------------------------------------
+
+    def rows(self, rows: pa.RecordBatch | pa.Table | list[Any], places: Places) -> list[BadRecordError]:
+        """Rows of a whole state: an Arrow batch or table, or a list of dicts; the bad rows."""
+        if self.bulk:
+            try:
+                table = rows if not isinstance(rows, list) else _struct_rows(rows)
+                self.changes.add(self._table_part(table, places))
+                return []
+            except Fallback as exc:
+                log.debug("%s: %d rows row by row (%s)", places.stream, len(rows), exc)
+        listed = rows if isinstance(rows, list) else rows.to_pylist()
+        _, decoded, errors = self._per_record(self.decoder.decode_row, [(row,) for row in listed], places)
+        self.changes.add(self._rows_part(decoded))
+        return errors
+
+    def records(self, keys: list[Any], values: list[Any], places: Places) -> list[BadRecordError]:
+        """Changes given as Python keys and values (None deletes): decoded one by one, as they were given."""
+        _, decoded, errors = self._per_record(self.decoder.decode, list(zip(keys, values)), places)
+        self.changes.add(self._rows_part(decoded))
+        return errors
+
+    def _table_part(self, table: pa.RecordBatch | pa.Table, places: Places) -> pa.Table:
+        """A whole state's rows as typed columns: the key field's column gives the keys, the others the values
+        (as the combe types that hold the same values: int32 as int64, large_string as string...)."""
+        key_field = self.fmt.key_field
+        if key_field not in table.column_names:
+            raise Fallback(f"no {key_field!r} column")
+        raw = one_array(table.column(key_field))
+        if raw.null_count:
+            raise Fallback("a key is null")
+        keys = self._keys(_plain(raw))
+        names = [name for name in table.column_names if name != key_field]
+        children = [_plain(one_array(table.column(name))) for name in names]
+        return self._fields_part(keys, names, children, np.zeros(table.num_rows, np.bool_), places)
 
     # -- key/value pairs (kcat lines, Kafka messages) ----------------------------------------------
 
@@ -362,12 +408,15 @@ class Decode:
     def _value_part(self, keys: pa.Array, value: pa.Array, places: Places) -> pa.Table:
         """JSON objects read as one struct array (null: a tombstone) -> value columns, checked."""
         deleted = value.is_null().to_numpy(zero_copy_only=False)
+        names = [value.type.field(position).name for position in range(value.type.num_fields)]
+        return self._fields_part(keys, names, value.flatten(), deleted, places)
+
+    def _fields_part(self, keys: pa.Array, names: list[str], children: list[pa.Array], deleted: np.ndarray,
+                     places: Places) -> pa.Table:
+        """Value columns ``names`` -> a part, checked as the per-record path checks a value's fields."""
         columns: dict[str, tuple[pa.Array, str]] = {}
-        struct_type_ = value.type
-        children = value.flatten()
         key_field = self.fmt.key_field
-        for position, child in enumerate(children):
-            name = struct_type_.field(position).name
+        for name, child in zip(names, children):
             try:
                 combe = type_of_arrow(child.type)
             except FormatError:
@@ -477,6 +526,52 @@ class Decode:
         arrays.append(pa.array([row is None for _, row in decoded], pa.bool_()))
         names.append(DELETED)
         return pa.Table.from_arrays(arrays, names=names)
+
+
+def _struct_rows(rows: list[Any]) -> pa.RecordBatch:
+    """A list of dicts as one record batch, its types inferred over every row (not the first row's alone)."""
+    try:
+        struct = pa.array(rows)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+        raise Fallback(f"the rows do not convert to Arrow: {str(exc)[:200]}") from None
+    if not pa.types.is_struct(struct.type) or struct.null_count:
+        raise Fallback("a row is not a dict")
+    return pa.RecordBatch.from_struct_array(struct)
+
+
+def _plain_type(data_type: pa.DataType) -> pa.DataType:
+    """The combe type's Arrow type that holds the values of ``data_type``, where one does (other types, a
+    timestamp say, are left as they are: type_of_arrow refuses them)."""
+    if pa.types.is_dictionary(data_type):
+        return _plain_type(data_type.value_type)
+    if pa.types.is_integer(data_type):
+        return pa.int64()
+    if pa.types.is_floating(data_type):
+        return pa.float64()
+    if pa.types.is_large_string(data_type) or pa.types.is_string_view(data_type):
+        return pa.string()
+    if pa.types.is_large_binary(data_type) or pa.types.is_binary_view(data_type) \
+            or pa.types.is_fixed_size_binary(data_type):
+        return pa.binary()
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_fixed_size_list(data_type) \
+            or pa.types.is_list_view(data_type) or pa.types.is_large_list_view(data_type):
+        return pa.list_(_plain_type(data_type.value_type))
+    if pa.types.is_map(data_type):
+        return pa.map_(_plain_type(data_type.key_type), _plain_type(data_type.item_type))
+    if pa.types.is_struct(data_type):
+        return pa.struct([pa.field(f.name, _plain_type(f.type)) for f in data_type])
+    return data_type
+
+
+def _plain(array: pa.Array) -> pa.Array:
+    """``array`` cast to ``_plain_type`` of its type; Fallback where a value does not fit (a uint64 past int64)."""
+    target = _plain_type(array.type)
+    if target == array.type:
+        return array
+    try:
+        return array.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise Fallback(f"a {array.type} column does not convert to {target}: {str(exc)[:200]}") from None
 
 
 def _python_array(values: list[Any], combe: str) -> pa.Array:

@@ -6,6 +6,7 @@ act on; the caller adds where the record is and applies ``on_bad_record``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,3 +133,18 @@ class Decoder:
             raise ValueError(f"value is a JSON {type(value).__name__}, not a string (value_format="
                              f"{self.fmt.value_format})")
         return key, self.value(key, value)
+
+    def decode_row(self, row: Any) -> tuple[str | int, dict[str, Any] | None]:
+        """A row of a whole state: a dict, or a JSON object's text, holding the key field among its columns."""
+        if isinstance(row, (bytes, str)):
+            try:
+                row = loads_record(row)
+            except ValueError as exc:
+                raise ValueError(f"malformed JSON: {exc}") from None
+        if not isinstance(row, Mapping):
+            raise ValueError(f"the row is a {type(row).__name__}, not an object of columns")
+        field = self.fmt.key_field
+        if field not in row:
+            raise ValueError(f"the row has no {field!r} field (the key)")
+        key = self.key(row[field])
+        return key, self.value(key, dict(row))

@@ -11,9 +11,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 Positions = dict[str, dict[str, int]]
 
@@ -49,11 +50,38 @@ class Messages(NamedTuple):
     advanced: int
 
 
-Chunk = Lines | Messages
+class Rows(NamedTuple):
+    """Rows of a whole state (``Source.whole_state``): an Arrow record batch or table whose columns are the
+    key field and the value columns, or a list of dicts holding the same. ``first_row`` is the number of the
+    first, counted from 1 for the read's first row."""
+
+    stream: str
+    rows: pa.RecordBatch | pa.Table | list[Any]
+    first_row: int
+
+
+class Records(NamedTuple):
+    """Changes given as Python objects, in order: keys and values (a dict of columns; None deletes the key),
+    numbered from ``first``."""
+
+    stream: str
+    keys: list[Any]
+    values: list[Any]
+    first: int
+
+
+Chunk = Lines | Messages | Rows | Records
 
 
 class Source(ABC):
-    """A changelog of keyed records; a null value deletes the key."""
+    """Keyed records for the publish cycle: a changelog (a null value deletes the key), or a whole state.
+
+    A new kind of source subclasses this: ``read`` and ``describe`` are required, the rest have defaults.
+    A changelog source resumes from the positions the announced version recorded (``read(positions)``);
+    a whole-state source (``whole_state = True``) is read from its start every cycle, yields ``Rows``
+    (or ``Lines`` of JSON objects) holding each key once, and the keys the announced state has but it
+    lacks are deleted.
+    """
 
     uri: str
     # Lines of a file source: None for JSONL lines (key and value inside), else the kcat key delimiter.
@@ -67,6 +95,8 @@ class Source(ABC):
     # whose key belongs to another shard is a bad record; otherwise a shard's cycle passes over other shards'
     # records (a file holds every shard's). See Decode.
     holds_shard: bool = False
+    # True when each read is the whole state rather than changes: see producer/whole.py.
+    whole_state: bool = False
 
     @abstractmethod
     def read(self, positions: Positions) -> Iterator[Chunk]:

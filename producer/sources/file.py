@@ -8,6 +8,12 @@ no newline yet may be half written by an appending writer, so it is left for
 the next run (with a warning); standard input (``-``) has ended when it
 ends, so its last line is read, and it cannot be resumed: it is read whole
 every time.
+
+With ``full_state`` a JSONL file is a whole state instead: each line is a
+row, a JSON object holding the key field among its columns, and the file is
+read whole every cycle (its last line too: a row left out would read as a
+deletion). Parquet, Arrow IPC and CSV files are whole states always
+(producer/sources/tables.py); ``open_file`` picks the source by the suffix.
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
-from combe.format.errors import SourceError
+from combe.format.errors import ConfigError, SourceError
 
 from .base import Lines, Positions, Source
+from .tables import TableFileSource, table_kind
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +44,20 @@ class Readable(Protocol):
     def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
+def open_file(uri: str, *, full_state: bool = False, **options: Any) -> Source:
+    """The source of a file: a table file (a whole state), or JSONL or kcat-style lines."""
+    kind = table_kind(uri)
+    if kind is None:
+        return FileSource(uri, full_state=full_state, **options)
+    if not full_state:
+        raise ConfigError(f"source {uri!r} is a {kind} file, which holds a whole state rather than changes: publish "
+                          "it with --full-state (full_state=True)")
+    return TableFileSource(uri, **options)
+
+
 class FileSource(Source):
-    def __init__(self, uri: str, *, key_delimiter: str | None = None, **_: object) -> None:
+    def __init__(self, uri: str, *, key_delimiter: str | None = None, full_state: bool = False,
+                 **_: object) -> None:
         """Options meant for other sources (Kafka client settings) are ignored."""
         self.uri = uri
         path = uri[len("file://"):] if uri.startswith("file://") else uri
@@ -46,7 +65,11 @@ class FileSource(Source):
         self.stream = "stdin" if self.path is None else str(self.path)
         self.delimiter = key_delimiter.encode() if key_delimiter else None
         if self.delimiter is not None:
+            if full_state:
+                raise ConfigError("--key-delimiter reads changes as key and value; a whole state's lines are "
+                                  "JSON objects holding the key field (drop one of the two options)")
             self.no_key_hint = f"the line has no key delimiter {key_delimiter!r}"
+        self.whole_state = full_state
         if self.path is not None and not self.path.is_file():
             raise SourceError(f"source file {self.path} does not exist or is not a file", source=uri)
         self._start = 0  # the byte offset the last read started at
@@ -99,7 +122,7 @@ class FileSource(Source):
             read = _fill(handle, memoryview(data)[len(carry):])
             del data[len(carry) + read:]
             if not read:
-                if data and end is None:  # stdin's last line, without a newline
+                if data and (end is None or self.whole_state):  # stdin's or a whole state's last line
                     yield Lines(self.stream, data, line, position + len(data))
                 elif data:
                     log.warning("%s line %d has no newline yet; it is left for the next run "

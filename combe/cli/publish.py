@@ -46,6 +46,11 @@ versions of its own; a run publishes the shards it holds (a Kafka source:
 their partitions, p % N == shard; a file: its keys, by murmur2), then
 commits every shard's head as the next dataset version. Several processes
 with disjoint --shards lists publish one dataset together.
+
+whole states (--full-state): the source is the entire state, read whole each
+run; keys the announced version has and the source lacks are removed:
+  data.parquet, data.arrow / .feather, data.csv   a row per key, read in batches
+  rows.jsonl                                      a JSON object per line
 """
 
 
@@ -62,6 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                               'manifest\'s "schema", [{"name": "id", "type": "int64"}, {"name": "title", "type": '
                               '"string"}, ...], the key column first (it sets --key-field and --key-type); a record '
                               "with a field it lacks or a value of another type is a bad record")
+    records.add_argument("--full-state", action="store_true",
+                         help="the source file is the whole state (Parquet, Arrow IPC, CSV, or JSONL rows holding "
+                              "the key field): keys it lacks are removed")
     add_settings(records, PublishOptions, ("on_bad_record",))
     records.add_argument("-X", dest="client_config", action="append", metavar="KEY=VALUE",
                          help="Kafka client setting passed to librdkafka, like kcat -X (repeatable)")
@@ -172,8 +180,8 @@ def _publish(args: argparse.Namespace) -> int:
     held = shard_list(args.shards)
 
     def source(shard: tuple[int, int] | None = None) -> Source:
-        return open_source(args.source, key_delimiter=args.key_delimiter,
-                           client_config=key_values(args.client_config, "-X"), dataset=name,
+        return open_source(args.source, key_delimiter=args.key_delimiter, full_state=args.full_state,
+                           key_field=args.key_field, client_config=key_values(args.client_config, "-X"), dataset=name,
                            group=args.group, rebuild=args.rebuild, timeout=args.kafka_timeout, shard=shard)
 
     if held is None and args.shard_count is None:

@@ -51,7 +51,7 @@ def open_file(uri: str, *, full_state: bool = False, **options: Any) -> Source:
         return FileSource(uri, full_state=full_state, **options)
     if not full_state:
         raise ConfigError(f"source {uri!r} is a {kind} file, which holds a whole state rather than changes: publish "
-                          "it with --full-state (full_state=True)")
+                          "it with full_state")
     return TableFileSource(uri, **options)
 
 
@@ -66,8 +66,8 @@ class FileSource(Source):
         self.delimiter = key_delimiter.encode() if key_delimiter else None
         if self.delimiter is not None:
             if full_state:
-                raise ConfigError("--key-delimiter reads changes as key and value; a whole state's lines are "
-                                  "JSON objects holding the key field (drop one of the two options)")
+                raise ConfigError("key_delimiter reads changes as keys and values, but a whole state's lines "
+                                  "are JSON objects holding the key field: give key_delimiter or full_state")
             self.no_key_hint = f"the line has no key delimiter {key_delimiter!r}"
         self.whole_state = full_state
         if self.path is not None and not self.path.is_file():

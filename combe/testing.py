@@ -22,58 +22,20 @@ whose type conflicts with its column) raises BadRecordError naming it.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import fsspec
-import numpy as np
 import pyarrow as pa
 
 from combe.consumer import Consumer
 from combe.format.dataset import Dataset
-from combe.format.errors import BadRecordError, ConfigError
+from combe.format.errors import ConfigError
 from combe.format.layout import new_uid
-from combe.format.manifest import check_tags
-from combe.producer import PublishOptions, Publisher, RecordFormat
-from combe.producer.sources import Messages, Positions, Source
+from combe.producer import CycleResult, IncrementalPublisher, PublishOptions, publish_state
 from combe.producer.validators import Limits
 
-STREAM = "combe.testing"
-
 Records = Mapping[Any, Mapping[str, Any] | None]
-
-
-class _Changes(Source):
-    """The changes given to one TestDataset, in order: a source that never loses or reorders one."""
-
-    uri = "combe.testing"
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.log: list[tuple[Any, Mapping[str, Any] | None]] = []
-
-    def read(self, positions: Positions) -> Iterator[Messages]:
-        start = positions.get(STREAM, {}).get("0", 0)
-        changes = self.log[start:]
-        if not changes:
-            return
-        keys: list[bytes | None] = []
-        values: list[bytes | None] = []
-        for offset, (key, value) in enumerate(changes, start):
-            keys.append((key if isinstance(key, str) else json.dumps(key)).encode())
-            try:
-                values.append(None if value is None else json.dumps(value, allow_nan=False).encode())
-            except (TypeError, ValueError) as exc:  # a datetime, a set, NaN: no JSON value holds it
-                raise BadRecordError(f"the record cannot be written as JSON ({exc})", stream=STREAM, partition=0,
-                                     offset=offset, where=self.describe(STREAM, 0, offset)) from exc
-        offsets = np.arange(start, start + len(changes), dtype=np.int64)
-        yield Messages(STREAM, keys, values, np.zeros(len(changes), np.int64), offsets,
-                       {"0": start + len(changes)}, len(changes))
-
-    def describe(self, stream: str, partition: int, offset: int) -> str:
-        key = self.log[offset][0] if 0 <= offset < len(self.log) else "?"
-        return f"change {offset + 1} given to TestDataset {self.name!r} (key {key!r})"
 
 
 class TestDataset:
@@ -95,9 +57,6 @@ class TestDataset:
         self._owns_store = store is None
         self.dataset = Dataset.open(self.store, name)
         self._key_type = key_type
-        self._source = _Changes(name)
-        self._publisher: Publisher | None = None
-        self._keys: set[Any] = set()
         self.version: int | None = None
         if data is not None:
             self.publish(data, tags=tags)
@@ -105,63 +64,63 @@ class TestDataset:
     # -- publishing -----------------------------------------------------------------
 
     def publish(self, data: Records | Any, *, tags: Mapping[str, str] | None = None) -> int:
-        """Publish ``data`` as the whole next state: keys it lacks are removed. Returns the version now
-        announced (the same one when nothing changed)."""
-        records = self._records(data, deletes=False)
-        changes: dict[Any, Mapping[str, Any] | None] = {key: None for key in self._keys if key not in records}
-        changes.update(records)
-        return self._publish(changes, tags)
+        """Publish ``data`` as the whole next state (``combe.publish_state``): keys it lacks are removed.
+        Returns the version now announced (the same one when nothing changed)."""
+        if isinstance(data, Mapping):
+            self._check_records(data, deletes=False)
+            key_type = self._key_type_of(list(data))
+            rows: Any = [{**(record or {}), self.key: key} for key, record in data.items()]
+        else:
+            rows = self._table(data)
+            key_type = self._key_type_of(rows.column(self.key).to_pylist())
+        return self._announced(publish_state(self.store, self.name, rows, key=self.key, key_type=key_type,
+                                             options=self._options(tags)))
 
     def update(self, changes: Records | Any, *, tags: Mapping[str, str] | None = None) -> int:
-        """Publish ``changes`` on top of the current state: a record replaces the key's, None removes it."""
-        return self._publish(self._records(changes, deletes=True), tags)
-
-    def _publish(self, changes: Mapping[Any, Mapping[str, Any] | None], tags: Mapping[str, str] | None) -> int:
-        publisher = self._publisher_for(changes)
-        publisher.options.tags = check_tags(tags or {})
-        logged = len(self._source.log)
-        self._source.log += list(changes.items())
-        try:
-            result = publisher.run_cycle()
-        except Exception:
-            del self._source.log[logged:]  # not published: the next publish must not read these changes again
-            raise
-        if result.version is None:
-            raise ConfigError(f"TestDataset {self.name!r}: the first version needs at least one record")
-        self.version = result.version
-        for key, value in changes.items():
-            if value is None:
-                self._keys.discard(key)
+        """Publish ``changes`` on top of the current state (an ``IncrementalPublisher``): a record replaces the
+        key's, None removes it."""
+        if not isinstance(changes, Mapping):
+            changes = {row.pop(self.key): row for row in self._table(changes).to_pylist()}
+        self._check_records(changes, deletes=True)
+        publisher = IncrementalPublisher(self.store, self.name, key=self.key,
+                                         key_type=self._key_type_of(list(changes)), options=self._options(tags))
+        for key, record in changes.items():
+            if record is None:
+                publisher.delete(key)
             else:
-                self._keys.add(key)
-        return result.version
+                publisher.put(key, record)
+        return self._announced(publisher.publish())
 
-    def _publisher_for(self, changes: Mapping[Any, Any]) -> Publisher:
-        if self._publisher is None:
-            key_type = self._key_type or ("int64" if changes and all(
-                isinstance(k, int) and not isinstance(k, bool) for k in changes) else "string")
-            options = PublishOptions(fmt=RecordFormat(key_field=self.key, key_type=key_type),
-                                     limits=Limits(max_removed=None, max_added=None))
-            self._publisher = Publisher(self.dataset, self._source, options)
-        return self._publisher
-
-    def _records(self, data: Records | Any, *, deletes: bool) -> dict[Any, Mapping[str, Any] | None]:
-        """Key -> record (None: remove) from a mapping or a table of any of the kinds documented."""
-        if isinstance(data, Mapping):
-            for key, record in data.items():
-                if not isinstance(record, Mapping) and not (deletes and record is None):
-                    what = "a dict, or None to remove the key" if deletes else "a dict"
-                    raise ConfigError(f"the record of key {key!r} is a {type(record).__name__}; give {what}")
-            return dict(data)
+    def _table(self, data: Any) -> pa.Table:
         table = _as_table(data)
         if self.key not in table.column_names:
             raise ConfigError(f"the table has no key column {self.key!r} (its columns: "
                               f"{', '.join(table.column_names)}); name the key column with key=")
-        keys = table.column(self.key).to_pylist()
-        values = table.drop_columns([self.key]).to_pylist()
-        if len(set(keys)) != len(keys):
-            raise ConfigError(f"the table's key column {self.key!r} holds a key twice")
-        return dict(zip(keys, values))
+        return table
+
+    def _announced(self, result: CycleResult) -> int:
+        if result.version is None:
+            raise ConfigError(f"TestDataset {self.name!r}: the first version needs at least one record")
+        self.version = result.version
+        return result.version
+
+    def _options(self, tags: Mapping[str, str] | None) -> PublishOptions:
+        """The limits on removed and added shares are off: a test publishes whatever state it needs."""
+        return PublishOptions(limits=Limits(max_removed=None, max_added=None), tags=dict(tags or {}))
+
+    def _key_type_of(self, keys: list[Any]) -> str:
+        """The key type the first version's keys make, kept for every later one."""
+        if self._key_type is None:
+            self._key_type = "int64" if keys and all(isinstance(k, int) and not isinstance(k, bool)
+                                                     for k in keys) else "string"
+        return self._key_type
+
+    @staticmethod
+    def _check_records(data: Records, *, deletes: bool) -> None:
+        for key, record in data.items():
+            if not isinstance(record, Mapping) and not (deletes and record is None):
+                what = "a dict, or None to remove the key" if deletes else "a dict"
+                raise ConfigError(f"the record of key {key!r} is a {type(record).__name__}; give {what}")
 
     # -- reading --------------------------------------------------------------------
 

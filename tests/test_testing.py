@@ -10,7 +10,7 @@ import pytest
 
 from combe import Consumer
 from combe.consumer import Update
-from combe.format.errors import BadRecordError, ConfigError
+from combe.format.errors import BadRecordError, ConfigError, SourceError
 from combe.testing import TestDataset
 
 
@@ -63,7 +63,7 @@ def test_tables_with_int_keys() -> None:
 @pytest.mark.parametrize("data, message", [
     ({"a": "not a dict"}, "the record of key 'a' is a str; give a dict"),
     (pa.table({"k": ["a"]}), "no key column 'key'"),
-    (pa.table({"key": ["a", "a"], "n": [1, 2]}), "holds a key twice"),
+
     ([("a", {"n": 1})], "cannot publish a list"),
     ({}, "needs at least one record"),
 ])
@@ -72,9 +72,14 @@ def test_bad_data_is_refused_clearly(data: Any, message: str) -> None:
         TestDataset(data).close()
 
 
+def test_a_key_given_twice_is_refused() -> None:
+    with pytest.raises(SourceError, match="key 'a' appears 2 times"):
+        TestDataset(pa.table({"key": ["a", "a"], "n": [1, 2]})).close()
+
+
 def test_a_record_combe_cannot_store_names_its_change_and_publishes_nothing() -> None:
     with TestDataset({"a": {"n": 1}}) as data:
-        with pytest.raises(BadRecordError, match=r"change 2 given to TestDataset 'dataset' \(key 'b'\)"):
+        with pytest.raises(BadRecordError, match=r"change 1 given to the IncrementalPublisher \(key 'b'\)"):
             data.update({"b": {"n": "one"}})  # n holds int64
         assert data.update({"b": {"n": 2}}) == 2  # the refused change is not read again
         with data.consumer() as consumer:

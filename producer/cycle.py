@@ -333,7 +333,9 @@ class Publisher:
                                              rows=self.source.whole_state)
                 bad += self._skip_or_raise(errors)
                 # Per chunk, not per record: a chunk that raised is never published, so no position is lost.
-                positions.setdefault(chunk.stream, {})["0"] = chunk.position
+                # A whole state is read from its start every time: it has none.
+                if not self.source.whole_state:
+                    positions.setdefault(chunk.stream, {})["0"] = chunk.position
             elif isinstance(chunk, Rows):
                 count = len(chunk.rows)
                 bad += self._skip_or_raise(decode.rows(chunk.rows, _numbered(chunk.stream, chunk.first_row, count)))

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from combe.format.checksum import advance, row_digests
 from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED
+from combe.format.errors import SourceError
 from combe.format.index import one_array
 from combe.format.keyorder import key_order
 from combe.format.schema import RESERVED_PREFIX, Schema
@@ -58,6 +59,8 @@ class Changes:
         self.rows = 0
         # Where the first records with an empty key came from (validators name them).
         self.empty_keys: list[str] = []
+        # A whole state's source: each key may come once (producer/whole.py); ``latest`` refuses a repeat.
+        self.once: str | None = None
 
     # -- schema ----------------------------------------------------------------------------------
 
@@ -149,6 +152,11 @@ class Changes:
             last = np.ones(len(order), np.bool_)
             last[:-1] = pc.not_equal(sorted_keys.slice(0, len(order) - 1),
                                      sorted_keys.slice(1)).to_numpy(zero_copy_only=False)
+            if self.once is not None and not last.all():
+                twice = sorted_keys[int(np.flatnonzero(~last)[0])]
+                times = pc.sum(pc.equal(sorted_keys, twice)).as_py()
+                raise SourceError(f"{self.once}: key {twice.as_py()!r} appears {times} times; a whole state holds "
+                                  "each key once. Nothing was published.", source=self.once)
             order = order[last]
         del sorted_keys
         return take_owned(owned, target, order)

@@ -2,9 +2,9 @@
 
 Hollow's default producer works this way: a job hands over everything it
 holds, and a key the announced version has but the new state lacks is
-removed. Pure, on Arrow arrays: the new state's keys are checked for
-duplicates (a hash of them), and the announced keys missing from them (a
-set difference, ``is_in``) are folded as tombstones, so the rest of the cycle
+removed. Pure, on Arrow arrays: the announced keys missing from the new
+state's (a set difference, ``is_in``) are folded as tombstones, a key the new
+state gives twice is refused by the fold's sort, so the rest of the cycle
 (fold, checks, validators, compare-and-swap) is a changelog cycle's. The
 removal validator (``max_removed``) is what refuses an empty or truncated
 input: it would read as the removal of most keys.
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from combe.format.errors import ConfigError, SourceError
+from combe.format.errors import ConfigError
 from combe.format.types import arrow_type
 
 from .fold import DELETED, Changes
@@ -36,19 +36,16 @@ def check_whole_state_options(fmt: RecordFormat, on_bad_record: str) -> None:
 
 
 def remove_missing(changes: Changes, previous: State, source: str) -> None:
-    """Refuse a key given twice; add a tombstone for each key of ``previous`` that ``changes`` lacks."""
+    """Add a tombstone for each key of ``previous`` that ``changes`` lacks, and have the fold refuse a key given
+    twice (``Changes.once``: the fold's sort by key finds repeats for free)."""
     schema = changes.schema
-    key_type = arrow_type(schema.key_type)
-    keys = pa.chunked_array([part.column(schema.key_field) for part in changes.parts], key_type)
-    unique = pc.unique(keys)
-    if len(unique) != len(keys):
-        counts = pc.value_counts(keys)
-        twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]
-        raise SourceError(f"{source}: key {twice['values'].as_py()!r} appears {twice['counts'].as_py()} times; a "
-                          "whole state holds each key once. Nothing was published.", source=source)
-    del keys
+    changes.once = source
     announced = previous.keys()
-    gone = announced.filter(pc.invert(pc.is_in(announced, value_set=unique)))
+    if not len(announced):
+        return
+    key_type = arrow_type(schema.key_type)
+    given = pa.chunked_array([part.column(schema.key_field) for part in changes.parts], key_type).combine_chunks()
+    gone = announced.filter(pc.invert(pc.is_in(announced, value_set=given)))
+    del given
     if len(gone):
-        changes.add(pa.table({schema.key_field: gone.cast(key_type),
-                              DELETED: pa.array(np.ones(len(gone), np.bool_))}))
+        changes.add(pa.table({schema.key_field: gone.cast(key_type), DELETED: pa.array(np.ones(len(gone), np.bool_))}))

@@ -33,6 +33,7 @@ from combe.format.dataset import Dataset
 from combe.format.errors import ConfigError
 from combe.format.layout import new_uid
 from combe.producer import CycleResult, IncrementalPublisher, PublishOptions, publish_state
+from combe.producer.sources.python import dataframe_table
 from combe.producer.validators import Limits
 
 Records = Mapping[Any, Mapping[str, Any] | None]
@@ -92,7 +93,7 @@ class TestDataset:
         return self._announced(publisher.publish())
 
     def _table(self, data: Any) -> pa.Table:
-        table = _as_table(data)
+        table = _as_table(data, self.key)
         if self.key not in table.column_names:
             raise ConfigError(f"the table has no key column {self.key!r} (its columns: "
                               f"{', '.join(table.column_names)}); name the key column with key=")
@@ -146,16 +147,14 @@ class TestDataset:
         return f"<TestDataset {self.name} version {self.version} at {self.store}>"
 
 
-def _as_table(data: Any) -> pa.Table:
+def _as_table(data: Any, key: str) -> pa.Table:
     """A pyarrow Table from a Table, a RecordBatch, a polars or a pandas DataFrame."""
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
-    if hasattr(data, "to_arrow"):  # polars
-        table: pa.Table = data.to_arrow()
-        return table
-    if type(data).__module__.split(".")[0] == "pandas":
-        return pa.Table.from_pandas(data, preserve_index=False)
-    raise ConfigError(f"cannot publish a {type(data).__name__}: give a dict of key -> record, a pyarrow Table, "
-                      "or a pandas or polars DataFrame")
+    table = dataframe_table(data, key)
+    if table is None:
+        raise ConfigError(f"cannot publish a {type(data).__name__}: give a dict of key -> record, a pyarrow Table, "
+                          "or a pandas or polars DataFrame")
+    return table

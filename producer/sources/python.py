@@ -29,6 +29,20 @@ def _module(data: Any) -> str:
     return type(data).__module__.split(".")[0]
 
 
+def dataframe_table(data: Any, key_field: str) -> pa.Table | None:
+    """A pandas or polars DataFrame as a pyarrow Table (a pandas index named ``key_field`` becomes its column);
+    None for anything else."""
+    if _module(data) == "pandas":
+        if key_field not in data.columns and data.index.name == key_field:
+            data = data.reset_index()
+        table: pa.Table = pa.Table.from_pandas(data, preserve_index=False)
+        return table
+    if _module(data) == "polars":
+        table = data.to_arrow()
+        return table
+    return None
+
+
 class StateData(Source):
     """A whole state given as Python data; ``key_field`` names the key column."""
 
@@ -61,13 +75,9 @@ class StateData(Source):
                               f"{exc}", source=self.uri) from exc
 
     def _chunks(self) -> Iterator[pa.RecordBatch | pa.Table | list[Any]]:
-        data = self.data
-        if _module(data) == "pandas":
-            if self.key_field not in data.columns and data.index.name == self.key_field:
-                data = data.reset_index()
-            data = pa.Table.from_pandas(data, preserve_index=False)
-        elif _module(data) == "polars":
-            data = data.to_arrow()
+        data = dataframe_table(self.data, self.key_field)
+        if data is None:
+            data = self.data
         if isinstance(data, pa.Table):
             yield from data.to_batches(max_chunksize=BATCH_ROWS)
         elif isinstance(data, (pa.RecordBatch, pa.RecordBatchReader)):

@@ -31,6 +31,7 @@ REQUIRED = [
     "publish_fraction_of_arrow_json", "publish_speedup_vs_deltalake", "delta_cycle_speedup_vs_deltalake_merge",
     "delta_cycle_fraction_of_first_publish", "producer_peak_rss_multiple_of_arrow", "cache_restart_speedup",
     "declared_schema_publish_multiple_of_inferred", "compound_key_publish_multiple_of_string_key",
+    "whole_state_speedup_vs_python_diff",
 ]
 
 

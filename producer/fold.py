@@ -13,7 +13,7 @@ with the delta laid over it (producer/state.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -270,7 +270,9 @@ def fold(previous: State, changes: Changes) -> FoldResult:
         del rows, keys
         delta = _with_op(added_rows, ops[changed])
         if not len(changed):
-            next_state = previous
+            # No row, but maybe columns: a shard's empty first version holds those the other shards' records
+            # brought, and its snapshot is written in them.
+            next_state = replace(previous, schema=schema)
         elif previous.base.num_rows == 0 and previous.overlay is None:
             next_state = State.of_table(added_rows, schema, checksum)  # one table, shared with the delta
         else:

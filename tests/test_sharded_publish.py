@@ -158,3 +158,15 @@ def test_a_value_format_the_shards_disagree_on_is_refused_by_the_commit(store: s
     assert publish(store, changelog, "--shards", "1") == 2
     assert "were published with different value formats" in capsys.readouterr().err
     assert dataset.announced().pointer is None
+
+
+def test_a_shard_left_without_records_gets_a_first_version_in_the_datasets_columns(store: str,
+                                                                                   changelog: Path) -> None:
+    """Every record falls in shard 0: shard 1's first version holds no row, in the columns shard 0's records
+    brought (its snapshot blob and its manifest agree), and the dataset reads."""
+    key = next(f"k{i}" for i in range(100) if partition_of(f"k{i}", "string", 2) == 0)
+    append_jsonl(changelog, [(key, {"title": "Alien", "year": 1979})])
+    assert publish(store, changelog, "--shard-count", "2") == 0
+    assert whole(store) == {key: canon({"key": key, "title": "Alien", "year": 1979})}
+    shard = Dataset.open(store, "ds").shard(1, 2)
+    assert list(shard.manifest(1).schema.columns) == ["title", "year"] and shard.manifest(1).record_count == 0

@@ -137,3 +137,12 @@ def test_files_that_cannot_be_read_as_a_whole_state(tmp_path: Path, capsys: pyte
     assert publish(jsonl, tmp_path / "store") != 0
     assert f"{jsonl} line 2: the row has no 'id' field (the key)" in capsys.readouterr().err
     assert Dataset.open(str(tmp_path / "store"), "movies").announced().version is None
+
+
+def test_a_sharded_dataset_takes_a_whole_state_each_shard_its_keys(tmp_path: Path) -> None:
+    source, store = tmp_path / "state.parquet", tmp_path / "store"
+    write_parquet(STATE, source)
+    assert publish(source, store, "--shard-count", "2") == 0
+    write_parquet(STATE.filter(pa.array([True, True, False, True])), source)  # c is gone
+    assert publish(source, store, "--shard-count", "2", "--no-max-removed") == 0
+    assert set(rows_of(store)) == {"007", "b", "d"}

@@ -31,7 +31,7 @@ def _dataset(store: str | Store, name: str) -> Dataset:
 def _options(options: PublishOptions | None, key: str, key_type: str) -> PublishOptions:
     """``options`` with the record format ``key`` and ``key_type`` say (the one place these calls take it)."""
     options = options or PublishOptions()
-    if options.fmt != RecordFormat():
+    if options.fmt != RecordFormat() and options.declared is None:  # a declared schema's key column sets it
         raise ConfigError("the key is given as key= and key_type=; leave options.fmt unset")
     return replace(options, fmt=RecordFormat(key_field=key, key_type=key_type))
 

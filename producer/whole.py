@@ -43,7 +43,7 @@ def remove_missing(changes: Changes, previous: State, source: str) -> None:
     announced = previous.keys()
     if not len(announced):
         return
-    key_type = arrow_type(schema.key_type)
+    key_type = arrow_type(schema.key_stored)
     given = pa.chunked_array([part.column(schema.key_field) for part in changes.parts], key_type).combine_chunks()
     gone = announced.filter(pc.invert(pc.is_in(announced, value_set=given)))
     del given

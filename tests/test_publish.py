@@ -115,6 +115,21 @@ def test_int64_keys_and_a_key_column_of_another_name(store: str) -> None:
                                        3: {"id": 3, "name": "cy"}}
 
 
+def test_compound_keys_and_a_declared_schema(store: str) -> None:
+    compound = "struct<tenant:int64,id:string>"
+    rows = [{"key": {"tenant": 1, "id": "a"}, "n": 1}, {"key": {"tenant": 2, "id": "a"}, "n": 2}]
+    publish_state(store, "accounts", rows, key_type=compound)
+    assert publish_state(store, "accounts", pa.Table.from_pylist(rows[:1]), key_type=compound,
+                         options=PublishOptions(limits=Limits(max_removed=None))).removed == 1
+    assert rows_of(store, "accounts") == {'[1,"a"]': {"key": '[1,"a"]', "n": 1}}
+
+    declared = PublishOptions(schema=pa.schema([("id", pa.int64()), ("title", pa.string())]))
+    publish_state(store, "users", [{"id": 1, "title": "ann"}], options=declared)  # the schema names the key
+    with pytest.raises(BadRecordError, match="row 1 .*field 'title' is int64, which the declared string"):
+        publish_state(store, "users", [{"id": 1, "title": 2}], options=declared)
+    assert rows_of(store, "users") == {1: {"id": 1, "title": "ann"}}
+
+
 def test_a_bad_row_is_named_and_nothing_is_published(store: str) -> None:
     publish_state(store, "movies", MOVIES)
     cases: list[tuple[list[Any], str]] = [

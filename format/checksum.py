@@ -9,7 +9,8 @@ dataset holds. A null value contributes nothing to its row's hash, so a
 column added later (null in every older row) leaves older rows' hashes as
 they were. docs/FORMAT.md specifies every step; this module is its
 reference implementation, vectorised with numpy over the Arrow buffers
-(rows in slices small enough to stay in cache, so the gathers below hit it).
+(rows in slices small enough to stay in cache, so the gathers below hit it),
+the rows cut into one span per core (format/cores.py).
 
 Version 1 manifests carry a ``sha256:`` checksum over the whole table in
 order; ``legacy_state_checksum`` computes it, and ``checksum_of`` picks the
@@ -26,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .cores import each, spans
 from .errors import FormatError
 from .schema import RESERVED_PREFIX
 from .types import kind, list_item, map_types, struct_fields, type_of_field
@@ -257,15 +259,20 @@ def row_digests(table: pa.Table | pa.RecordBatch) -> np.ndarray:
     """
     fields = _data_fields(table.schema)
     seeds = [name_seed(name) for _, name, _ in fields]
-    batches = table.to_batches(max_chunksize=SLICE_ROWS) if isinstance(table, pa.Table) else [table]
     out = np.empty(table.num_rows, _U64)
-    at = 0
-    for batch in batches:
-        for start in range(0, batch.num_rows, SLICE_ROWS):
-            part = batch.slice(start, SLICE_ROWS)
-            hashed = (value_hashes(part.column(i), type_) + (seed,) for (i, _, type_), seed in zip(fields, seeds))
-            out[at:at + part.num_rows] = _struct_sum(hashed, part.num_rows)
-            at += part.num_rows
+
+    def digest(span: tuple[int, int]) -> None:  # the rows of one span, into their own slice of ``out``
+        part = table.slice(span[0], span[1] - span[0])
+        batches = part.to_batches(max_chunksize=SLICE_ROWS) if isinstance(part, pa.Table) else [part]
+        at = span[0]
+        for batch in batches:
+            for start in range(0, batch.num_rows, SLICE_ROWS):
+                piece = batch.slice(start, SLICE_ROWS)
+                hashed = (value_hashes(piece.column(i), type_) + (seed,) for (i, _, type_), seed in zip(fields, seeds))
+                out[at:at + piece.num_rows] = _struct_sum(hashed, piece.num_rows)
+                at += piece.num_rows
+
+    each(digest, spans(table.num_rows, unit=SLICE_ROWS))
     return out
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .cores import each, spans
 from .errors import FormatError
 
 INDEX_ROWS = "__combe_index_rows"
@@ -45,25 +46,44 @@ def key_hash(canonical: bytes) -> int:
 
 
 def _crc32_many(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """CRC-32 of every ``data[offsets[i]:offsets[i+1]]`` at once, one byte position per step."""
-    starts = offsets[:-1].astype(np.int64)
+    """CRC-32 of every ``data[offsets[i]:offsets[i+1]]`` at once, one byte position per step.
+
+    Up to the shortest length every string has a byte at the position, so those steps work on whole
+    arrays; only the positions beyond it pick out the strings still running.
+    """
+    at = offsets[:-1].astype(np.int64)
     lengths = (offsets[1:] - offsets[:-1]).astype(np.int64)
-    crc = np.full(len(starts), 0xFFFFFFFF, dtype=np.uint32)
-    active = np.arange(len(starts))
-    position = 0
+    crc = np.full(len(at), 0xFFFFFFFF, dtype=np.uint32)
+    shortest = int(lengths.min()) if len(lengths) else 0
+    for _ in range(shortest):
+        crc = _CRC_TABLE[crc.astype(np.uint8) ^ data[at]] ^ (crc >> 8)
+        at += 1
+    active = np.arange(len(at))
+    position = shortest
     while len(active):
         active = active[lengths[active] > position]
         if not len(active):
             break
-        byte = data[starts[active] + position]
         current = crc[active]
-        crc[active] = _CRC_TABLE[(current ^ byte) & 0xFF] ^ (current >> 8)
+        crc[active] = _CRC_TABLE[current.astype(np.uint8) ^ data[at[active]]] ^ (current >> 8)
+        at[active] += 1
         position += 1
     return crc ^ np.uint32(0xFFFFFFFF)
 
 
 def hash_keys(keys: pa.Array, key_type: str) -> np.ndarray:
-    """CRC-32 of every key's canonical bytes, vectorised (the same values ``key_hash`` gives)."""
+    """CRC-32 of every key's canonical bytes, vectorised (the same values ``key_hash`` gives), a span of
+    keys per core (format/cores.py)."""
+    out = np.empty(len(keys), np.uint32)
+
+    def part(span: tuple[int, int]) -> None:
+        out[span[0]:span[1]] = _hash_span(keys.slice(span[0], span[1] - span[0]), key_type)
+
+    each(part, spans(len(keys)))
+    return out
+
+
+def _hash_span(keys: pa.Array, key_type: str) -> np.ndarray:
     if key_type == "int64":
         raw = np.ascontiguousarray(keys.to_numpy(zero_copy_only=False).astype("<i8")).view(np.uint8)
         offsets = np.arange(0, 8 * (len(keys) + 1), 8, dtype=np.int64)

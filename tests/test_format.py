@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from combe.format import cores
 from combe.format.checksum import state_checksum
 from combe.format.codec import decode_blob, encode_table, sha256_hex
 from combe.format.delta import ADDED, REMOVED, UPDATED, apply_delta, make_delta
@@ -376,6 +377,18 @@ def test_hash_keys_matches_zlib_crc32_for_int64() -> None:
     hashes = hash_keys(pa.array(INT_KEYS, pa.int64()), "int64")
     assert hashes.tolist() == [zlib.crc32(k.to_bytes(8, "little", signed=True)) for k in INT_KEYS]
     assert [key_hash(key_bytes(key, "int64")) for key in INT_KEYS] == hashes.tolist()
+
+
+def test_hash_keys_of_many_keys_of_every_length_on_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cores, "CORES", 3)
+    rng = np.random.default_rng(3)
+    keys = ["".join(rng.choice(list("abé€9"), int(n))) for n in rng.integers(0, 20, 100_000)]
+    array = pa.array(keys)
+    assert hash_keys(array, "string").tolist() == [zlib.crc32(key.encode()) for key in keys]
+    assert hash_keys(array.slice(7), "string").tolist() == [zlib.crc32(key.encode()) for key in keys[7:]]
+    ints = rng.integers(-2**63, 2**63 - 1, 100_000, dtype=np.int64)
+    assert hash_keys(pa.array(ints), "int64").tolist() == [
+        zlib.crc32(int(k).to_bytes(8, "little", signed=True)) for k in ints.tolist()]
 
 
 def test_hash_keys_empty() -> None:

@@ -338,3 +338,24 @@ def test_inspect_and_get_show_nested_columns(tmp_path: Path, capsys: pytest.Capt
     capsys.readouterr()
     assert main(["inspect", *dataset, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["schema"] == NESTED_V1.to_json()  # the version served
+
+
+@pytest.mark.parametrize("argv, command", [(["publish", "--source", "x"], "publish"), (["-v", "-v", "unpin"], "unpin"),
+                                           (["--help"], None), ([], None)])
+def test_the_command_is_the_first_word_that_is_not_a_flag(argv: list[str], command: str | None) -> None:
+    from combe.cli import command_in
+
+    assert command_in(argv) == command
+
+
+def test_a_run_imports_its_own_commands_library_alone() -> None:
+    """``combe publish`` does not import the consumer or the HTTP server only to build parsers it will not use;
+    a subcommand registered by another's module (history by diff's) is still found."""
+    code = ("import json, sys\nfrom combe.cli import build_parser\n"
+            "args = build_parser('publish').parse_args(['publish', '--source', 'x'])\n"
+            "assert args.command == 'publish'\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('combe.'))))\n"
+            "assert build_parser('history').parse_args(['history', 'k']).command == 'history'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported = json.loads(done.stdout)
+    assert "combe.cli.publish" in imported and not [m for m in imported if m.startswith("combe.consumer")], imported

@@ -52,6 +52,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -143,9 +144,16 @@ class Incoming:
     """A cache file being written, its piece hashes (as ``_content_hashes`` gives them) taken as it comes,
     so it is never read back.
 
-    A file-like sink (``write``); a write that fails (a full disk) stops the
-    copy and is logged once, never raised: the cache is an optimisation, and
-    the caller's real work (a publish) must not fail for it.
+    A file-like sink (``write``) whose bytes a thread of its own writes and
+    hashes: ``write`` only queues them, so copying a blob's IPC file to disk
+    overlaps with compressing it instead of adding to it. Queuing without a
+    copy is safe because what is written is never changed afterwards: an
+    Arrow IPC writer hands a file ``bytes`` objects and Arrow buffers, both
+    immutable and kept alive by the queued view. A write that fails (a full
+    disk) stops the copy and is logged once, never raised: the cache is an
+    optimisation, and the caller's real work (a publish) must not fail for
+    it. ``close`` or ``discard`` waits for the thread, and one of them must
+    be called.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -157,18 +165,27 @@ class Incoming:
         self._piece = xxhash.xxh3_64()  # the piece being written, PIECE bytes at most
         self._filled = 0
         self.failed: OSError | None = None
+        self._queue: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._drain, name="combe-cache-write", daemon=True)
+        self._writer.start()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self.failed is not None:
-            return
+        view = memoryview(data).cast("B")
+        self.size += len(view)
+        self._queue.put(view)
+
+    def _drain(self) -> None:
+        while (view := self._queue.get()) is not None:
+            if self.failed is None:
+                self._store(view)
+
+    def _store(self, view: memoryview) -> None:
         try:
-            self._handle.write(data)
+            self._handle.write(view)
         except OSError as exc:
             self.failed = exc
             log.warning("cache file %s: %s; it will not be kept", self.path, exc)
             return
-        view = memoryview(data).cast("B")
-        self.size += len(view)
         while len(view):
             part = view[:PIECE - self._filled]
             self._piece.update(part)
@@ -178,8 +195,15 @@ class Incoming:
                 self._hashes.append(self._piece.hexdigest())
                 self._piece, self._filled = xxhash.xxh3_64(), 0
 
+    def _written(self) -> None:
+        """Wait until every queued byte is written (or the copy has failed)."""
+        if self._writer.is_alive():
+            self._queue.put(None)
+            self._writer.join()
+
     def hashes(self) -> list[str]:
-        """The XXH3-64 of each piece written so far (the last one short, or the empty file's)."""
+        """The XXH3-64 of each piece written (the last one short, or the empty file's)."""
+        self._written()
         return [*self._hashes, self._piece.hexdigest()] if self._filled or not self._hashes else list(self._hashes)
 
     def discard(self) -> None:
@@ -189,6 +213,7 @@ class Incoming:
 
     def close(self) -> bool:
         """Finish the file; False (and the file removed) if it could not be written whole."""
+        self._written()
         if not self._handle.closed:
             try:
                 self._handle.close()

@@ -6,13 +6,17 @@ process: nothing is kept in memory between them.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
-from combe.format.cache import CHECK, DATA
+from combe.format.cache import CHECK, DATA, PIECE, Incoming, _content_hashes
 from combe.format.errors import StoreError, ValidationError
 from combe.producer import PublishOptions, Publisher, RecordFormat, open_source
 from combe.producer.validators import Limits
@@ -109,3 +113,35 @@ def test_only_the_announced_states_blobs_stay_and_a_refused_version_leaves_none(
         runs.once([(f"m{i:03d}", None) for i in range(60)], limits=Limits(max_removed=0.1))
     assert runs.cached() == {third.snapshot.sha256}
     assert not [path for path in runs.cache.iterdir() if path.name.startswith(".")]
+
+
+def test_a_cache_file_is_written_and_hashed_as_it_came_by_its_own_thread(tmp_path: Path) -> None:
+    """What ``write`` queued is on disk in order, hashed piece by piece as a whole file is, once closed; the
+    views it was given (bytes and Arrow buffers, as an IPC writer hands them) are all it needs."""
+
+    parts = [b"head", pa.py_buffer(os.urandom(PIECE + 5)), memoryview(b"x" * 1000), pa.py_buffer(b"")]
+    whole = b"".join(bytes(memoryview(part)) for part in parts)
+    incoming = Incoming(tmp_path)
+    for part in parts:
+        incoming.write(memoryview(part))
+    assert incoming.close()
+    assert incoming.path.read_bytes() == whole and incoming.size == len(whole)
+    assert incoming.hashes() == _content_hashes(whole)
+
+
+def test_a_cache_file_that_cannot_be_written_is_dropped_and_never_raised(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+
+    class FullDisk(io.RawIOBase):
+        def write(self, data: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    incoming = Incoming(tmp_path)
+    incoming._handle.close()
+    incoming._handle = FullDisk()  # type: ignore[assignment]
+    for _ in range(3):
+        incoming.write(b"data")  # queued: the failure is the writing thread's, logged once
+    assert not incoming.close()
+    assert not incoming.path.exists()
+    assert [r.getMessage() for r in caplog.records if "will not be kept" in r.getMessage()] == [
+        f"cache file {incoming.path}: [Errno {errno.ENOSPC}] No space left on device; it will not be kept"]

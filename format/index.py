@@ -25,6 +25,8 @@ INDEX_ENDS = "__combe_index_ends"
 INDEX_SCHEME = b"crc32-fastrange-v1"
 INDEX_METADATA = b"combe.index"
 MAX_ROWS = 2**31 - 1
+# Keys hashed at a time by one thread (hash_keys).
+HASH_PIECE = 1 << 16
 
 _CRC_TABLE = np.zeros(256, dtype=np.uint32)
 for _byte in range(256):
@@ -76,8 +78,10 @@ def hash_keys(keys: pa.Array, key_type: str) -> np.ndarray:
     keys per core (format/cores.py)."""
     out = np.empty(len(keys), np.uint32)
 
-    def part(span: tuple[int, int]) -> None:
-        out[span[0]:span[1]] = _hash_span(keys.slice(span[0], span[1] - span[0]), key_type)
+    def part(span: tuple[int, int]) -> None:  # in pieces: each step's arrays stay small and in cache
+        for start in range(span[0], span[1], HASH_PIECE):
+            stop = min(start + HASH_PIECE, span[1])
+            out[start:stop] = _hash_span(keys.slice(start, stop - start), key_type)
 
     each(part, spans(len(keys)))
     return out

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import settings
 
 from tests.support import shared
 
@@ -23,6 +24,13 @@ if TYPE_CHECKING:
 # another fixture). `make check` deselects the marked tests: it runs where no broker can start (no Java or
 # Maven) and no browser is installed. A test that starts a service itself carries the marker in its module.
 SERVICE_MARKERS = {"kafka_broker": "kafka", "s3_server": "s3"}
+
+
+# `make check` loads this profile (--hypothesis-profile=check): every property test tries a tenth of the
+# examples it tries under hypothesis's default profile, which `make test` keeps (explicit counts scale alike:
+# tests/support/properties.py). The same properties over the same strategies, checked less thoroughly on the
+# fast path; make test, which runs before anything lands, tries them all.
+settings.register_profile("check", max_examples=settings.get_profile("default").max_examples // 10)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -31,6 +31,7 @@ from combe.format.schema import Schema
 from combe.producer import PublishOptions, Publisher, RecordFormat, open_source
 from combe.producer.state import load_state
 from combe.producer.validators import Limits
+from tests.support.properties import examples
 
 OPTIONS = dict(limits=Limits(max_removed=None, max_added=None, allow_empty_keys=True))
 
@@ -189,7 +190,7 @@ def lines(draw: st.DrawFn) -> bytes:
     return json.dumps(record).encode()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.lists(lines(), max_size=12), key_type=st.sampled_from(["string", "int64"]),
        skip=st.booleans())
 def test_any_lines_decode_alike(tmp_path_factory: pytest.TempPathFactory, body: list[bytes], key_type: str,
@@ -199,7 +200,7 @@ def test_any_lines_decode_alike(tmp_path_factory: pytest.TempPathFactory, body: 
     both(path, key_type=key_type, skip=skip)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.lists(st.tuples(st.sampled_from([b"a", b"7", b"", b"-1", b"\xff", b"007"]),
                                st.one_of(texts, json_values.map(lambda v: json.dumps(v).encode()))), max_size=12),
        key_type=st.sampled_from(["string", "int64"]), value_format=st.sampled_from(["json", "json", "string", "bytes"]))

@@ -24,6 +24,7 @@ from combe.producer.state import load_state, read_table
 from combe.producer.validators import Limits
 
 from tests.support.changelog import append_jsonl, canon, replay, table_state
+from tests.support.properties import examples
 
 STRING_KEYS = ["", "a", "b", "key-1", "é", "日本", "z" * 40]
 INT_KEYS = [0, 1, -1, 7, 42, 2**63 - 1, -(2**63)]
@@ -76,7 +77,7 @@ def memory_store() -> Iterator[str]:
     forget(store)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(log=changelogs(), snapshot_every=st.integers(1, 4), snapshot_ratio=st.sampled_from([0.5, 1e9]),
        data=st.data())
 def test_published_versions_equal_a_dict_replay(log: tuple, snapshot_every: int, snapshot_ratio: float,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from combe.format import jsontext
 from combe.format.jsontext import canonical_text, es_number
+from tests.support.properties import examples
 
 orjson = pytest.importorskip("orjson")  # the test extra installs it: both writers are tested here
 WRITERS = {"reference": canonical_text, "orjson": jsontext._orjson_text}
@@ -128,7 +129,7 @@ _EXPONENT = re.compile(r"-?[1-9](\.[0-9]*[1-9])?e[+-][1-9][0-9]*")
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False))
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 def test_numbers_read_back_and_are_laid_out_as_ecmascript_does(value: float) -> None:
     text = es_number(value)
     assert float(text) == value
@@ -163,7 +164,7 @@ def same(a: Any, b: Any) -> bool:
 
 
 @given(_VALUES)
-@settings(max_examples=1000)
+@settings(max_examples=examples(1000))
 def test_both_writers_agree_and_the_text_is_a_fixed_point(value: Any) -> None:
     text = canonical_text(value)
     assert jsontext._orjson_text(value) == text

@@ -15,6 +15,7 @@ from combe.consumer.rows import ColumnReader, compile_function, python_values
 from combe.format.codec import ipc_file_bytes, read_ipc
 from combe.format.errors import FormatError
 from combe.format.types import arrow_type
+from tests.support.properties import examples
 from tests.support.values import NESTED_TYPES, values
 
 
@@ -36,7 +37,7 @@ def typed_arrays(draw: st.DrawFn) -> tuple[str, list[Any]]:
     return type_, draw(st.lists(values(type_), min_size=1, max_size=12))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(typed_arrays(), st.data())
 def test_values_read_from_buffers_equal_pyarrows_at_any_offset(typed: tuple[str, list[Any]],
                                                                data: st.DataObject) -> None:

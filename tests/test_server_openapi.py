@@ -15,6 +15,7 @@ from flask import Flask
 from hypothesis import HealthCheck, settings
 
 from combe.consumer.server import Settings, create_app
+from tests.support.properties import examples
 from tests.support.served import publish_all
 
 SPEC = Path(__file__).resolve().parent.parent / "consumer" / "server" / "openapi.json"
@@ -40,7 +41,7 @@ schema = load_spec()
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_spec(case: Any, app: Flask) -> None:
     # Whether a key or a query field is valid depends on the dataset's schema (int64 or string keys,
     # which fields have indexes), which one static spec cannot say; those answers are documented 400s,

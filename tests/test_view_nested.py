@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from combe.consumer import Consumer, View
 from combe.format.errors import FormatError
+from tests.support.properties import examples
 from tests.support.values import values
 from tests.support.written import Written, schema_of
 
@@ -45,7 +46,7 @@ def check_reads(view: View, written: Written) -> None:
     assert view.get_table(wanted).to_pylist(maps_as_pydicts="strict") == present[::-1]
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=examples(12), deadline=None)
 @given(st.lists(st.dictionaries(st.sampled_from(KEYS), st.none() | RECORD, min_size=1, max_size=12),
                 min_size=4, max_size=4))
 def test_nested_values_read_back_as_written_through_snapshots_and_deltas(versions: list[dict[str, Any]]) -> None:

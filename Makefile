@@ -12,20 +12,27 @@ UV_VERSION := 0.13.9
 UV := $(VENV)/bin/uv
 UV_OPTS := --quiet --python $(PY)
 CONSTRAINTS := constraints.txt
+# Installs compile every module to bytecode once (pip does; uv does not unless asked): where Python may
+# not write bytecode (PYTHONDONTWRITEBYTECODE, a read-only venv), every interpreter the tests start would
+# otherwise compile pytest, hypothesis, pyarrow's Python side... again from source, a second or more each.
+UV_INSTALL := $(UV) pip install $(UV_OPTS) --compile-bytecode -c $(CONSTRAINTS)
 # The extras whose whole resolution constraints.txt pins (combe[test] pulls in every other extra).
 LOCK_EXTRAS := test
 
 # The tests `make check` leaves out: those needing the Kafka broker, the S3 server or a browser (the
-# markers are set in tests/conftest.py by the fixtures a test uses).
-SERVICES := kafka or s3 or browser
+# markers are set in tests/conftest.py by the fixtures a test uses), and those marked slow (many processes
+# or a large dataset each; `make test` runs them all).
+LEFT_OUT := kafka or s3 or browser or slow
 
 .PHONY: test test-deps check lint quickstart lock corpus
 
 test: test-deps lint
 	$(PY) -m pytest
 
+# The fast path: under a minute on a quiet 2-core machine (README.md, "Quick start"). Property tests try a
+# tenth of their examples (the "check" hypothesis profile, tests/conftest.py).
 check: lint
-	$(PY) -m pytest -m "not ($(SERVICES))"
+	$(PY) -m pytest -m "not ($(LEFT_OUT))" --hypothesis-profile=check
 
 # ruff (rules in pyproject.toml), then mypy on the package as installed (see tools/typecheck.py).
 lint: $(VENV)/.test-deps
@@ -56,13 +63,13 @@ $(UV):
 # installer from fetching an unpinned setuptools into a throwaway build env. A stamp file records the
 # install; it is redone when a pin or a requirement changes.
 $(VENV)/.test-deps: pyproject.toml $(CONSTRAINTS) | $(UV)
-	$(UV) pip install $(UV_OPTS) -c $(CONSTRAINTS) setuptools wheel
-	$(UV) pip install $(UV_OPTS) -c $(CONSTRAINTS) --no-build-isolation -e '.[test]'
+	$(UV_INSTALL) setuptools wheel
+	$(UV_INSTALL) --no-build-isolation -e '.[test]'
 	touch $@
 
 $(VENV)/.base-deps: pyproject.toml $(CONSTRAINTS) | $(UV)
-	$(UV) pip install $(UV_OPTS) -c $(CONSTRAINTS) setuptools wheel
-	$(UV) pip install $(UV_OPTS) -c $(CONSTRAINTS) --no-build-isolation -e .
+	$(UV_INSTALL) setuptools wheel
+	$(UV_INSTALL) --no-build-isolation -e .
 	touch $@
 
 quickstart: $(VENV)/.base-deps

@@ -160,6 +160,7 @@ def test_a_step_is_timed_weighed_and_killed_past_its_cap() -> None:
     del ballast
 
 
+@pytest.mark.slow  # two runs of the scale harness, a process for each step
 def test_scale_mode_reports_every_step_and_a_step_killed_at_its_cap(tmp_path: Path) -> None:
     run_py = [sys.executable, str(ROOT / "bench" / "run.py"), "--scale", "--scale-records", "5000", "--tmp",
               str(tmp_path)]

@@ -133,6 +133,7 @@ print(json.dumps({"version": consumer.version, "rows": consumer.view().table.to_
 """
 
 
+@pytest.mark.slow  # four interpreters loading at once
 def test_four_processes_loading_into_one_cache_dir_at_once(tmp_path: Path) -> None:
     feed = Feed(tmp_path, snapshot_ratio=1e9)
     feed.publish(movies(3000))

@@ -17,6 +17,7 @@ from combe.format.checksum import (
 )
 from combe.format.errors import FormatError
 from combe.format.types import arrow_field, kind, list_item, map_types, struct_fields
+from tests.support.properties import examples
 
 
 def value_hash(value: Any, type_: str) -> int:
@@ -86,7 +87,7 @@ rows_strategy = st.lists(st.fixed_dictionaries({
 }), max_size=40)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(rows_strategy, st.integers(0, 39), st.integers(1, 40))
 def test_the_vectorised_checksum_is_the_spec_read_value_by_value(rows: list[dict[str, Any]], start: int,
                                                                   length: int) -> None:
@@ -96,6 +97,7 @@ def test_the_vectorised_checksum_is_the_spec_read_value_by_value(rows: list[dict
     assert state_checksum(table.slice(start, length)) == reference_checksum(rows[start:start + length], SCHEMA)
 
 
+@pytest.mark.slow  # 70,000 rows through the value-by-value reference
 def test_long_values_cross_many_words_and_slices() -> None:
     rows = [{"key": f"k{i}", "doc": "é" * (i % 300), "tags": ["x" * j for j in range(i % 13)]}
             for i in range(70_000)]

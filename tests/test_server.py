@@ -507,6 +507,7 @@ def test_min_version_makes_a_lagging_server_refresh_or_say_why_not(tmp_path: Pat
         app.extensions["combe"].close()
 
 
+@pytest.mark.slow  # a server with three workers, refreshing while versions are published
 def test_a_client_sending_min_version_never_goes_back_across_workers(tmp_path: Path) -> None:
     """Three workers that refresh on their own while versions are published: with the header, never backwards."""
     published = publish_all(tmp_path)

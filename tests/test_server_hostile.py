@@ -212,7 +212,7 @@ def test_refusals_are_json_with_their_4xx_status(base: str, case: str) -> None:
 
 def test_bodies_that_break_the_json_parser_are_400(published: Published) -> None:
     """Within a larger body limit: a 5,000-digit integer and a body nested 100,000 deep."""
-    process, base = start_serve(published, "--max-body-bytes", str(300_000))
+    process, base = start_serve(published, "--max-body-bytes", str(300_000), "--workers", "1")
     try:
         status, headers, body = exchange(base, sized(b'{"keys": [' + b"7" * 5000 + b"]}"))
         assert "digits" in json_error(400, headers, body)["message"]

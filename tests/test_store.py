@@ -341,7 +341,9 @@ def test_s3_url_without_bucket_is_a_config_error() -> None:
 # -- local only ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+# Three processes per umask: make check tries the common one, make test all three.
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), pytest.param(0o002, 0o664, marks=pytest.mark.slow),
+                                         pytest.param(0o077, 0o600, marks=pytest.mark.slow)])
 def test_local_stores_create_files_as_the_umask_says(tmp_path: Path, umask: int, mode: int) -> None:
     """A consumer running as another user (or group) reads what the producer's umask lets it read."""
     changelog = tmp_path / "movies.jsonl"

@@ -23,6 +23,9 @@ from combe.format.partition import partition_of
 from combe.format.sharded import Sharding
 from combe.producer import Publisher, open_source
 
+# Each test publishes a sharded dataset and starts two servers (four interpreters).
+pytestmark = pytest.mark.slow
+
 COUNT = 4
 
 

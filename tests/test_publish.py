@@ -15,6 +15,8 @@ from combe import (BadRecordError, ConfigError, Consumer, Dataset, IncrementalPu
                    ValidationError, publish_state)
 from combe.format.layout import new_uid
 from combe.producer.validators import Limits
+from tests.support.properties import examples
+
 
 MOVIES = [{"key": "alien", "title": "Alien", "year": 1979}, {"key": "heat", "title": "Heat", "year": 1995},
           {"key": "up", "title": "Up", "year": 2009}]
@@ -164,7 +166,7 @@ def test_options_that_do_not_fit_a_whole_state_are_refused(store: str) -> None:
 ROW = st.fixed_dictionaries({"n": st.integers(-5, 5)}, optional={"s": st.text(max_size=3)})
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(states=st.lists(st.dictionaries(st.sampled_from("abcdefgh"), ROW, min_size=1), min_size=1, max_size=5))
 def test_each_published_state_is_the_state_given(tmp_path: Path, states: list[dict[str, dict[str, Any]]]) -> None:
     """Against a plain dict model: after each publish the dataset holds exactly the state given."""

@@ -17,8 +17,9 @@ import pyarrow as pa
 
 from .codec import read_ipc, verified_ipc, verify
 from .errors import ConflictError, DatasetNotFound, FormatError, ObjectNotFound
-from .layout import (ANNOUNCED, SHARD_HEAD, SHARDING, VERSIONS_DIR, check_dataset_name, manifest_path,
+from .layout import (ANNOUNCED, LEASE, SHARD_HEAD, SHARDING, VERSIONS_DIR, check_dataset_name, manifest_path,
                      manifest_version, shard_dir)
+from .lease import Lease
 from .manifest import BlobRef, Manifest, Pointer, Sign, Verify
 from .sharded import ShardedManifest, Sharding
 from .signing import Signer, TrustedKeys
@@ -190,6 +191,22 @@ class Dataset:
             log.info("%s: store-wide pin %s -> %s (announced version %d)", self.name, previous, version,
                      pointer.version)
         return pointer, previous
+
+    def lease(self) -> tuple[Lease | None, str | None]:
+        """``lease.json`` and the tag a compare-and-swap must quote; (None, None) when there is none."""
+        try:
+            data, tag = self.store.read_tagged(LEASE)
+        except ObjectNotFound:
+            return None, None
+        location = f"{self.url}/{LEASE}"
+        lease = Lease.from_json(data, location, self._verify("lease", location))
+        if lease.dataset != self.name:
+            raise FormatError(f"{location} names dataset {lease.dataset!r}, not {self.name!r}", path=LEASE)
+        return lease, tag
+
+    def swap_lease(self, lease: Lease, expected_tag: str | None) -> str | None:
+        """Compare-and-swap ``lease.json``; the new tag, or None if another producer changed it first."""
+        return self.store.compare_and_swap(LEASE, lease.to_json(self._sign("lease")), expected_tag)
 
     def _version_document(self, version: int) -> tuple[bytes, str]:
         path = manifest_path(version)

@@ -1,6 +1,6 @@
 """Where each object of a dataset lives, relative to ``<store>/<dataset>/``.
 
-Only ``announced.json`` ever changes; manifests and blobs are
+Only ``announced.json`` and ``lease.json`` ever change; manifests and blobs are
 written once under names that are never reused, so a retried or racing cycle
 cannot overwrite anything a reader may be using.
 """
@@ -25,7 +25,11 @@ READABLE_MANIFESTS = (1, 2)
 READABLE_POINTERS = (1, 2)
 READABLE_SHARDED_MANIFESTS = (3,)
 READABLE_SHARDINGS = (1,)
+LEASE_FORMAT = 1
+READABLE_LEASES = (1,)
 ANNOUNCED = "announced.json"
+# Which producer may publish, among those run with a lease (format/lease.py); absent when none ever was.
+LEASE = "lease.json"
 VERSIONS_DIR = "versions"
 BLOBS_DIR = "blobs"
 # A sharded dataset: its shard count, fixed at creation (create-only), and one folder per shard, which

@@ -37,7 +37,12 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 def utc_now() -> str:
     """Now, as documents record it."""
-    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
+    return time_text(datetime.now(timezone.utc))
+
+
+def time_text(moment: datetime) -> str:
+    """An aware datetime as documents record it."""
+    return moment.astimezone(timezone.utc).strftime(TIME_FORMAT)
 
 
 def parse_time(text: str) -> datetime:
@@ -362,6 +367,10 @@ class Pointer:
     (``shard_count``), and is written in format 2 so that a reader that does
     not know sharded datasets refuses it. A shard's head (``shards/<i>/head.json``)
     is an unsharded pointer.
+
+    ``lease_epoch`` is the epoch of the lease its producer held (producer/lease.py),
+    absent when producers run without one: a producer that holds an older
+    epoch never replaces it.
     """
 
     dataset: str
@@ -370,6 +379,7 @@ class Pointer:
     by: str
     pin: int | None = None
     shard_count: int | None = None
+    lease_epoch: int | None = None
 
     def to_json(self, sign: Sign | None = None) -> bytes:
         document: dict[str, Any] = {"format_version": POINTER_FORMAT if self.shard_count is None else
@@ -377,6 +387,8 @@ class Pointer:
                                     "at": self.at, "by": self.by, "pin": self.pin}
         if self.shard_count is not None:
             document["shard_count"] = self.shard_count
+        if self.lease_epoch is not None:
+            document["lease_epoch"] = self.lease_epoch
         return _dump(document, sign)
 
     @property
@@ -398,7 +410,10 @@ class Pointer:
         pointer = cls(fields.checked("dataset", str, check_dataset_name), fields.get("version", int),
                       fields.checked("at", str, _time_text), fields.get("by", str),
                       fields.get("pin", int, optional=True),
-                      fields.get("shard_count", int) if sharded else None)
+                      fields.get("shard_count", int) if sharded else None,
+                      fields.get("lease_epoch", int, optional=True))
+        if pointer.lease_epoch is not None and pointer.lease_epoch < 1:
+            raise FormatError(f"{path}: lease_epoch must be 1 or more", path=path)
         if pointer.version < 1 or (pointer.pin is not None and not 1 <= pointer.pin <= pointer.version):
             raise FormatError(f"{path}: version must be 1 or more and pin between 1 and version", path=path)
         if pointer.shard_count is not None and pointer.shard_count < 1:

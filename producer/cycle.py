@@ -42,6 +42,7 @@ from combe.format.settings import setting
 from .decode import Decode, Places
 from .evolution import retype_state
 from .fold import DELETED, Changes, FoldResult, fold
+from .lease import ProducerLease, announce_epoch
 from .records import Decoder, RecordFormat
 from .recovery import recover_announcement
 from .sources.base import Lines, Messages, Positions, Records, Rows, Source
@@ -162,10 +163,14 @@ class _Base:
 
 
 class Publisher:
-    """Publishes one source into one dataset, cycle by cycle, keeping the state between cycles."""
+    """Publishes one source into one dataset, cycle by cycle, keeping the state between cycles.
+
+    With a ``lease`` (producer/lease.py), every announcement is checked against it just before its
+    compare-and-swap: a producer that no longer holds the lease announces nothing.
+    """
 
     def __init__(self, dataset: Dataset, source: Source, options: PublishOptions | None = None,
-                 on_progress: Callable[[int], None] | None = None) -> None:
+                 on_progress: Callable[[int], None] | None = None, lease: ProducerLease | None = None) -> None:
         dataset.store.check_publishable()  # before any work: a read-only protocol refuses the first write
         self.dataset = dataset
         self.source = source
@@ -174,6 +179,7 @@ class Publisher:
             check_shardable(dataset.name, self.options.fmt.key_type)
         if source.whole_state:
             check_whole_state_options(self.options.fmt, self.options.on_bad_record)
+        self.lease = lease
         self.decoder = Decoder(self.options.fmt, no_key_hint=source.no_key_hint)
         self.on_progress = on_progress
         # The state of the version this producer announced last, kept for its next cycle.
@@ -561,6 +567,7 @@ class Publisher:
                                     f"was publishing version {manifest.version}; nothing was announced by this one",
                                     dataset=self.dataset.name, version=manifest.version)
             pin = now.pointer.pin if now.pointer else None
-            return Pointer(self.dataset.name, manifest.version, self.options.clock(), self.options.producer_id, pin)
+            return Pointer(self.dataset.name, manifest.version, self.options.clock(), self.options.producer_id, pin,
+                           lease_epoch=announce_epoch(self.lease, now.pointer))
 
         self.dataset.update_announced(change, current=announced, doing=f"announcing version {manifest.version}")

@@ -52,8 +52,13 @@ def describe(dataset: Dataset, last: int | None = None) -> dict[str, Any]:
             "tags": manifest.tags,
             "announced": version <= announced.version,
         })
+    lease, _ = dataset.lease()
     return {"dataset": dataset.name, "store": dataset.url, "announced": announced.version,
-            "pin": announced.pin, "announced_at": announced.at, "schema": schema, "versions": rows}
+            "pin": announced.pin, "announced_at": announced.at, "lease_epoch": announced.lease_epoch,
+            "lease": None if lease is None else {"holder": lease.holder, "epoch": lease.epoch,
+                                                 "renewed_at": lease.renewed_at, "expires_at": lease.expires_at,
+                                                 "duration_ms": lease.duration_ms},
+            "schema": schema, "versions": rows}
 
 
 def _size(ref: dict[str, Any] | None) -> str:
@@ -68,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     pin = f", pinned to {document['pin']}" if document["pin"] is not None else ""
     print(f"{document['dataset']} at {document['store']}: announced version {document['announced']}{pin}")
+    lease = document["lease"]
+    if lease is not None:
+        print(f"lease: held by {lease['holder']} (epoch {lease['epoch']}) until {lease['expires_at']}; the "
+              f"announcement carries epoch {document['lease_epoch']}")
     width = max(len(column["name"]) for column in document["schema"])
     print("columns (of the version served):")
     for column in document["schema"]:

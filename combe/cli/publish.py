@@ -15,9 +15,10 @@ from types import FrameType
 
 import pyarrow as pa
 
-from combe.format.errors import CombeError, ConfigError, FormatError
+from combe.format.errors import CombeError, ConfigError, ConflictError, FormatError
 from combe.format.schema import Schema
 from combe.producer import CycleResult, PublishOptions, Publisher, RecordFormat, open_source
+from combe.producer.lease import ProducerLease
 from combe.producer.pool import prefer_jemalloc
 from combe.producer.sharded import ShardedCycleResult, ShardedPublisher, open_sharding
 from combe.producer.sources.base import KAFKA_TIMEOUT, REBUILD_MODES, Source
@@ -95,6 +96,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="publish at most one version and exit (for cron); otherwise run until stopped, trying "
                             "a failed or refused cycle again next interval (a configuration error stops it)")
     cycle.add_argument("--interval", type=float, default=60.0, help="seconds between cycles (default: 60)")
+    cycle.add_argument("--lease", type=float, metavar="SECONDS",
+                       help="one of several producers of this dataset: only the holder of the dataset's lease "
+                            "(lease.json) publishes, renewing it every SECONDS/3; the others read it as often and "
+                            "take it over once it has expired, at most SECONDS + SECONDS/3 after the holder's last "
+                            "renewal. A producer that lost the lease never announces. Off by default")
     add_settings(cycle, PublishOptions, ("snapshot_every", "snapshot_ratio"))
     cycle.add_argument("--cache-dir", type=Path,
                        help="a local directory of this producer's own where it keeps the blobs of the announced "
@@ -186,10 +192,14 @@ def _publish(args: argparse.Namespace) -> int:
                            shard=shard)
 
     if held is None and args.shard_count is None:
+        lease = ProducerLease(dataset, options.producer_id, args.lease) if args.lease is not None else None
         with source() as single:
             if args.once:
-                return _cycle(Publisher(dataset, single, options, _Progress(single.lag)), args, name)
-            return _daemon(Publisher(dataset, single, options), args, name)
+                return _once(Publisher(dataset, single, options, _Progress(single.lag), lease), args, name)
+            return _daemon(Publisher(dataset, single, options, lease=lease), args, name, lease)
+    if args.lease is not None:
+        raise ConfigError("--lease is for unsharded datasets: the producers of a sharded dataset each publish "
+                          "their own shards")
     sharding = open_sharding(dataset, args.shard_count, options.fmt, options.producer_id, options.clock)
     shards = held if held is not None else range(sharding.shard_count)
     with ShardedPublisher(dataset, sharding, shards, lambda i: source((i, sharding.shard_count)), options,
@@ -205,6 +215,28 @@ def schema_file(path: Path) -> pa.Schema:
         raise ConfigError(f"--schema {path}: cannot read it ({exc.strerror or exc})") from None
     except (ValueError, FormatError) as exc:  # not JSON, or not a schema
         raise ConfigError(f"--schema {path}: {exc}") from None
+
+
+def _once(publisher: Publisher, args: argparse.Namespace, name: str) -> int:
+    """One cycle; with --lease, only if this run can take the lease, which it lets go when done."""
+    lease = publisher.lease
+    if lease is None:
+        return _cycle(publisher, args, name)
+    if not lease.acquire():
+        raise ConflictError(f"{name}: {_holder(lease)}; nothing was published by this run",
+                            dataset=name, version=0)
+    lease.start_renewing()
+    try:
+        return _cycle(publisher, args, name)
+    finally:
+        lease.release()
+
+
+def _holder(lease: ProducerLease) -> str:
+    seen = lease.seen
+    if seen is None or seen.holder == lease.holder:
+        return "another producer took the lease at the same moment"
+    return f"the lease is held by {seen.holder} (epoch {seen.epoch}) until {seen.expires_at}"
 
 
 def _sharded_summary(dataset: str, result: ShardedCycleResult) -> str:
@@ -240,13 +272,16 @@ def _cycle(publisher: Publisher | ShardedPublisher, args: argparse.Namespace, na
 FATAL = (ConfigError,)
 
 
-def _daemon(publisher: Publisher | ShardedPublisher, args: argparse.Namespace, name: str) -> int:
+def _daemon(publisher: Publisher | ShardedPublisher, args: argparse.Namespace, name: str,
+            lease: ProducerLease | None = None) -> int:
     """Cycles every --interval seconds until SIGTERM or SIGINT.
 
     A cycle that fails is reported as a --once run's failure is (stderr,
     --json, --metrics-file) and tried again at the next interval; it announced
     nothing, so consumers keep the last good version meanwhile. FATAL errors
-    stop the daemon with their exit code.
+    stop the daemon with their exit code. With a ``lease``, cycles run only
+    while this daemon holds it; otherwise it reads the lease every third of its
+    duration and takes it once it has expired (producer/lease.py).
     """
     stop = threading.Event()
 
@@ -255,14 +290,41 @@ def _daemon(publisher: Publisher | ShardedPublisher, args: argparse.Namespace, n
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, request_stop)
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            _cycle(publisher, args, name)
-        except FATAL:
-            raise
-        except CombeError as exc:
-            report_failure(args, name, exc, time.monotonic() - started)
-            report_error(exc, args, f"; trying again in {args.interval:g} s")
-        stop.wait(args.interval)
+    if lease is not None:
+        lease.start_renewing()
+    try:
+        while not stop.is_set():
+            if lease is not None and not _lead(lease, args, name):
+                stop.wait(lease.interval)
+                continue
+            started = time.monotonic()
+            try:
+                _cycle(publisher, args, name)
+            except FATAL:
+                raise
+            except CombeError as exc:
+                report_failure(args, name, exc, time.monotonic() - started)
+                report_error(exc, args, f"; trying again in {args.interval:g} s")
+            stop.wait(args.interval)
+    finally:
+        if lease is not None:
+            lease.release()
     return 0
+
+
+def _lead(lease: ProducerLease, args: argparse.Namespace, name: str) -> bool:
+    """Whether this daemon holds the lease now, taking it if it is free; says on stderr when that changes."""
+    if lease.held:
+        return True
+    following = lease.seen
+    try:
+        if lease.acquire():
+            print(f"{name}: took the lease (epoch {lease.epoch}); publishing", file=sys.stderr)
+            return True
+    except CombeError as exc:
+        report_error(exc, args, f"; trying again in {lease.interval:g} s")
+        return False
+    seen = lease.seen
+    if seen is not None and (following is None or (seen.holder, seen.epoch) != (following.holder, following.epoch)):
+        print(f"{name}: following; {_holder(lease)}", file=sys.stderr)
+    return False

@@ -26,7 +26,8 @@ from .cycle import CycleResult
 
 log = logging.getLogger(__name__)
 
-SUCCESS = ("published", "noop", "adopted", "pending")
+# "following": a daemon run with a lease that another producer holds (it publishes nothing, by design).
+SUCCESS = ("published", "noop", "adopted", "pending", "following")
 OUTCOMES = (*SUCCESS, "refused", "conflict", "failed")
 PREFIX = "combe_publish_"
 
@@ -50,14 +51,19 @@ class RunReport:
     finished_at: float
     result: CycleResult | None = None
     error: str | None = None
+    leader: bool | None = None  # with a lease: whether this producer held it after the run
 
     @classmethod
-    def succeeded(cls, dataset: str, result: CycleResult, seconds: float) -> RunReport:
-        return cls(dataset, result.outcome, seconds, time.time(), result=result)
+    def succeeded(cls, dataset: str, result: CycleResult, seconds: float, leader: bool | None = None) -> RunReport:
+        return cls(dataset, result.outcome, seconds, time.time(), result=result, leader=leader)
 
     @classmethod
-    def failed(cls, dataset: str, error: BaseException, seconds: float) -> RunReport:
-        return cls(dataset, outcome_of(error), seconds, time.time(), error=str(error))
+    def failed(cls, dataset: str, error: BaseException, seconds: float, leader: bool | None = None) -> RunReport:
+        return cls(dataset, outcome_of(error), seconds, time.time(), error=str(error), leader=leader)
+
+    @classmethod
+    def following(cls, dataset: str) -> RunReport:
+        return cls(dataset, "following", 0.0, time.time(), leader=False)
 
     def summary(self) -> dict[str, Any]:
         """The ``--json`` line: the cycle's counts on success, the outcome and the error otherwise."""
@@ -96,10 +102,13 @@ def render(report: RunReport, last_success: float | None, version: int | None) -
         gauge("last_success_timestamp_seconds", "When a publish run last ended without error (Unix time).",
               [({}, last_success)])
     gauge("outcome", "1 for how the last run ended: published, noop (nothing to publish), adopted, pending (a "
-          "sharded dataset's shards published, some shard has no version yet), "
-          "refused (by a validator), conflict (another producer won) or failed.",
+          "sharded dataset's shards published, some shard has no version yet), following (another producer "
+          "holds the lease), refused (by a validator), conflict (another producer won) or failed.",
           [({"outcome": outcome}, float(outcome == report.outcome)) for outcome in OUTCOMES])
     gauge("duration_seconds", "How long the last run took.", [({}, report.seconds)])
+    if report.leader is not None:
+        gauge("is_leader", "1 while this producer holds the dataset's lease, 0 while it follows (producers run "
+              "with one).", [({}, float(report.leader))])
     if version is not None:
         gauge("version", "The version announced after the last successful run.", [({}, float(version))])
     result = report.result

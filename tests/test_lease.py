@@ -28,6 +28,7 @@ from combe.producer.lease import ProducerLease
 from tests.support.changelog import append_jsonl
 from tests.support.kafka_data import published, replay
 from tests.support.s3_server import S3Server
+from tests.test_metrics import parse
 from tests.test_signing import make_key
 
 DATASET = "movies"
@@ -93,18 +94,25 @@ def test_a_leader_killed_mid_cycle_is_replaced_within_the_bound_and_no_record_is
     append_jsonl(changelog, rounds[0])
     dataset = Dataset.open(url, DATASET, options)
 
-    def daemon() -> subprocess.Popen[str]:
+    def daemon(number: int) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "combe", "publish", "--source", str(changelog), "--store", url, "--dataset",
-             DATASET, "--interval", "0.1", "--lease", str(LEASE), "--validator", "hold:hold", "--no-max-removed"],
+             DATASET, "--interval", "0.1", "--lease", str(LEASE), "--validator", "hold:hold", "--no-max-removed",
+             "--metrics-file", str(tmp_path / f"{number}.prom")],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    processes = [daemon(), daemon()]
+    def is_leader(process: subprocess.Popen[str]) -> float | None:
+        path = tmp_path / f"{processes.index(process)}.prom"
+        return parse(path).get("combe_publish_is_leader") if path.exists() else None
+
+    processes = [daemon(0), daemon(1)]
     try:
         until(lambda: dataset.announced().version == 1, processes)
         assert published(dataset) == replay(*rounds)
         leader = holder_pid(dataset)
         assert dataset.announced().pointer.lease_epoch == 1  # type: ignore[union-attr]
+        follower = next(p for p in processes if p.pid != leader)
+        until(lambda: is_leader(follower) == 0, processes)  # it started, and waits
         rounds.append([(f"m{i}", {"title": f"Movie {i}, cut"}) for i in range(10)] + [("m49", None)])
         append_jsonl(changelog, rounds[-1])
         until(lambda: (hold / "held").exists() and (hold / "held").read_text() != "", processes)
@@ -115,6 +123,7 @@ def test_a_leader_killed_mid_cycle_is_replaced_within_the_bound_and_no_record_is
         killed = time.monotonic()
         victim.wait(timeout=30)
         survivors = [p for p in processes if p is not victim]
+        assert is_leader(victim) == 1
         taken = until(lambda: holder_pid(dataset) == survivors[0].pid, survivors)
         done = until(lambda: published(dataset) == replay(*rounds), survivors)
         lease, _ = dataset.lease()
@@ -129,6 +138,7 @@ def test_a_leader_killed_mid_cycle_is_replaced_within_the_bound_and_no_record_is
         rounds.append([(f"n{i}", {"title": f"New {i}"}) for i in range(5)])
         append_jsonl(changelog, rounds[-1])
         until(lambda: published(dataset) == replay(*rounds), survivors)
+        until(lambda: is_leader(survivors[0]) == 1, survivors)
         assert dataset.versions() == [1, 2, 3]
         assert [dataset.manifest(v).changes["added"] for v in (1, 2, 3)] == [50, 0, 5]
     finally:

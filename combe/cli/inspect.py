@@ -13,9 +13,10 @@ from .options import add_dataset_options, add_json_option, emit_json, open_datas
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "inspect", help="show the announced version, the pin, the columns, and every version's counts, blobs, "
-                        "positions and tags",
-        description="Show a dataset's announced version and pin, the columns and their types (nested types "
+        "inspect", help="show the announced version, the pin, the lease, the columns, and every version's counts, "
+                        "blobs, positions and tags",
+        description="Show a dataset's announced version and pin, the lease's holder and epoch (producers run "
+                    "with --lease), the columns and their types (nested types "
                     "spelled as in manifests: list<string>, struct<id:int64,...>, map<string,int64>), and for "
                     "each version: records, changes, blob sizes, the source positions it folded through and "
                     "its tags.")

@@ -26,7 +26,7 @@ from combe.producer.sources.base import KAFKA_TIMEOUT, REBUILD_MODES, Source
 from . import report_error
 from .options import (add_dataset_options, add_json_option, add_settings, key_values, open_dataset, require_dataset,
                       settings_args, shard_list)
-from .report import add_report_options, check_report_options, report_failure, report_success
+from .report import add_report_options, check_report_options, report_failure, report_following, report_success
 from .validation import add_validation_options, validation_options
 
 DESCRIPTION = """\
@@ -258,7 +258,7 @@ def _cycle(publisher: Publisher | ShardedPublisher, args: argparse.Namespace, na
     finally:
         if isinstance(progress, _Progress):
             progress.done()
-    report_success(args, name, result)
+    report_success(args, name, result, _leading(publisher))
     if not args.json:
         print(_sharded_summary(name, result) if isinstance(result, ShardedCycleResult) else _summary(name, result))
     return 0
@@ -303,13 +303,19 @@ def _daemon(publisher: Publisher | ShardedPublisher, args: argparse.Namespace, n
             except FATAL:
                 raise
             except CombeError as exc:
-                report_failure(args, name, exc, time.monotonic() - started)
+                report_failure(args, name, exc, time.monotonic() - started, _leading(publisher))
                 report_error(exc, args, f"; trying again in {args.interval:g} s")
             stop.wait(args.interval)
     finally:
         if lease is not None:
             lease.release()
     return 0
+
+
+def _leading(publisher: Publisher | ShardedPublisher) -> bool | None:
+    """For the metrics: whether a producer run with a lease holds it (None without one)."""
+    lease = publisher.lease if isinstance(publisher, Publisher) else None
+    return None if lease is None else lease.held
 
 
 def _lead(lease: ProducerLease, args: argparse.Namespace, name: str) -> bool:
@@ -324,6 +330,7 @@ def _lead(lease: ProducerLease, args: argparse.Namespace, name: str) -> bool:
     except CombeError as exc:
         report_error(exc, args, f"; trying again in {lease.interval:g} s")
         return False
+    report_following(args, name)
     seen = lease.seen
     if seen is not None and (following is None or (seen.holder, seen.epoch) != (following.holder, following.epoch)):
         print(f"{name}: following; {_holder(lease)}", file=sys.stderr)

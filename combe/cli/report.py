@@ -29,19 +29,26 @@ def check_report_options(args: argparse.Namespace) -> None:
                           "does not exist")
 
 
-def report_success(args: argparse.Namespace, dataset: str, result: CycleResult) -> None:
+def report_success(args: argparse.Namespace, dataset: str, result: CycleResult, leader: bool | None = None) -> None:
     """Metrics, and with --json the summary line (the caller prints the text summary otherwise)."""
-    report = RunReport.succeeded(dataset, result, result.seconds)
+    report = RunReport.succeeded(dataset, result, result.seconds, leader)
     if args.json:
         emit_json(report.summary())
     if args.metrics_file:
         write_textfile(args.metrics_file, report)
 
 
-def report_failure(args: argparse.Namespace, dataset: str, error: BaseException, seconds: float) -> None:
+def report_failure(args: argparse.Namespace, dataset: str, error: BaseException, seconds: float,
+                   leader: bool | None = None) -> None:
     """Metrics, and with --json a line on stdout; the message itself goes to stderr as for any failure."""
-    report = RunReport.failed(dataset, error, seconds)
+    report = RunReport.failed(dataset, error, seconds, leader)
     if args.json:
         emit_json(report.summary())
     if args.metrics_file:
         write_textfile(args.metrics_file, report)
+
+
+def report_following(args: argparse.Namespace, dataset: str) -> None:
+    """Metrics of a daemon waiting for the lease another producer holds (no --json line: nothing was run)."""
+    if args.metrics_file:
+        write_textfile(args.metrics_file, RunReport.following(dataset))

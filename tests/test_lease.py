@@ -122,17 +122,23 @@ def test_a_leader_killed_mid_cycle_is_replaced_within_the_bound_and_no_record_is
         victim.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         victim.wait(timeout=30)
+        last, _ = dataset.lease()  # the dead leader's last renewal: no follower may take it for LEASE seconds
+        assert last is not None and last.holder.split(":")[1] == str(held)
         survivors = [p for p in processes if p is not victim]
         assert is_leader(victim) == 1
         taken = until(lambda: holder_pid(dataset) == survivors[0].pid, survivors)
         done = until(lambda: published(dataset) == replay(*rounds), survivors)
         lease, _ = dataset.lease()
         assert lease is not None and lease.epoch == 2
-        # The bound (README): the lease expires at most LEASE after the last renewal, which came before the
-        # kill, and a follower reads it every LEASE/3; the margin is the store's requests and this poll's.
-        assert taken - killed <= LEASE * 4 / 3 + 0.5, f"took over {taken - killed:.2f} s after the kill"
+        # The bound (README): the lease expires LEASE after the last renewal and a follower reads it every
+        # LEASE/3, so it takes over by LEASE * 4/3 after it (both times by this host's clock, as written);
+        # the margin is the follower's timer on a loaded machine.
+        after = (parse_time(lease.acquired_at) - parse_time(last.renewed_at)).total_seconds()
+        assert parse_time(lease.acquired_at) >= parse_time(last.expires_at)  # never before it expired
+        assert after <= LEASE * 4 / 3 + 0.3, f"took over {after:.2f} s after the last renewal"
         assert done - taken <= 30, f"published {done - taken:.2f} s after taking over"
-        print(f"takeover {taken - killed:.2f} s after SIGKILL, published {done - killed:.2f} s after it")
+        print(f"takeover {after:.2f} s after the last renewal ({taken - killed:.2f} s after SIGKILL as seen "
+              f"here), published {done - killed:.2f} s after SIGKILL")
         pointer = dataset.announced().pointer
         assert pointer is not None and pointer.lease_epoch == 2 and pointer.version == 2
         rounds.append([(f"n{i}", {"title": f"New {i}"}) for i in range(5)])

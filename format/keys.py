@@ -83,6 +83,22 @@ def key_fields(key_type: str) -> list[tuple[str, str]]:
     return [] if key_type in KEY_TYPES else struct_fields(key_type)
 
 
+def compound_of(names: list[str], key_type: str) -> str:
+    """The compound key type of a whole state's key fields ``names`` (``--key-field tenant,id``): ``key_type``
+    when it is a struct of exactly those fields in that order; ConfigError otherwise (a field's type is not
+    guessed from the data: ``tenant`` of ``007`` reads as text or a number alike)."""
+    names = [name.strip() for name in names]
+    if len(names) < 2 or not all(names) or len(set(names)) != len(names):
+        raise ConfigError(f"key fields {','.join(names)!r}: name two or more different fields, tenant,id")
+    if key_type in KEY_TYPES:
+        raise ConfigError(f"key fields {','.join(names)!r} make a compound key: give its type, key_type "
+                          f"'struct<{','.join(f'{name}:...' for name in names)}>' (each int64 or string)")
+    declared = [name for name, _ in key_fields(key_type)]
+    if declared != names:
+        raise ConfigError(f"key fields {','.join(names)!r} are not the fields of key type {key_type}, in order")
+    return key_type
+
+
 def stored_type(key_type: str) -> str:
     """The type of the key column: a compound key is stored as its canonical JSON text."""
     return key_type if key_type in KEY_TYPES else "string"

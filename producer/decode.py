@@ -39,7 +39,7 @@ import pyarrow.json as pj
 from combe.format.errors import BadRecordError, FormatError
 from combe.format.index import one_array
 from combe.format.jsontext import MAX_JSON_DEPTH, json_text, loads_record
-from combe.format.keys import INT64_TEXT, message_key
+from combe.format.keys import INT64_TEXT, key_fields, message_key
 from combe.format.partition import partition_of, partitions_of
 from combe.format.schema import RESERVED_PREFIX
 from combe.format.types import arrow_type, kind, list_item, struct_fields, type_of_arrow
@@ -223,15 +223,28 @@ class Decode:
         """A whole state's rows as typed columns: the key field's column gives the keys, the others the values
         (as the combe types that hold the same values: int32 as int64, large_string as string...)."""
         key_field = self.fmt.key_field
-        if key_field not in table.column_names:
+        if self.decoder.compound and key_field not in table.column_names:
+            raw = self._fields_key(table)  # the key's fields are the rows' own columns, and stay value columns
+        elif key_field not in table.column_names:
             raise Fallback(f"no {key_field!r} column")
-        raw = one_array(table.column(key_field))
+        else:
+            raw = one_array(table.column(key_field))
         if raw.null_count:
             raise Fallback("a key is null")
         keys = self._keys(_plain(raw))
         names = [name for name in table.column_names if name != key_field]
         children = [_plain(one_array(table.column(name))) for name in names]
         return self._fields_part(keys, names, children, np.zeros(table.num_rows, np.bool_), places)
+
+    def _fields_key(self, table: pa.RecordBatch | pa.Table) -> pa.Array:
+        """A compound key read from the columns named like its fields, as a struct array (null where one is)."""
+        names = [name for name, _ in key_fields(self.fmt.key_type)]
+        if not set(names) <= set(table.column_names):
+            raise Fallback("a key field's column is absent")
+        children = [_plain(one_array(table.column(name))) for name in names]
+        if any(child.null_count for child in children):
+            raise Fallback("a key field is null")
+        return pa.StructArray.from_arrays(children, names=names)
 
     # -- key/value pairs (kcat lines, Kafka messages) ----------------------------------------------
 

@@ -36,19 +36,22 @@ def _options(options: PublishOptions | None, key: str, key_type: str) -> Publish
     return replace(options, fmt=RecordFormat(key_field=key, key_type=key_type))
 
 
-def publish_state(store: str | Store, dataset: str, data: Any, *, key: str = "key", key_type: str = "string",
-                  options: PublishOptions | None = None) -> CycleResult:
+def publish_state(store: str | Store, dataset: str, data: Any, *, key: str | tuple[str, ...] = "key",
+                  key_type: str = "string", options: PublishOptions | None = None) -> CycleResult:
     """Publish ``data`` as the whole next state of ``dataset``: keys it lacks are removed, and an unchanged
     state publishes nothing (outcome ``noop``).
 
     ``data``: an iterable of dicts, a pyarrow Table, RecordBatch or
     RecordBatchReader, or a pandas or polars DataFrame; each row holds its
-    key in the ``key`` column, once. The validators of ``options.limits``
+    key in the ``key`` column, once; ``key=("tenant", "id")`` with a
+    ``struct<tenant:...,id:...>`` key type makes a compound key of those
+    fields, which stay columns. The validators of ``options.limits``
     apply: by default a state that would remove more than half the records
     (an empty or truncated input) is refused, and nothing is announced.
     """
-    with StateData(data, key) as source:
-        return Publisher(_dataset(store, dataset), source, _options(options, key, key_type)).run_cycle()
+    settled = _options(options, key if isinstance(key, str) else ",".join(key), key_type)
+    with StateData(data, settled.fmt.key_field) as source:
+        return Publisher(_dataset(store, dataset), source, settled).run_cycle()
 
 
 class IncrementalPublisher:

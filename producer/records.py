@@ -12,7 +12,7 @@ from typing import Any
 
 from combe.format.errors import ConfigError, FormatError
 from combe.format.jsontext import loads_record
-from combe.format.keys import KEY_TYPES, RULE, check_key_type, message_key, parse_int64
+from combe.format.keys import KEY_TYPES, RULE, check_key_type, compound_of, key_fields, message_key, parse_int64
 from combe.format.schema import VALUE_FORMATS
 from combe.format.settings import setting
 
@@ -25,7 +25,8 @@ class RecordFormat:
     """How keys and values are read (settings: ``combe publish`` has a flag for each)."""
 
     key_field: str = setting("key", "name of the key column; a value that carries this field must agree with "
-                                    "the message key")
+                                    "the message key. Whole states: several names, tenant,id, make a compound "
+                                    "key of the rows' fields (the key column is then named key)")
     key_type: str = setting("string", "string; int64: decimal text (ASCII digits, an optional leading minus) in "
                                       "messages; or a compound key, struct<tenant:int64,id:string>: messages' keys "
                                       "are JSON objects of exactly those fields", parse=check_key_type)
@@ -37,6 +38,9 @@ class RecordFormat:
             object.__setattr__(self, "key_type", check_key_type(self.key_type))  # its canonical spelling
         except FormatError as exc:
             raise ConfigError(f"key_type={self.key_type!r}: {exc}") from None
+        if "," in self.key_field:
+            object.__setattr__(self, "key_type", compound_of(self.key_field.split(","), self.key_type))
+            object.__setattr__(self, "key_field", "key")
         if self.value_format not in VALUE_FORMATS:
             raise ConfigError(f"value_format={self.value_format!r}: use one of {', '.join(VALUE_FORMATS)}")
 
@@ -144,6 +148,15 @@ class Decoder:
         if not isinstance(row, Mapping):
             raise ValueError(f"the row is a {type(row).__name__}, not an object of columns")
         field = self.fmt.key_field
+        if self.compound and field not in row:  # the key's fields are the row's own columns
+            names = [name for name, _ in key_fields(self.fmt.key_type)]
+            missing = [name for name in names if row.get(name) is None]
+            if missing:
+                raise ValueError(f"the row's key field{'s' if len(missing) > 1 else ''} "
+                                 f"{', '.join(map(repr, missing))} {'are' if len(missing) > 1 else 'is'} absent "
+                                 f"or null (the key is {self.fmt.key_type})")
+            key = self.key({name: row[name] for name in names})
+            return key, dict(row)
         if field not in row:
             raise ValueError(f"the row has no {field!r} field (the key)")
         key = self.key(row[field])

@@ -187,7 +187,8 @@ def _publish(args: argparse.Namespace) -> int:
 
     def source(shard: tuple[int, int] | None = None) -> Source:
         return open_source(args.source, key_delimiter=args.key_delimiter, full_state=args.full_state,
-                           key_field=options.fmt.key_field, client_config=key_values(args.client_config, "-X"),
+                           key_field=options.fmt.key_field, key_type=options.fmt.key_type,
+                           client_config=key_values(args.client_config, "-X"),
                            dataset=name, group=args.group, rebuild=args.rebuild, timeout=args.kafka_timeout,
                            shard=shard)
 

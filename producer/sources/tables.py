@@ -4,10 +4,10 @@ The file is read from its start every cycle (a whole state, ``whole_state``)
 and never held whole: Parquet by record batches of its row groups, IPC files
 memory-mapped batch by batch, CSV by blocks through Arrow's streaming reader.
 So a state larger than memory in its source form still publishes (the
-producer's own state is columnar and compressed). A CSV's key column is read
-as text, whatever it looks like (``007`` stays ``007``), and converted by the
-key type's rule; its other columns take the types Arrow's reader infers from
-the first block.
+producer's own state is columnar and compressed). A CSV's key column (and a
+compound key's string fields) is read as text, whatever it looks like
+(``007`` stays ``007``), and converted by the key type's rule; its other
+columns take the types Arrow's reader infers from the first block.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from combe.format.errors import SourceError
+from combe.format.keys import key_fields
 
 from .base import Positions, Rows, Source
 
@@ -39,7 +40,7 @@ class TableFileSource(Source):
 
     whole_state = True
 
-    def __init__(self, uri: str, *, key_field: str = "key", **_: object) -> None:
+    def __init__(self, uri: str, *, key_field: str = "key", key_type: str = "string", **_: object) -> None:
         """Options meant for other sources are ignored."""
         self.uri = uri
         self.path = Path(uri.removeprefix("file://")).expanduser().absolute()
@@ -50,6 +51,8 @@ class TableFileSource(Source):
         self.kind = kind
         self.stream = str(self.path)
         self.key_field = key_field
+        # A CSV's key column, and a compound key's string fields, are text whatever they look like.
+        self.text_columns = [key_field, *(name for name, type_ in key_fields(key_type) if type_ == "string")]
         self.no_key_hint = f"the row's {key_field!r} column is null"
         if not self.path.is_file():
             raise SourceError(f"source file {self.path} does not exist or is not a file", source=uri)
@@ -79,7 +82,8 @@ class TableFileSource(Source):
             import pyarrow.csv as pcsv
 
             reader = pcsv.open_csv(self.path, read_options=pcsv.ReadOptions(block_size=CSV_BLOCK),
-                                   convert_options=pcsv.ConvertOptions(column_types={self.key_field: pa.string()}))
+                                   convert_options=pcsv.ConvertOptions(
+                                       column_types=dict.fromkeys(self.text_columns, pa.string())))
             with reader:
                 yield from reader
         else:

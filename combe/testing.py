@@ -153,7 +153,7 @@ def _as_table(data: Any, key: str) -> pa.Table:
         return data
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
-    table = dataframe_table(data, key)
+    table = dataframe_table(data, (key,))
     if table is None:
         raise ConfigError(f"cannot publish a {type(data).__name__}: give a dict of key -> record, a pyarrow Table, "
                           "or a pandas or polars DataFrame")

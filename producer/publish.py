@@ -50,7 +50,7 @@ def publish_state(store: str | Store, dataset: str, data: Any, *, key: str | tup
     (an empty or truncated input) is refused, and nothing is announced.
     """
     settled = _options(options, key if isinstance(key, str) else ",".join(key), key_type)
-    with StateData(data, settled.fmt.key_field) as source:
+    with StateData(data, settled.fmt.key_field, settled.fmt.key_type) as source:
         return Publisher(_dataset(store, dataset), source, settled).run_cycle()
 
 

@@ -77,3 +77,14 @@ def test_publish_state_takes_the_key_fields_as_a_tuple(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="give its type"):
         publish_state(store, "d", ROWS, key=("tenant", "id"))
     assert Dataset.open(store, "d").announced().version == 2
+
+
+def test_dataframes_give_the_key_fields_as_columns_or_a_pandas_index(tmp_path: Path) -> None:
+    pandas, polars = pytest.importorskip("pandas"), pytest.importorskip("polars")
+    store = str(tmp_path)
+    frames = {"pandas": pandas.DataFrame(ROWS), "pandas_index": pandas.DataFrame(ROWS).set_index(["tenant", "id"]),
+              "polars": polars.DataFrame(ROWS)}
+    for name, frame in frames.items():
+        assert publish_state(store, name, frame, key=("tenant", "id"), key_type=KEY).added == 3, name
+        with Consumer(store, name) as consumer:
+            assert consumer.get((7, "007")) == {"key": '[7,"007"]', "tenant": 7, "id": "007", "n": 2}, name

@@ -10,13 +10,14 @@ never imported here: an object of theirs converts itself to Arrow.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
 import pyarrow as pa
 
 from combe.format.errors import ConfigError, SourceError
+from combe.format.keys import key_fields
 
 from .base import Positions, Records, Rows, Source
 from .tables import BATCH_ROWS
@@ -29,11 +30,11 @@ def _module(data: Any) -> str:
     return type(data).__module__.split(".")[0]
 
 
-def dataframe_table(data: Any, key_field: str) -> pa.Table | None:
-    """A pandas or polars DataFrame as a pyarrow Table (a pandas index named ``key_field`` becomes its column);
-    None for anything else."""
+def dataframe_table(data: Any, key_columns: Collection[str]) -> pa.Table | None:
+    """A pandas or polars DataFrame as a pyarrow Table (a pandas index whose levels are named like the key's
+    columns, ``key`` or ``tenant`` and ``id``, becomes columns); None for anything else."""
     if _module(data) == "pandas":
-        if key_field not in data.columns and data.index.name == key_field:
+        if any(name in key_columns and name not in data.columns for name in data.index.names):
             data = data.reset_index()
         table: pa.Table = pa.Table.from_pandas(data, preserve_index=False)
         return table
@@ -44,12 +45,13 @@ def dataframe_table(data: Any, key_field: str) -> pa.Table | None:
 
 
 class StateData(Source):
-    """A whole state given as Python data; ``key_field`` names the key column."""
+    """A whole state given as Python data; ``key_field`` names the key column (``key_type``: a compound key's
+    fields may be columns instead)."""
 
     uri = "python:publish_state"
     whole_state = True
 
-    def __init__(self, data: Any, key_field: str) -> None:
+    def __init__(self, data: Any, key_field: str, key_type: str = "string") -> None:
         arrow = (pa.Table, pa.RecordBatch, pa.RecordBatchReader)
         if isinstance(data, (str, bytes, Mapping)) or not (isinstance(data, (Iterable, *arrow))
                                                          or _module(data) in ("pandas", "polars")):
@@ -57,6 +59,7 @@ class StateData(Source):
                               f"its key in the {key_field!r} field")
         self.data = data
         self.key_field = key_field
+        self.key_columns = [key_field, *(name for name, _ in key_fields(key_type))]
         self.stream = "data"
         self.no_key_hint = f"the row's {key_field!r} field is null"
 
@@ -75,7 +78,7 @@ class StateData(Source):
                               f"{exc}", source=self.uri) from exc
 
     def _chunks(self) -> Iterator[pa.RecordBatch | pa.Table | list[Any]]:
-        data = dataframe_table(self.data, self.key_field)
+        data = dataframe_table(self.data, self.key_columns)
         if data is None:
             data = self.data
         if isinstance(data, pa.Table):

@@ -8,7 +8,9 @@ watermark, decode the JSON values, fold, write and check the snapshot,
 announce. Its rate is the topic's messages over those seconds; the read phase
 alone (up to the last batch handed to the fold) is reported beside it. The
 bare loop assigns every partition from the beginning, consumes in batches
-until each partition reports its end, and touches each key and value. The two
+until each partition reports its end, and keeps the latest value of each key
+in a dict, as a read service replaying the topic would (it used to only touch
+each key and value, less than any user of the messages does). The two
 run back to back, run after run, with the same client settings; the ratio is
 taken pair by pair, so a slow spell on a noisy machine hits both sides.
 Without ``--bootstrap`` a broker is started from the test jars
@@ -97,7 +99,8 @@ def produce_topic(bootstrap: str, topic: str, messages: int, partitions: int = 3
 
 
 def raw_consume(bootstrap: str, topic: str) -> int:
-    """The bare loop a read service would write; the number of messages it read."""
+    """The bare loop a read service would write: the latest value of each key in a dict (a tombstone removes
+    it), as the fold keeps them; the number of messages it read."""
     consumer = Consumer({**CLIENT_SETTINGS, "bootstrap.servers": bootstrap, "group.id": "bench-raw",
                          "enable.auto.commit": False, "enable.partition.eof": True})
     try:
@@ -105,12 +108,16 @@ def raw_consume(bootstrap: str, topic: str) -> int:
         pending = set(partitions)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         count = 0
+        latest: dict[bytes | None, bytes] = {}
         while pending:
             for message in consumer.consume(BATCH, 0.1):
                 error = message.error()
                 if error is None:
-                    message.key()
-                    message.value()
+                    value = message.value()
+                    if value is None:
+                        latest.pop(message.key(), None)
+                    else:
+                        latest[message.key()] = value
                     count += 1
                 elif error.code() == KafkaError._PARTITION_EOF:
                     pending.discard(message.partition())

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -32,14 +33,14 @@ from combe.format.codec import check_blob, decompress, encode_table, read_ipc, s
 from combe.format.dataset import Announced, Dataset
 from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED
 from combe.format.errors import BadRecordError, ConfigError, ConflictError, FormatError, IntegrityError
-from combe.format.index import split_index, with_index
+from combe.format.index import one_array, split_index, with_index
 from combe.format.keys import check_shardable
 from combe.format.layout import delta_blob, new_uid, reverse_blob, snapshot_blob
 from combe.format.manifest import BlobRef, Manifest, Pointer, check_tags, parse_time, utc_now
 from combe.format.schema import Schema, conform, declared_over
 from combe.format.settings import setting
 
-from .decode import Decode, Places
+from .decode import Decode, Places, value_lines
 from .evolution import retype_state
 from .fold import DELETED, Changes, FoldResult, fold
 from .lease import ProducerLease, announce_epoch
@@ -150,6 +151,20 @@ class _Copy:
     incoming: Incoming
     rows: int
     schema: pa.Schema
+
+
+class _Held(NamedTuple):
+    """A Kafka batch kept until the read ends, when only the latest message of each key is decoded: keys, and
+    values as ``value_lines`` made them (JSON values; ``deleted`` marks tombstones, ``clean`` says no value
+    holds a line break) or as they came (``deleted`` None)."""
+
+    stream: str
+    keys: pa.Array
+    values: pa.Array
+    deleted: np.ndarray | None
+    clean: bool
+    partitions: np.ndarray
+    offsets: np.ndarray
 
 
 @dataclass
@@ -332,7 +347,8 @@ class Publisher:
         """
         decode = Decode(self.decoder, changes, self.source, bulk=self.bulk, shard=self.dataset.shard_of)
         messages = bad = 0
-        held: list[tuple[str, pa.Array, pa.Array, np.ndarray, np.ndarray]] = []
+        held: list[_Held] = []
+        json_values = self.options.fmt.value_format == "json"
         for chunk in self.source.read(positions):
             if isinstance(chunk, Lines):
                 count, errors = decode.lines(chunk.stream, chunk.data, chunk.first_line, self.source.delimiter,
@@ -353,28 +369,33 @@ class Publisher:
                 assert isinstance(chunk, Messages)
                 count = chunk.advanced
                 if len(chunk.keys):
-                    keys, values = pa.array(chunk.keys, pa.binary()), pa.array(chunk.values, pa.binary())
-                    if self.source.latest_only:
-                        held.append((chunk.stream, keys, values, chunk.partitions, chunk.offsets))
+                    keys = pa.array(chunk.keys, pa.binary())
+                    if self.source.latest_only and json_values:
+                        lines, deleted, clean = value_lines(chunk.values)
+                        held.append(_Held(chunk.stream, keys, lines, deleted, clean, chunk.partitions, chunk.offsets))
+                    elif self.source.latest_only:
+                        held.append(_Held(chunk.stream, keys, pa.array(chunk.values, pa.binary()), None, True,
+                                          chunk.partitions, chunk.offsets))
                     else:
                         places = Places(chunk.stream, chunk.partitions, chunk.offsets)
-                        bad += self._skip_or_raise(decode.pairs(keys, values, places))
+                        bad += self._skip_or_raise(decode.pairs(keys, pa.array(chunk.values, pa.binary()), places))
                 positions.setdefault(chunk.stream, {}).update(chunk.positions)
             messages += count
             if self.on_progress:
                 self.on_progress(messages)
-        for stream in dict.fromkeys(part[0] for part in held):
-            bad += self._decode_latest(decode, [part for part in held if part[0] == stream])
+        for stream in dict.fromkeys(part.stream for part in held):
+            bad += self._decode_latest(decode, [part for part in held if part.stream == stream])
         return messages, bad
 
-    def _decode_latest(self, decode: Decode,
-                       held: list[tuple[str, pa.Array, pa.Array, np.ndarray, np.ndarray]]) -> int:
+    def _decode_latest(self, decode: Decode, held: list[_Held]) -> int:
         """Decode the latest message of each raw key of one stream, in the order of those messages."""
-        stream = held[0][0]
-        keys = pa.concat_arrays([part[1] for part in held])
-        values = pa.concat_arrays([part[2] for part in held])
-        places = Places(stream, np.concatenate([part[3] for part in held]),
-                        np.concatenate([part[4] for part in held]))
+        stream = held[0].stream
+        keys = pa.concat_arrays([part.keys for part in held])
+        values = pa.chunked_array([part.values for part in held])
+        deleted = np.concatenate([part.deleted for part in held]) if held[0].deleted is not None else None
+        broken = np.repeat([not part.clean for part in held], [len(part.keys) for part in held])
+        places = Places(stream, np.concatenate([part.partitions for part in held]),
+                        np.concatenate([part.offsets for part in held]))
         del held
         keyless = keys.is_null().to_numpy(zero_copy_only=False)
         # A keyless message supersedes nothing: each one is bad on its own.
@@ -386,7 +407,13 @@ class Publisher:
         for start in range(0, len(latest), LATEST_PIECE):
             chosen = latest[start:start + LATEST_PIECE]
             taken = pa.array(chosen)
-            errors += decode.pairs(keys.take(taken), values.take(taken), places.subset(chosen))
+            # One copy of the chosen values, out of every message batch at once.
+            piece = one_array(values.take(taken))
+            if deleted is None:
+                errors += decode.pairs(keys.take(taken), piece, places.subset(chosen))
+            else:
+                errors += decode.json_lines(keys.take(taken), piece, deleted[chosen], places.subset(chosen),
+                                            clean=not broken[chosen].any())
         return self._skip_or_raise(errors)
 
     def _skip_or_raise(self, errors: list[BadRecordError]) -> int:

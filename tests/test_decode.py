@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -29,6 +31,7 @@ from combe.format.index import with_index
 from combe.format.manifest import BlobRef, Manifest, Pointer, utc_now
 from combe.format.schema import Schema
 from combe.producer import PublishOptions, Publisher, RecordFormat, open_source
+from combe.producer.sources.base import Messages, Positions, Source
 from combe.producer.state import load_state
 from combe.producer.validators import Limits
 from tests.support.properties import examples
@@ -210,6 +213,65 @@ def test_any_kcat_lines_decode_alike(tmp_path_factory: pytest.TempPathFactory, b
     path.write_bytes(b"".join(key + b"|" + value.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n"
                               for key, value in body))
     both(path, key_type=key_type, delimiter="|", value_format=value_format)
+
+
+class Topic(Source):
+    """Messages as a Kafka topic hands them over, in the given batches: only the latest of a key is decoded."""
+
+    uri = "kafka://test/t"
+    latest_only = True
+    no_key_hint = "a Kafka message without a key"
+
+    def __init__(self, batches: list[list[tuple[bytes | None, bytes | None]]]) -> None:
+        self.batches = batches
+
+    def read(self, positions: Positions) -> Iterator[Messages]:
+        offset = 0
+        for batch in self.batches:
+            offsets = np.arange(offset, offset + len(batch), dtype=np.int64)
+            offset += len(batch)
+            yield Messages("t", [key for key, _ in batch], [value for _, value in batch],
+                           np.zeros(len(batch), np.int64), offsets, {"0": offset}, len(batch))
+
+    def describe(self, stream: str, partition: int, offset: int) -> str:
+        return f"topic {stream} partition {partition} offset {offset}"
+
+
+def run_topic(batches: list[list[tuple[bytes | None, bytes | None]]], *, bulk: bool, key_type: str,
+              value_format: str, skip: bool) -> dict[str, Any]:
+    dataset = Dataset.open(f"memory://decode-{uuid.uuid4().hex}", "d")
+    options = PublishOptions(fmt=RecordFormat(key_type=key_type, value_format=value_format),
+                             on_bad_record="skip" if skip else "fail", **OPTIONS)
+    publisher = Publisher(dataset, Topic(batches), options)
+    publisher.bulk = bulk
+    try:
+        result = publisher.run_cycle()
+    except (BadRecordError, ValidationError) as exc:
+        return {"error": str(exc)}
+    outcome: dict[str, Any] = {"outcome": result.outcome, "messages": result.messages, "bad": result.bad_records}
+    if result.version is not None:
+        manifest = dataset.manifest(result.version)
+        outcome.update(schema=manifest.schema.to_json(), checksum=manifest.state_checksum,
+                       rows=load_state(dataset, manifest).table().to_pylist())
+    return outcome
+
+
+message_values = st.one_of(
+    st.dictionaries(st.sampled_from(["x", "y", "key"]), json_values, max_size=3).map(lambda v: json.dumps(v).encode()),
+    texts, st.none(), st.sampled_from([b"{}", b'{"a": 1}\n', b'{"a":\r2}', b'{"b": "x"}']))
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.sampled_from([b"a", b"7", b"07", b"", b"\xff", None]), message_values),
+                                 min_size=1, max_size=6), max_size=4),
+       key_type=st.sampled_from(["string", "int64"]), value_format=st.sampled_from(["json", "json", "json", "string"]),
+       skip=st.booleans())
+def test_any_kafka_messages_decode_alike(batches: list[list[tuple[bytes | None, bytes | None]]], key_type: str,
+                                         value_format: str, skip: bool) -> None:
+    """The latest message of each key, decoded from the batches' joined lines or record by record: tombstones,
+    a value ``{}``, values holding line breaks, keyless messages, keys that decode alike."""
+    options = dict(key_type=key_type, value_format=value_format, skip=skip)
+    assert run_topic(batches, bulk=True, **options) == run_topic(batches, bulk=False, **options)
 
 
 def test_a_format_version_1_dataset_with_a_json_column_is_continued(tmp_path: Path) -> None:

@@ -126,8 +126,10 @@ class Changes:
             self.parts.append(part.combine_chunks())
             self.rows += part.num_rows
 
-    def latest(self) -> pa.Table:
-        """One row per key, the latest, sorted by key: key, every value column, DELETED.
+    def latest(self, *, drop_deleted: bool = False) -> tuple[pa.Table, int]:
+        """One row per key, the latest, sorted by key: key, every value column, DELETED; and how many keys'
+        latest records were tombstones left out (``drop_deleted``: a first version has nothing they remove,
+        and leaving them out here spares a second take of every column).
 
         Parts hold records in arrival order and the sort is stable, so the last
         row of each run of equal keys is the latest record of that key.
@@ -135,7 +137,7 @@ class Changes:
         target = pa.schema([*self.schema.to_arrow(), pa.field(DELETED, pa.bool_(), nullable=False)])
         parts, self.parts = self.parts, []
         if not parts:
-            return target.empty_table()
+            return target.empty_table(), 0
         columns: dict[str, list[pa.Array]] = {f.name: [] for f in target}
         for part in parts:
             for f in target:
@@ -159,7 +161,14 @@ class Changes:
                                   "each key once. Nothing was published.", source=self.once)
             order = order[last]
         del sorted_keys
-        return take_owned(owned, target, order)
+        dropped = 0
+        if drop_deleted:
+            deleted = owned[-1]
+            assert deleted is not None
+            gone = deleted.take(pa.array(order)).to_numpy()
+            dropped = int(gone.sum())
+            order = order[~gone] if dropped else order
+        return take_owned(owned, target, order), dropped
 
 
 def _check_declared(name: str, have: str | None, got: str) -> None:
@@ -252,32 +261,29 @@ def _with_op(table: pa.Table, ops: np.ndarray) -> pa.Table:
 def fold(previous: State, changes: Changes) -> FoldResult:
     """The latest record of each key against its previous row: the new version's tables and counts."""
     schema = changes.schema
-    latest = changes.latest()
+    first = previous.count == 0
+    latest, dropped = changes.latest(drop_deleted=first)
     deleted = latest.column(DELETED).to_numpy()
     rows = latest.drop_columns([DELETED])
     del latest
     keys = rows.column(schema.key_field)
     kept = ~deleted
     new_digests = row_digests(rows)
-    if previous.count == 0:
-        # A first version (or an emptied dataset): every record kept is added, nothing to look up or compare.
-        ops = np.where(kept, ADDED, 0).astype(np.int8)
-        checksum = advance(previous.checksum, new_digests[:0], new_digests[kept])
-        del new_digests
-        changed = np.flatnonzero(kept)
-        unchanged = rows.num_rows - len(changed)  # tombstones of keys that were not there
-        added_rows = rows if not unchanged else take_columns(rows, changed)
-        del rows, keys
-        delta = _with_op(added_rows, ops[changed])
-        if not len(changed):
+    if first:
+        # A first version (or an emptied dataset): every row is added (tombstones were left out: their keys
+        # were not there), nothing to look up or compare.
+        checksum = advance(previous.checksum, new_digests[:0], new_digests)
+        del new_digests, keys
+        delta = _with_op(rows, np.full(rows.num_rows, ADDED, np.int8))
+        if not rows.num_rows:
             # No row, but maybe columns: a shard's empty first version holds those the other shards' records
             # brought, and its snapshot is written in them.
             next_state = replace(previous, schema=schema)
         elif previous.base.num_rows == 0 and previous.overlay is None:
-            next_state = State.of_table(added_rows, schema, checksum)  # one table, shared with the delta
+            next_state = State.of_table(rows, schema, checksum)  # one table, shared with the delta
         else:
             next_state = previous.applied(delta, schema, checksum)
-        return FoldResult(next_state, delta, None, schema, len(changed), 0, 0, unchanged,
+        return FoldResult(next_state, delta, None, schema, rows.num_rows, 0, 0, dropped,
                           empty_keys=list(changes.empty_keys))
     present, old = previous.lookup(keys, schema)
     old_digests = row_digests(old)

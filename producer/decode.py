@@ -454,8 +454,6 @@ class Decode:
                     and value.null_count != len(value):
                 raise Fallback("a value is not a string")
             value = value.cast(pa.binary())
-        if len(value) and pc.any(pc.equal(pc.binary_length(value), 0)).as_py():
-            value = pc.if_else(pc.equal(pc.binary_length(value), 0), pa.nulls(len(value), value.type), value)
         self._note_empty_keys(keys, places)
         return self._part(keys, {"value": (value, self.changes.schema.columns.get("value", "null"))},
                           value.is_null().to_numpy(zero_copy_only=False))

@@ -74,7 +74,7 @@ class Places:
     partitions: np.ndarray
     offsets: np.ndarray
 
-    def subset(self, which: np.ndarray) -> Places:
+    def subset(self, which: np.ndarray | slice) -> Places:
         return Places(self.stream, self.partitions[which], self.offsets[which])
 
 
@@ -288,16 +288,9 @@ class Decode:
                 raise Fallback("a value is not a JSON object")
             if pc.any(pc.match_substring(objects, "\n")).as_py() or pc.any(pc.match_substring(objects, "\r")).as_py():
                 raise Fallback("a value holds a line break")
-        # Pieces of about JOIN_BYTES of values each: a joined buffer must stay well under 2 GiB.
         sizes = pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64) + 1
-        totals = np.cumsum(sizes)
-        cuts = np.searchsorted(totals, np.arange(JOIN_BYTES, int(totals[-1]) if len(totals) else 0, JOIN_BYTES))
-        bounds = [0, *sorted(set(cuts.tolist()) - {0, len(keys)}), len(keys)]
-        parts = []
-        for start, stop in zip(bounds, bounds[1:]):
-            piece = slice(start, stop)
-            parts.append(self._objects_part(keys.slice(start, stop - start), values.slice(start, stop - start),
-                                            Places(places.stream, places.partitions[piece], places.offsets[piece])))
+        parts = [self._objects_part(keys.slice(start, stop - start), values.slice(start, stop - start),
+                                    places.subset(slice(start, stop))) for start, stop in _join_pieces(sizes)]
         yield from parts
 
     def _objects_part(self, keys: pa.Array, values: pa.Array, places: Places) -> pa.Table:
@@ -334,7 +327,12 @@ class Decode:
             try:
                 if not clean:
                     raise Fallback("a value holds a line break")
-                self.changes.add(self._lines_part(keys, lines, deleted, places))
+                sizes = np.diff(np.frombuffer(lines.buffers()[1], "<i8")[lines.offset:lines.offset + len(lines) + 1])
+                parts = [self._lines_part(keys.slice(start, stop - start), lines.slice(start, stop - start),
+                                          deleted[start:stop], places.subset(slice(start, stop)))
+                         for start, stop in _join_pieces(sizes)]
+                for part in parts:
+                    self.changes.add(part)
                 return []
             except Fallback as exc:
                 log.debug("%s: %d records record by record (%s)", places.stream, len(keys), exc)
@@ -625,6 +623,17 @@ def _plain(array: pa.Array) -> pa.Array:
         return array.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise Fallback(f"a {array.type} column does not convert to {target}: {str(exc)[:200]}") from None
+
+
+def _join_pieces(sizes: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of runs of records whose ``sizes`` (bytes, joined) add up to about JOIN_BYTES: a joined
+    buffer must stay well under 2 GiB."""
+    if not len(sizes):
+        return []
+    totals = np.cumsum(sizes)
+    cuts = np.searchsorted(totals, np.arange(JOIN_BYTES, int(totals[-1]), JOIN_BYTES))
+    bounds = [0, *sorted(set(cuts.tolist()) - {0, len(sizes)}), len(sizes)]
+    return list(zip(bounds, bounds[1:]))
 
 
 def value_lines(values: list[bytes | None]) -> tuple[pa.Array, np.ndarray, bool]:

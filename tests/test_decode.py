@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import combe.format.jsontext as jsontext
+import combe.producer.decode as decode
 from combe.format.checksum import legacy_state_checksum
 from combe.format.codec import encode_table, sha256_hex
 from combe.format.dataset import Dataset
@@ -272,6 +273,25 @@ def test_any_kafka_messages_decode_alike(batches: list[list[tuple[bytes | None, 
     a value ``{}``, values holding line breaks, keyless messages, keys that decode alike."""
     options = dict(key_type=key_type, value_format=value_format, skip=skip)
     assert run_topic(batches, bulk=True, **options) == run_topic(batches, bulk=False, **options)
+
+
+def test_kafka_values_reach_the_json_reader_in_pieces_of_join_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A piece of latest values is read in runs of about JOIN_BYTES (a joined buffer stays under 2 GiB)."""
+    monkeypatch.setattr(decode, "JOIN_BYTES", 64)
+    reads: list[int] = []
+    lines_part = decode.Decode._lines_part
+
+    def spy(self: decode.Decode, keys: pa.Array, *rest: Any) -> pa.Table:
+        reads.append(len(keys))
+        return lines_part(self, keys, *rest)
+
+    monkeypatch.setattr(decode.Decode, "_lines_part", spy)
+    batches = [[(f"k{i}".encode(), None if i % 7 == 3 else json.dumps({"x": i, "s": "y" * i}).encode())
+                for i in range(start, start + 10)] for start in (0, 10, 20)]
+    bulk = run_topic(batches, bulk=True, key_type="string", value_format="json", skip=False)
+    assert len(reads) > 3 and sum(reads) == 30
+    assert bulk == run_topic(batches, bulk=False, key_type="string", value_format="json", skip=False)
+    assert len(bulk["rows"]) == 26
 
 
 def test_a_format_version_1_dataset_with_a_json_column_is_continued(tmp_path: Path) -> None:

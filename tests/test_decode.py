@@ -262,7 +262,7 @@ message_values = st.one_of(
     texts, st.none(), st.sampled_from([b"{}", b'{"a": 1}\n', b'{"a":\r2}', b'{"b": "x"}']))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(batches=st.lists(st.lists(st.tuples(st.sampled_from([b"a", b"7", b"07", b"", b"\xff", None]), message_values),
                                  min_size=1, max_size=6), max_size=4),
        key_type=st.sampled_from(["string", "int64"]), value_format=st.sampled_from(["json", "json", "json", "string"]),

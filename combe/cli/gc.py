@@ -21,6 +21,10 @@ manifest references (left by failed or refused cycles) are deleted once
 older than --grace-hours, and so are the temporary files of writes a killed
 producer never finished.
 announced.json is never touched. Use --dry-run to see what would go.
+
+Of a sharded dataset, the versions above are dataset versions: gc keeps
+their sharded manifests and, in each shard, the shard versions they name
+(with their chains) and any shard version no dataset version names yet.
 """
 
 
@@ -53,10 +57,12 @@ def ranges(versions: list[int]) -> str:
 
 def _summary(plan: GcPlan, dry_run: bool) -> str:
     pin = f", pin {plan.pin}" if plan.pin is not None else ""
-    manifests = sum(1 for d in plan.deletions if not d.path.startswith("blobs/"))
+    manifests = sum(1 for d in plan.deletions if "/blobs/" not in f"/{d.path}")
     verb = "would delete" if dry_run else "deleted"
+    shards = "" if plan.shards is None else " and shard manifests " + "; ".join(
+        f"{shard}: {ranges(versions)}" for shard, versions in plan.shards.items())
     return (f"{plan.dataset}: announced {plan.announced}{pin}; keeps versions {ranges(plan.kept)} "
-            f"(manifests {ranges(plan.manifests)} stay); {verb} {manifests} manifests and "
+            f"(manifests {ranges(plan.manifests)}{shards} stay); {verb} {manifests} manifests and "
             f"{len(plan.deletions) - manifests} blobs, {plan.bytes / 1e6:.2f} MB")
 
 
@@ -74,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"dataset": plan.dataset, "announced": plan.announced, "pin": plan.pin, "kept": plan.kept,
                    "manifests": plan.manifests, "deleted": [asdict(d) for d in plan.deletions],
-                   "bytes": plan.bytes, "dry_run": args.dry_run})
+                   "bytes": plan.bytes, "dry_run": args.dry_run,
+                   **({"shards": plan.shards} if plan.shards is not None else {})})
     else:
         print(_summary(plan, args.dry_run))
     return 0

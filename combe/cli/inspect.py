@@ -7,6 +7,7 @@ from typing import Any
 
 from combe.format.dataset import Dataset
 from combe.format.errors import DatasetNotFound
+from combe.format.manifest import Pointer
 
 from .options import add_dataset_options, add_json_option, emit_json, open_dataset, require_dataset
 
@@ -33,9 +34,11 @@ def describe(dataset: Dataset, last: int | None = None) -> dict[str, Any]:
         raise DatasetNotFound(f"dataset {dataset.name!r} has no announced version at {dataset.url}",
                               dataset=dataset.name)
     versions = dataset.versions()
-    schema = dataset.manifest(announced.serving).schema.to_json()
     if last:
         versions = versions[-last:]
+    if announced.shard_count is not None:
+        return _describe_sharded(dataset, announced, versions)
+    schema = dataset.manifest(announced.serving).schema.to_json()
     rows = []
     for version in versions:
         manifest = dataset.manifest(version)
@@ -62,6 +65,38 @@ def describe(dataset: Dataset, last: int | None = None) -> dict[str, Any]:
             "schema": schema, "versions": rows}
 
 
+def _describe_sharded(dataset: Dataset, announced: Pointer, versions: list[int]) -> dict[str, Any]:
+    """A sharded dataset: its versions (the shard versions each names) and each shard's head and positions."""
+    count = announced.shard_count
+    assert count is not None
+    serving = dataset.sharded_manifest(announced.serving)
+    rows = []
+    for version in versions:
+        manifest = dataset.sharded_manifest(version)
+        rows.append({"version": version, "parent": manifest.parent, "created_at": manifest.created_at,
+                     "records": manifest.record_count, "shard_versions": manifest.shard_versions,
+                     "tags": manifest.tags, "announced": version <= announced.version})
+    shards = []
+    for index in range(count):
+        shard = dataset.shard(index, count)
+        head = shard.announced().pointer
+        newest = shard.manifest(head.version) if head is not None else None
+        shards.append({"shard": index, "head": head.version if head else None,
+                       "served": serving.shards[index].version,
+                       "records": newest.record_count if newest else None,
+                       "source": {"uri": newest.source_uri, "positions": newest.positions} if newest else None})
+    return {"dataset": dataset.name, "store": dataset.url, "announced": announced.version, "pin": announced.pin,
+            "announced_at": announced.at, "shard_count": count, "schema": serving.schema.to_json(),
+            "versions": rows, "shards": shards}
+
+
+def _positions(source: dict[str, Any] | None) -> str:
+    if not source:
+        return ""
+    return "; ".join(f"{stream} " + ",".join(f"{p}:{o}" for p, o in parts.items())
+                     for stream, parts in source["positions"].items())
+
+
 def _size(ref: dict[str, Any] | None) -> str:
     return f"{ref['bytes'] / 1024:.1f}K" if ref else "-"
 
@@ -73,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
         emit_json(document)
         return 0
     pin = f", pinned to {document['pin']}" if document["pin"] is not None else ""
-    print(f"{document['dataset']} at {document['store']}: announced version {document['announced']}{pin}")
-    lease = document["lease"]
+    sharded = f" ({document['shard_count']} shards)" if "shards" in document else ""
+    print(f"{document['dataset']} at {document['store']}{sharded}: announced version {document['announced']}{pin}")
+    lease = document.get("lease")
     if lease is not None:
         print(f"lease: held by {lease['holder']} (epoch {lease['epoch']}) until {lease['expires_at']}; the "
               f"announcement carries epoch {document['lease_epoch']}")
@@ -82,12 +118,14 @@ def run(args: argparse.Namespace) -> int:
     print("columns (of the version served):")
     for column in document["schema"]:
         print(f"  {column['name']:<{width}}  {column['type']}")
+    if "shards" in document:
+        _print_sharded(document)
+        return 0
     print(f"{'version':>8} {'records':>10} {'added':>8} {'updated':>8} {'removed':>8} "
           f"{'snapshot':>9} {'delta':>8} {'reverse':>8}  source positions")
     for row in document["versions"]:
         changes, blobs = row["changes"], row["blobs"]
-        positions = "; ".join(f"{stream} " + ",".join(f"{p}:{o}" for p, o in parts.items())
-                              for stream, parts in row["source"]["positions"].items())
+        positions = _positions(row["source"])
         mark = "" if row["announced"] else " (not announced)"
         print(f"{row['version']:>8} {row['records']:>10} {changes.get('added', 0):>8} {changes.get('updated', 0):>8} "
               f"{changes.get('removed', 0):>8} {_size(blobs['snapshot']):>9} {_size(blobs['delta']):>8} "
@@ -95,3 +133,17 @@ def run(args: argparse.Namespace) -> int:
         if row["tags"]:
             print(f"{'':>8} tags: " + " ".join(f"{key}={value}" for key, value in row["tags"].items()))
     return 0
+
+
+def _print_sharded(document: dict[str, Any]) -> None:
+    print(f"{'version':>8} {'records':>10}  shard versions (shard 0, 1, ...)")
+    for row in document["versions"]:
+        mark = "" if row["announced"] else " (not announced)"
+        print(f"{row['version']:>8} {row['records']:>10}  {' '.join(map(str, row['shard_versions']))}{mark}")
+        if row["tags"]:
+            print(f"{'':>8} tags: " + " ".join(f"{key}={value}" for key, value in row["tags"].items()))
+    print(f"{'shard':>8} {'head':>6} {'served':>6} {'records':>10}  source positions of the head")
+    for shard in document["shards"]:
+        head = "-" if shard["head"] is None else shard["head"]
+        records = "-" if shard["records"] is None else shard["records"]
+        print(f"{shard['shard']:>8} {head:>6} {shard['served']:>6} {records:>10}  {_positions(shard['source'])}")

@@ -23,10 +23,14 @@ BATCH = 10_000
 TIMEOUT = 0.05
 
 
-def produce(bootstrap: str, topic: str, items: Iterable[Change]) -> int:
-    """Write ``items`` as keyed JSON messages (None -> tombstone); the number written."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
-                         "queue.buffering.max.messages": 500_000})
+def produce(bootstrap: str, topic: str, items: Iterable[Change], partitioner: str | None = None) -> int:
+    """Write ``items`` as keyed JSON messages (None -> tombstone); the number written. ``partitioner`` is
+    librdkafka's (``murmur2_random``: the Java client's default, which sharded datasets rely on)."""
+    settings = {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
+                "queue.buffering.max.messages": 500_000}
+    if partitioner is not None:
+        settings["partitioner"] = partitioner
+    producer = Producer(settings)
     errors: list[KafkaError] = []
 
     def delivered(error: KafkaError | None, _message: Message) -> None:

@@ -31,7 +31,7 @@ from bench.machine import combe_tree, describe  # noqa: E402
 from bench.report import text  # noqa: E402
 from bench import scale  # noqa: E402
 from bench.scenarios import (cold_start, fold, http_endpoint, keys, lookups, memory, producer,  # noqa: E402
-                             refresh, shared_memory, whole_state, write)
+                             refresh, sharded, shared_memory, whole_state, write)
 from bench.stats import Figure  # noqa: E402
 from bench.workspace import FULL, QUICK, Mode, workspace  # noqa: E402
 
@@ -49,6 +49,7 @@ SCENARIOS = {
     "producer": producer.run,
     "keys": keys.run,
     "whole_state": whole_state.run,
+    "sharded": sharded.run,
 }
 DEFAULT_OUT = _HERE / "results.json"
 DEFAULT_SCALE_OUT = _HERE / "results-scale.json"

@@ -34,6 +34,9 @@ REQUIRED = [
     "whole_state_speedup_vs_python_diff",
 ]
 
+SHARDED = ["sharded_fold_speedup_2_processes", "sharded_fold_speedup_4_processes", "sharded_one_shard_rss_fraction",
+           "sharded_one_shard_load_fraction"]
+
 
 def test_quick_run_writes_every_figure(tmp_path: Path, kafka_broker: KafkaBroker) -> None:
     out = tmp_path / "results.json"
@@ -48,6 +51,9 @@ def test_quick_run_writes_every_figure(tmp_path: Path, kafka_broker: KafkaBroker
         assert isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), key
         figure = results["figures"][key]
         assert figure["runs"] >= 5 and figure["min"] <= figure["median"] <= figure["max"], key
+    for key in SHARDED:  # quick mode folds once per process count (bench/scenarios/sharded.py)
+        value = results[key]
+        assert isinstance(value, float) and math.isfinite(value) and value > 0, key
     assert results["machine"]["nproc"] >= 1 and results["machine"]["pyarrow"]
     assert "cold_start_speedup_vs_replay" in done.stdout  # the table
 

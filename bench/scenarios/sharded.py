@@ -18,8 +18,8 @@ RSS it added (VmRSS after less before, as scenarios/memory.py) and the
 seconds the constructor took (the load). The goal: one shard costs within
 10% of a quarter of the whole (<= 0.275 of it).
 
-Quick mode measures one fold run and three consumer pairs: it is the
-suite's smoke test, not a figure.
+Quick mode measures one fold run and one consumer pair: it is the suite's
+smoke test, not a figure.
 
 Run as a module for one probe: ``python -m bench.scenarios.sharded STORE DATASET [SHARD]``.
 """
@@ -119,7 +119,7 @@ def run(ws: Workspace) -> list[Figure]:
     folds = {p: Figure(f"sharded_fold_{p}_processes_s", "s", [],
                        f"combe publish --once --shards, {p} process(es) at once, wall time, {scale}")
              for p in PROCESSES}
-    # Quick mode (the suite's smoke test) is short of time: one fold run, three consumer probes.
+    # Quick mode (the suite's smoke test) is short of time: one fold run, one pair of consumer probes.
     quick = ws.mode.name == "quick"
     store = root / "none"
     for number in range(1 if quick else ws.mode.runs):
@@ -134,7 +134,7 @@ def run(ws: Workspace) -> list[Figure]:
     one_rss = Figure("sharded_one_shard_rss_mb", "MB", [], "RSS a consumer of shard 0 of 4 added")
     whole_load = Figure("sharded_whole_load_s", "s", [], "Consumer() of all 4 shards, seconds")
     one_load = Figure("sharded_one_shard_load_s", "s", [], "Consumer(shards=[0]) of 4, seconds")
-    for _ in range(3 if quick else ws.mode.runs):
+    for _ in range(1 if quick else ws.mode.runs):
         whole, one = probe(store, None), probe(store, 0)
         if whole["records"] != records or not 0 < one["records"] < records:
             raise AssertionError(f"consumers hold {whole['records']} and {one['records']} of {records} records")

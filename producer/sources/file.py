@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -105,9 +106,9 @@ class FileSource(Source):
         with open(self.path, "rb") as handle:
             handle.seek(start)
             # Read only what was there when the read began, even if a writer is appending.
-            yield from self._blocks(handle, start=start, line=1, end=size)
+            yield from _read_ahead(self._blocks(handle, start=start, line=1, end=size))
 
-    def _blocks(self, handle: Readable, *, start: int, line: int, end: int | None) -> Iterator[Lines]:
+    def _blocks(self, handle: Readable, *, start: int, line: int, end: int | None) -> Generator[Lines, None, None]:
         """Blocks of about BLOCK_BYTES cut after a newline; a last line without one waits for the next run
         (a file being appended to), except on standard input, which has ended when it ends.
 
@@ -137,6 +138,21 @@ class FileSource(Source):
             yield Lines(self.stream, data, line, position + len(data))
             line += data.count(b"\n")
             position += len(data)
+
+
+def _read_ahead(blocks: Generator[Lines, None, None]) -> Iterator[Lines]:
+    """``blocks``, each read on a thread of its own while the one before is decoded (reading a file releases
+    the GIL); one block ahead at most. Once the caller stops, the block being read is waited for and the
+    reading closed."""
+    with ThreadPoolExecutor(1, thread_name_prefix="combe-read") as pool:
+        ahead = pool.submit(next, blocks, None)
+        try:
+            while (block := ahead.result()) is not None:
+                ahead = pool.submit(next, blocks, None)
+                yield block
+        finally:
+            wait([ahead])
+            blocks.close()
 
 
 def _fill(handle: Readable, buffer: memoryview) -> int:

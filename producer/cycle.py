@@ -19,6 +19,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -492,11 +493,18 @@ class Publisher:
             path = snapshot_blob(version, uid)
             blobs["snapshot"] = (path, *self._snapshot(result, path, copies))
         refs: dict[str, BlobRef] = {}
-        for name in list(blobs):
-            path, data, rows = blobs.pop(name)  # each blob let go once written: validators run without them
-            self.dataset.write_blob(path, data)
-            refs[name] = BlobRef(path, len(data), sha256_hex(data), rows)
-            del data
+        with ThreadPoolExecutor(1, thread_name_prefix="combe-check") as pool:
+            # The snapshot is decompressed and checked while the blobs are written and hashed: a blob no
+            # manifest references is garbage if the check fails, as every blob of a failed cycle is.
+            checked = pool.submit(check_blob, blobs["snapshot"][1], path=blobs["snapshot"][0]) \
+                if "snapshot" in blobs and self.options.integrity_check else None
+            for name in list(blobs):
+                path, data, rows = blobs.pop(name)  # each blob let go once written: validators run without them
+                self.dataset.write_blob(path, data)
+                refs[name] = BlobRef(path, len(data), sha256_hex(data), rows)
+                del data
+            if checked is not None:
+                checked.result()
         self._validate(base, result, version)
         manifest = Manifest(
             dataset=self.dataset.name, version=version, parent=base.announced.version,
@@ -523,10 +531,10 @@ class Publisher:
         digests made its checksum; a merged one (the base and the overlay of
         the deltas since) has its digests summed again and compared with the
         checksum the deltas advanced to, which checks the merge. The blob is
-        then decompressed without being kept (``check_blob``): zstd's content
-        checksums prove it holds the very bytes Arrow's IPC writer made of the
-        checked table. So no table is decoded again, and a first version's
-        rows are hashed once.
+        then decompressed without being kept (``check_blob``, while
+        ``_write_version`` writes it): zstd's content checksums prove it holds
+        the very bytes Arrow's IPC writer made of the checked table. So no
+        table is decoded again, and a first version's rows are hashed once.
         """
         schema, state = result.schema, result.next_state
         checksum, count = state.checksum, state.count
@@ -541,8 +549,6 @@ class Publisher:
         del state
         indexed = with_index(table, schema.key_field, schema.key_stored, known)
         data = encode_table(indexed, copy=self._copy("snapshot", indexed, copies))
-        if self.options.integrity_check:
-            check_blob(data, path=path)
         _, rows, ends = split_index(indexed)
         del indexed
         result.next_state = State.of_table(table, schema, checksum, rows=rows, ends=ends)

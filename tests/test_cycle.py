@@ -325,3 +325,25 @@ def test_snapshot_policy(store: str, changelog: Path, every: int, ratio: float, 
                 assert len(dataset.read_blob(ref)) == ref.bytes  # read_blob verifies the sha256
     assert stored_state(store, 7) == replay(FIRST + [(f"m{v}", {"title": f"v{v}", "year": 2000 + v})
                                                      for v in range(2, 8)])
+
+
+def test_a_snapshot_that_fails_its_check_is_never_referenced(store: str, changelog: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot is checked while the blobs are written: a failed check raises before any manifest, and the
+    blob written meanwhile is unreferenced garbage, as every blob of a failed cycle is."""
+    from combe.format.errors import IntegrityError
+    from combe.producer import cycle
+
+    def damaged(data: bytes | bytearray, *, path: str) -> None:
+        raise IntegrityError(f"blob {path} does not decompress: damaged", path=path)
+
+    append_jsonl(changelog, FIRST)
+    monkeypatch.setattr(cycle, "check_blob", damaged)
+    with pytest.raises(IntegrityError, match="does not decompress"):
+        publish(store, changelog)
+    dataset = Dataset.open(store, "movies")
+    assert dataset.announced().version is None and dataset.versions() == []
+    assert [info.path for info in dataset.store.list("blobs/")] != [] and referenced_blobs(dataset) == set()
+    monkeypatch.undo()
+    assert publish(store, changelog).version == 1
+    assert consumer_state(store) == (1, replay(FIRST))

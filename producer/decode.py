@@ -109,7 +109,7 @@ class Decode:
     def _note_empty_keys(self, keys: pa.Array, places: Places) -> None:
         if not pa.types.is_string(keys.type) or len(self.changes.empty_keys) >= 3:
             return
-        empty = np.flatnonzero(pc.equal(pc.binary_length(keys), 0).to_numpy(zero_copy_only=False))
+        empty = np.flatnonzero(pc.binary_length(keys).to_numpy(zero_copy_only=False) == 0)
         for index in empty[:3 - len(self.changes.empty_keys)]:
             self.changes.empty_keys.append(self.where(places, int(index))[2])
 

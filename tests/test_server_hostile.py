@@ -74,6 +74,7 @@ def elapsed_for(count: int, url: str) -> float:
 # -- slow clients -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # waits out the server's client timeout
 def test_half_sent_requests_hold_no_thread(base: str) -> None:
     # Three times as many half requests as the server has threads, queued before the next requests.
     slow = [socket.create_connection(address(base), timeout=REQUEST_TIMEOUT * 4)
@@ -95,6 +96,7 @@ def test_half_sent_requests_hold_no_thread(base: str) -> None:
             sock.close()
 
 
+@pytest.mark.slow  # waits out the server's client timeout
 def test_a_body_that_stops_halfway_holds_no_thread(base: str) -> None:
     head = (b"POST /v1/datasets/counts/records:batchGet HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
             b"Content-Length: 40\r\n\r\n")
@@ -112,6 +114,7 @@ def test_a_body_that_stops_halfway_holds_no_thread(base: str) -> None:
             sock.close()
 
 
+@pytest.mark.slow  # waits out the server's client timeout
 def test_connections_that_send_nothing_hold_no_thread(base: str) -> None:
     idle = [socket.create_connection(address(base), timeout=REQUEST_TIMEOUT * 4) for _ in range(3 * WORKERS * THREADS)]
     try:

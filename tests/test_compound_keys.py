@@ -8,7 +8,6 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from confluent_kafka import Producer
 
 from combe.cli import main
 from combe.consumer import Consumer
@@ -21,7 +20,7 @@ from combe.producer import PublishOptions, Publisher, RecordFormat, open_source
 from combe.producer.sources.kafka import KafkaSource
 from tests.support.changelog import append_lines
 from tests.support.kafka_broker import KafkaBroker
-from tests.support.kafka_data import RESUMABLE, unique
+from tests.support.kafka_data import RESUMABLE, produce_raw, unique
 
 KEY = "struct<tenant:int64,id:string>"
 FMT = RecordFormat(key_type=KEY)
@@ -131,14 +130,6 @@ def test_a_compound_key_is_not_sharded(store: str, tmp_path: Path, capsys: pytes
     assert Dataset.open(store, "d").sharding() is None  # no shards.json written
 
 
-def produce(broker: KafkaBroker, topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:
-    errors: list[object] = []
-    producer = Producer({"bootstrap.servers": broker.bootstrap})
-    for key, value in messages:
-        producer.produce(topic, key=key, value=value, partition=0,
-                         on_delivery=lambda error, _: errors.append(error) if error else None)
-    assert producer.flush(30) == 0 and not errors, errors
-
 
 def kafka_publish(broker: KafkaBroker, topic: str, dataset: Dataset, **options: Any) -> Any:
     with KafkaSource(f"kafka://{broker.bootstrap}/{topic}", dataset=dataset.name, timeout=10) as source:
@@ -148,14 +139,14 @@ def kafka_publish(broker: KafkaBroker, topic: str, dataset: Dataset, **options: 
 def test_change_data_capture_keys_from_kafka(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
     topic = unique("compound")
     kafka_broker.create_topic(topic, partitions=1, config=RESUMABLE)
-    produce(kafka_broker, topic, [(b'{"tenant": 7, "id": "x"}', b'{"name": "a", "n": 1}'),
+    produce_raw(kafka_broker.bootstrap, topic, [(b'{"tenant": 7, "id": "x"}', b'{"name": "a", "n": 1}'),
                                   (b'{"tenant": 7, "id": "y/z"}', b'{"name": "b", "n": 2}'),
                                   (b'{"id": "x", "tenant": 7}', b'{"name": "a2", "n": 3}'),  # the same key
                                   (b'{"tenant": 8, "id": "x"}', b'{"name": "c", "n": 4}')])
     dataset = Dataset.open(str(tmp_path), "d")
     result = kafka_publish(kafka_broker, topic, dataset)
     assert (result.version, result.added) == (1, 3)
-    produce(kafka_broker, topic, [(b'{"tenant": 8, "id": "x"}', None),  # a tombstone deletes the key
+    produce_raw(kafka_broker.bootstrap, topic, [(b'{"tenant": 8, "id": "x"}', None),  # a tombstone deletes the key
                                   (b'{"tenant": 9, "id": "q"}', b'{"name": "d", "n": 5}'),
                                   (b'{"tenant": 9, "ID": "q"}', b'{"name": "e", "n": 6}')])
     with pytest.raises(BadRecordError, match=f"topic {topic} partition 0 offset 6: key .* it lacks 'id'; it has "

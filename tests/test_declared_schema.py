@@ -9,7 +9,6 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from confluent_kafka import Producer
 
 from combe.cli import main
 from combe.consumer import Consumer
@@ -20,7 +19,7 @@ from combe.producer import PublishOptions, Publisher, RecordFormat, open_source
 from combe.producer.sources.kafka import KafkaSource
 from tests.support.changelog import append_jsonl, append_lines
 from tests.support.kafka_broker import KafkaBroker
-from tests.support.kafka_data import RESUMABLE, unique
+from tests.support.kafka_data import RESUMABLE, produce_raw, unique
 
 # The JSON form is a manifest's "schema": the key column first, then the value columns.
 DECLARED = [{"name": "id", "type": "int64"}, {"name": "title", "type": "string"}, {"name": "score", "type": "float64"},
@@ -141,20 +140,12 @@ def test_the_cli_reads_the_schema_file(tmp_path: Path, store: str, changelog: Pa
     assert "cannot read it" in capsys.readouterr().err
 
 
-def produce(broker: KafkaBroker, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-    errors: list[object] = []
-    producer = Producer({"bootstrap.servers": broker.bootstrap})
-    for key, value in messages:
-        producer.produce(topic, key=key, value=value, partition=0,
-                         on_delivery=lambda error, _: errors.append(error) if error else None)
-    assert producer.flush(30) == 0 and not errors, errors
-
 
 def test_a_kafka_record_that_does_not_fit_is_named_by_partition_and_offset(kafka_broker: KafkaBroker,
                                                                            tmp_path: Path) -> None:
     topic = unique("declared")
     kafka_broker.create_topic(topic, partitions=1, config=RESUMABLE)
-    produce(kafka_broker, topic, [(b"1", b'{"title": "a"}'), (b"2", b'{"title": "b", "score": "high"}'),
+    produce_raw(kafka_broker.bootstrap, topic, [(b"1", b'{"title": "a"}'), (b"2", b'{"title": "b", "score": "high"}'),
                                   (b"3", b'{"title": "c"}')])
     dataset = Dataset.open(str(tmp_path), "d")
     for on_bad_record in ("fail", "skip"):

@@ -65,6 +65,16 @@ def produce(bootstrap: str, topic: str, changes: Iterable[Change], partition: in
     assert not errors, errors
 
 
+def produce_raw(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    """Message keys and values as given, bytes and all, to partition 0: for keys and values no Change can spell."""
+    errors: list[object] = []
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key, value in messages:
+        producer.produce(topic, key=key, value=value, partition=0,
+                         on_delivery=lambda error, _: errors.append(error) if error else None)
+    assert producer.flush(30) == 0 and not errors, errors
+
+
 def replay(*rounds: Iterable[Change]) -> dict[str, dict[str, Any]]:
     """The state a compacted topic stands for: the latest value per key, deletes applied."""
     state: dict[str, dict[str, Any]] = {}

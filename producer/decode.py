@@ -54,7 +54,7 @@ from .shapes import MAX_DEPTH
 
 log = logging.getLogger(__name__)
 
-OPEN_BRACE, NEWLINE, CR = ord("{"), 10, 13
+OPEN_BRACE, CLOSE_BRACE, NEWLINE, CR = ord("{"), ord("}"), 10, 13
 # The JSON reader splits its input into blocks of this size (in parallel); a line must fit in one.
 READER_BLOCK = 1 << 20
 # Larger parts are cut before they reach the JSON reader (values are joined into one binary value).
@@ -739,11 +739,20 @@ def _check_floats(array: pa.Array | pa.ChunkedArray) -> None:
 
 def _screen(data: bytes | bytearray | pa.Buffer, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
     """What the reader would read otherwise than a JSON parser: a line that does not start an object (blank,
-    ``null``, ...), or one that may nest deeper than MAX_JSON_DEPTH."""
+    ``null``, ...) or does not end with ``}``, or one that may nest deeper than MAX_JSON_DEPTH.
+
+    The reader takes a line break between tokens as any whitespace, so an object may run on over the next
+    line (``{"a":`` then ``{"b": 1}}``); a line holding two objects then makes the row count come out right
+    and every row after it would be put to the wrong line. No object can run on from a line that ends with
+    ``}`` to one that starts with ``{`` (no JSON token sequence has ``}`` then ``{``, and a string cannot
+    hold a raw line break), so with both checks each line starts at least one value of its own and the
+    reader's row count (Decoder._read) proves it is exactly one."""
     if not len(starts):
         return
     if not (buf[starts] == OPEN_BRACE).all():
         raise Fallback("a line does not start with {")
+    if not (buf[np.maximum(ends - 1, starts)] == CLOSE_BRACE).all():
+        raise Fallback("a line does not end with }")
     long = np.flatnonzero(ends - starts > MAX_JSON_DEPTH)
     view = memoryview(data)
     for index in long.tolist():

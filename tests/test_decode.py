@@ -110,6 +110,8 @@ ODD_LINES = [
     b'{"key": "dup", "value": {"x": 7}}',
     b'{"key": "dup", "value": {"x": 8}}',
     b'{"value": {"x": 9}}',
+    b'{"key": "run-on", "value":',                   # an object that runs on over the next line:
+    b'{"x": 10}}',                                    # ... two bad lines, not one record
 ]
 
 
@@ -135,6 +137,21 @@ def test_the_odd_lines_are_refused_or_kept_as_documented(tmp_path: Path) -> None
     assert dict((c["name"], c["type"]) for c in found["schema"])["x"] == "float64"
     path.write_bytes(b"\n".join(ODD_LINES[:5]) + b"\n")
     assert "line 2: the line has no \"value\" field" in both(path, skip=False)["error"]
+
+
+def test_an_object_running_on_over_lines_is_two_bad_lines_even_when_the_row_count_agrees(tmp_path: Path) -> None:
+    """Arrow's reader reads lines 1-2 as one object and line 3 as two: three rows for three lines. Each line is
+    bad, and named; nothing of them is published."""
+    path = tmp_path / "lines.jsonl"
+    path.write_bytes(b'{"key": "a", "value":\n{"x": 1}}\n{"key": "b", "value": {"x": 2}} {"key": "c", "value": {}}\n'
+                     b'{"key": "d", "value": {"x": 4}}\n')
+    found = both(path)
+    assert [row["key"] for row in found["rows"]] == ["d"] and found["bad"] == 3
+    assert "lines.jsonl line 1:" in both(path, skip=False)["error"]
+    topic = [[(b"a", b'{"x":'), (b"b", b'{"y": 1}}'), (b"c", b'{"x": 3} {"x": 4}'), (b"d", b'{"x": 5}')]]
+    for bulk in (True, False):
+        outcome = run_topic(topic, bulk=bulk, key_type="string", value_format="json", skip=True)
+        assert [row["key"] for row in outcome["rows"]] == ["d"] and outcome["bad"] == 3, bulk
 
 
 @pytest.mark.parametrize("orjson", [True, False], ids=["orjson", "stdlib"])
@@ -259,7 +276,8 @@ def run_topic(batches: list[list[tuple[bytes | None, bytes | None]]], *, bulk: b
 
 message_values = st.one_of(
     st.dictionaries(st.sampled_from(["x", "y", "key"]), json_values, max_size=3).map(lambda v: json.dumps(v).encode()),
-    texts, st.none(), st.sampled_from([b"{}", b'{"a": 1}\n', b'{"a":\r2}', b'{"b": "x"}']))
+    texts, st.none(), st.sampled_from([b"{}", b'{"a": 1}\n', b'{"a":\r2}', b'{"b": "x"}', b'{"a":', b'{"b": 1}}',
+                                       b'{"a": 1} {"b": 2}']))
 
 
 @settings(max_examples=examples(150), deadline=None)

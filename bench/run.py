@@ -4,8 +4,8 @@
     python bench/run.py --scale [--scale-records N ...] [--memory-cap-gb G]
 
 Full mode uses a million records and takes a while on a small machine;
-``--quick`` uses 20,000 and runs in a minute or two (CI runs it as a smoke
-test). Every figure is the median of several runs, with min and max beside
+``--quick`` uses 20,000 records and 3 runs a figure (the test suite runs it
+once a figure, ``--runs 1``, as a smoke test). Every figure is the median of several runs, with min and max beside
 it; bench/README.md says what each one means. ``--scale`` is the producer at
 10M and 50M records (bench/scale.py), one run each, not for CI.
 """
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path,
                         help=f"JSON results (default: {DEFAULT_OUT}; with --scale, {DEFAULT_SCALE_OUT})")
     parser.add_argument("--records", type=int, help="override the mode's record count")
+    parser.add_argument("--runs", type=int, help="override the mode's runs per figure (5; quick mode 3)")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
                         help="run only this scenario (repeatable; default: all)")
     parser.add_argument("--tmp", type=Path, help="directory for the data, store and broker files (default: $TMPDIR)")
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         mode = QUICK if args.quick else FULL
         if args.records:
             mode = replace(mode, records=args.records)
+        if args.runs:
+            mode = replace(mode, runs=args.runs)
         log.info("%s mode: %d records, %d runs per figure; building the data, store and topic",
                  mode.name, mode.records, mode.runs)
         with workspace(mode, args.tmp, args.bootstrap) as ws:

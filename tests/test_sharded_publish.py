@@ -170,3 +170,34 @@ def test_a_shard_left_without_records_gets_a_first_version_in_the_datasets_colum
     assert whole(store) == {key: canon({"key": key, "title": "Alien", "year": 1979})}
     shard = Dataset.open(store, "ds").shard(1, 2)
     assert list(shard.manifest(1).schema.columns) == ["title", "year"] and shard.manifest(1).record_count == 0
+
+
+def test_shards_that_type_a_column_apart_are_refused_by_the_commit_and_a_declared_schema_agrees(
+        store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each shard infers its columns from its own records (a Kafka shard reads its own partitions): shard 0's
+    scores all have fractions, shard 1's are whole numbers, so one types the column float64, the other int64.
+    The commit refuses, naming the column, both types and the way out; with the schema declared, they agree."""
+    keys = {shard: [k for k in (f"k{i}" for i in range(200)) if partition_of(k, "string", 2) == shard][:20]
+            for shard in (0, 1)}
+    files = {shard: tmp_path / f"shard-{shard}.jsonl" for shard in (0, 1)}
+    for shard, path in files.items():
+        append_jsonl(path, [(key, {"score": n + (0.5 if shard == 0 else 0)}) for n, key in enumerate(keys[shard])])
+
+    def publish_shard(name: str, shard: int, *flags: str) -> int:
+        return main(["publish", "--once", "--source", str(files[shard]), "--store", store, "--dataset", name,
+                     "--shard-count", "2", "--shards", str(shard), "--no-max-added", *flags])
+
+    assert publish_shard("inferred", 0) == 0
+    capsys.readouterr()
+    assert publish_shard("inferred", 1) == 2
+    error = capsys.readouterr().err
+    assert "column 'score' is float64 in one shard and int64 in another" in error
+    assert "Publish every shard with the same --schema FILE" in error
+    assert Dataset.open(store, "inferred").announced().pointer is None
+
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps([{"name": "key", "type": "string"}, {"name": "score", "type": "float64"}]))
+    assert publish_shard("declared", 0, "--schema", str(schema)) == 0
+    assert publish_shard("declared", 1, "--schema", str(schema)) == 0
+    assert whole(store, "declared") == {key: canon({"key": key, "score": float(n) + (0.5 if shard == 0 else 0)})
+                                        for shard in (0, 1) for n, key in enumerate(keys[shard])}

@@ -12,7 +12,8 @@ add and delete (tombstone) one per cent of the keys.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,6 +21,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from combe.format.partition import partitions_of
 
 Row = dict[str, Any]
 Change = tuple[str | int, Row | None]
@@ -188,11 +191,18 @@ def _decimal(units: np.ndarray, places: int) -> pa.Array:
     return _join(_text(units // scale), ".", pc.utf8_lpad(_text(units % scale), width=places, padding="0"))
 
 
-def key_texts(indexes: np.ndarray, key_type: str) -> pa.Array:
-    """``key_of`` of every index, as JSON text (a quoted string or an integer)."""
+def key_bytes(indexes: np.ndarray, key_type: str) -> pa.Array:
+    """``key_of`` of every index as the text a topic's message key carries (and a shard is chosen by):
+    ``sku-000000042``, or an int64 key's decimal text."""
     if key_type == "int64":
         return _text(INT_KEY_BASE + indexes.astype(np.int64) * INT_KEY_STEP)
-    return _join(f'"{KEY_PREFIX}', pc.utf8_lpad(_text(indexes), width=KEY_DIGITS, padding="0"), '"')
+    return _join(KEY_PREFIX, pc.utf8_lpad(_text(indexes), width=KEY_DIGITS, padding="0"))
+
+
+def key_texts(indexes: np.ndarray, key_type: str) -> pa.Array:
+    """``key_of`` of every index, as JSON text (a quoted string or an integer)."""
+    keys = key_bytes(indexes, key_type)
+    return keys if key_type == "int64" else _join('"', keys, '"')
 
 
 def product_lines(indexes: np.ndarray, seed: int, key_type: str = "string") -> pa.Array:
@@ -226,13 +236,36 @@ def _write_lines(handle: BinaryIO, lines: pa.Array) -> int:
 
 def write_products(path: Path, count: int, key_type: str = "string", seed: int = 11) -> int:
     """A changelog of ``count`` distinct records (indexes 0 .. count-1) in a shuffled order; the bytes written."""
+    return write_sharded_products([path], count, key_type, seed)[0][0]
+
+
+def write_sharded_products(paths: Sequence[Path], count: int, key_type: str = "string",
+                           seed: int = 11) -> list[tuple[int, int]]:
+    """``write_products``'s changelog split into one file per shard, as a topic's partitions hold it: the
+    record of a key goes to ``paths[shard]``, its shard of ``len(paths)`` by Kafka's default partitioner
+    (format/partition.py), each file keeping the changelog's order. (bytes, records) of each file.
+
+    Chunk by chunk and vectorised: the chunk's lines are put in shard order with one stable take and each
+    shard's run written in one call, so 100M records never become Python objects."""
+    shards = len(paths)
     order = np.random.default_rng(seed).permutation(count)
-    written = 0
-    with open(path, "wb") as handle:
+    written = [[0, 0] for _ in paths]
+    with ExitStack() as files:
+        handles = [files.enter_context(open(path, "wb")) for path in paths]
         for start in range(0, count, PRODUCT_CHUNK):
-            written += _write_lines(handle, product_lines(order[start:start + PRODUCT_CHUNK],
-                                                          seed + 1 + start, key_type))
-    return written
+            indexes = order[start:start + PRODUCT_CHUNK]
+            lines = product_lines(indexes, seed + 1 + start, key_type)
+            if shards == 1:
+                written[0][0] += _write_lines(handles[0], lines)
+                written[0][1] += len(lines)
+                continue
+            shard = partitions_of(key_bytes(indexes, key_type), key_type, shards)
+            lines = lines.take(pa.array(np.argsort(shard, kind="stable")))
+            ends = np.cumsum(np.bincount(shard, minlength=shards)).tolist()
+            for i, (begin, end) in enumerate(zip([0, *ends[:-1]], ends)):
+                written[i][0] += _write_lines(handles[i], lines.slice(begin, end - begin))
+                written[i][1] += end - begin
+    return [(size, records) for size, records in written]
 
 
 def write_product_changes(path: Path, count: int, key_type: str = "string", fraction: float = 0.01,

@@ -49,8 +49,9 @@ def publish(changelog: Path, store: Path, cache_dir: Path, *, cap_bytes: int | N
     return step, summary
 
 
-def expect(summary: dict[str, Any], **counts: int) -> None:
-    """Fail unless the publish announced what it should have (a fast cycle that did nothing is no figure)."""
+def expect(summary: dict[str, Any], *, outcome: str = "published", **counts: int) -> None:
+    """Fail unless the publish announced what it should have (a fast cycle that did nothing is no figure);
+    a sharded run's shard before the last is ``pending`` (the dataset version waits for every shard)."""
     found = {name: summary.get(name) for name in counts}
-    if summary.get("outcome") != "published" or found != counts:
-        raise AssertionError(f"combe publish: expected {counts} published, got {summary}")
+    if summary.get("outcome") != outcome or found != counts:
+        raise AssertionError(f"combe publish: expected {counts} {outcome}, got {summary}")

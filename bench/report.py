@@ -52,6 +52,8 @@ def markdown(document: dict[str, Any]) -> str:
                   f"{_blank(s['peak_rss_mb'], ',.0f')} | {s['detail']} |" for s in document["steps"]]
     machine = document["machine"]
     records = " and ".join(f"{n:,}" for n in document.get("sizes", [document["records"]]))
+    if document.get("shard_count"):  # scale mode's sharded run
+        records += f" in {document['shard_count']} shards"
     lines += ["", f"{document['mode']} mode, {records} records, {document['runs']} runs per figure, "
               f"{document['seconds'] / 60:.0f} min, {document['created_at']}, commit {machine['commit']}.",
               f"Machine: {machine['nproc']} CPUs ({machine['cpu']}), {machine['memory_gb']} GB, "

@@ -2,12 +2,15 @@
 
     python bench/run.py [--quick] [--out PATH] [--scenario NAME ...]
     python bench/run.py --scale [--scale-records N ...] [--memory-cap-gb G]
+    python bench/run.py --scale --sharded [--shard-count K] [--scale-records N ...]
 
 Full mode uses a million records and takes a while on a small machine;
 ``--quick`` uses 20,000 records and 3 runs a figure (the test suite runs it
 once a figure, ``--runs 1``, as a smoke test). Every figure is the median of several runs, with min and max beside
 it; bench/README.md says what each one means. ``--scale`` is the producer at
-10M and 50M records (bench/scale.py), one run each, not for CI.
+10M and 50M records (bench/scale.py), one run each, not for CI; ``--scale
+--sharded`` publishes 100M records in 4 shards, one shard after another, and
+loads a consumer of each.
 """
 
 from __future__ import annotations
@@ -86,12 +89,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="a running Kafka broker to use (default: start one from the test jars)")
     parser.add_argument("--scale", action="store_true",
                         help="scale mode: publish, change and load 10M and 50M records (hours of CPU; not for CI)")
-    parser.add_argument("--scale-records", type=int, nargs="+", metavar="N", default=list(scale.SIZES),
-                        help="scale mode's sizes (default: %(default)s)")
+    parser.add_argument("--scale-records", type=int, nargs="+", metavar="N",
+                        help=f"scale mode's sizes (default: {' '.join(map(str, scale.SIZES))}; with --sharded, "
+                             f"{' '.join(map(str, scale.SHARDED_SIZES))})")
+    parser.add_argument("--sharded", action="store_true",
+                        help="scale mode: write a changelog per shard, publish a sharded dataset one shard at a "
+                             "time (combe publish --shards i) and load a consumer of each shard")
+    parser.add_argument("--shard-count", type=int, default=scale.SHARD_COUNT, metavar="K",
+                        help="with --sharded: the dataset's shards (default: %(default)s)")
     parser.add_argument("--memory-cap-gb", type=float,
                         help="scale mode: kill a step whose resident memory passes this many GiB (default: 85%% of "
                              "the machine's memory or what is available at the start less 1 GiB, the smaller)")
     args = parser.parse_args(argv)
+    if args.sharded and not args.scale:
+        parser.error("--sharded is a scale mode run: give --scale --sharded")
+    if args.shard_count < 1:
+        parser.error(f"--shard-count {args.shard_count}: give 1 or more shards")
+    sizes = args.scale_records or list(scale.SHARDED_SIZES if args.sharded else scale.SIZES)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("combe", "bench.workspace"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -104,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     errors: dict[str, str] = {}
     extra: dict[str, Any] = {}
     if args.scale:
-        mode = Mode("scale", max(args.scale_records), 1, 0)
+        mode = Mode("scale", max(sizes), 1, 0)
         try:
             cap = None if args.memory_cap_gb is None else int(args.memory_cap_gb * 2**30)
-            figures, extra = scale.run(args.scale_records, args.tmp, cap)
+            figures, extra = scale.run(sizes, args.tmp, cap, args.shard_count if args.sharded else None)
         except Exception:  # noqa: BLE001 - report what was measured before the failure
             errors["scale"] = traceback.format_exc()
             log.error("scale mode failed:\n%s", errors["scale"])

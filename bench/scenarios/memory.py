@@ -14,7 +14,8 @@ changelog file), so no Kafka client buffers are counted against it. The
 combe side is ``Consumer(store, dataset)`` held open.
 
 Run as a module for one probe: ``python -m bench.scenarios.memory dict CHANGELOG``
-or ``... combe STORE DATASET``; it prints one JSON line.
+or ``... combe STORE DATASET [SHARD]`` (SHARD: hold that shard only); it prints
+one JSON line.
 """
 
 from __future__ import annotations
@@ -51,10 +52,16 @@ def _probe(kind: str, args: list[str]) -> dict[str, Any]:
             return state, len(state), 0
     else:
         from combe.consumer import Consumer
+        from combe.consumer.metrics import memory
+
+        # A third argument holds one shard of a sharded dataset (bench/scale.py's sharded run).
+        shards = [int(args[2])] if len(args) > 2 else None
 
         def build() -> tuple[Any, int, int]:
-            consumer = Consumer(args[0], args[1])
-            return consumer, len(consumer), consumer.view().table.nbytes
+            consumer = Consumer(args[0], args[1], shards=shards)
+            # The Arrow columns the consumer holds, not ``view().table``: over a delta that builds (and keeps) a
+            # merged copy of the whole state, which a consumer never does by itself.
+            return consumer, len(consumer), memory(consumer.view())["columns"]
     gc.collect()
     before = _status("VmRSS")
     held, records, arrow_bytes = build()

@@ -86,9 +86,11 @@ def label(records: int) -> str:
 STEPS = ("first publish", "1% change cycle", "consumer load")
 
 
-def _report(records: int, name: str, step: processes.Step) -> StepReport:
+def _report(records: int, name: str, step: processes.Step, detail: str = "") -> StepReport:
+    """A finished step with ``detail``, or one that did not finish with what stopped it."""
     status = "ok" if step.ok else "killed" if step.killed else "failed"
-    return StepReport(records, name, status, round(step.seconds, 2), round(step.peak_rss / MB, 1), step.failure())
+    return StepReport(records, name, status, round(step.seconds, 2), round(step.peak_rss / MB, 1),
+                      detail if step.ok else step.failure())
 
 
 def _memory_probe(store: Path, shard: int | None, cap_bytes: int) -> processes.Step:
@@ -257,7 +259,7 @@ def _sharded_steps(records: int, shard_count: int, directory: Path, cap_bytes: i
                  f"{counts[shard]:,}")
         step, summary = publish(changelog, store, cache, cap_bytes=cap_bytes,
                                 options=["--shard-count", str(shard_count), "--shards", str(shard)])
-        reports.append(_report(records, names[shard], step))
+        reports.append(_report(records, names[shard], step, f"{counts[shard]:,} records"))
         if not step.ok:
             return result, done
         # Every line of the shard's file is the shard's: a record another shard's key had (passed over by a
@@ -271,13 +273,15 @@ def _sharded_steps(records: int, shard_count: int, directory: Path, cap_bytes: i
     for shard in range(shard_count):
         log.info("loading a consumer of shard %d", shard)
         step = _memory_probe(store, shard, cap_bytes)
-        reports.append(_report(records, names[shard_count + shard], step))
         if not step.ok:
+            reports.append(_report(records, names[shard_count + shard], step))
             return result, done
         probed = _probed(step)
         if probed["records"] != counts[shard]:
             raise AssertionError(f"the consumer of shard {shard} holds {probed['records']:,} records, "
                                  f"not {counts[shard]:,}")
+        reports.append(_report(records, names[shard_count + shard], step,
+                               f"{probed['records']:,} records, {probed['arrow_bytes'] / MB:,.0f} MB of Arrow"))
         result.arrow_bytes.append(probed["arrow_bytes"])
         done.append(step)
     return result, done

@@ -18,6 +18,7 @@ import pytest
 
 from bench import arrow_delta, data, processes
 from bench.stats import Figure, percentile, ratio
+from combe.format.partition import partition_of
 from tests.support.kafka_broker import KafkaBroker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +119,21 @@ def test_product_changelog_has_the_eight_field_shape(tmp_path: Path) -> None:
     assert int_keys == [data.key_of(i, "int64") for i in range(5)]
 
 
+def test_sharded_changelogs_are_the_changelog_split_by_kafka_partitioner(tmp_path: Path) -> None:
+    whole = tmp_path / "products.jsonl"
+    data.write_products(whole, 3_000)
+    paths = [tmp_path / f"shard-{i}.jsonl" for i in range(4)]
+    written = data.write_sharded_products(paths, 3_000)
+    lines = whole.read_bytes().splitlines(keepends=True)
+    shard_of = {line: partition_of(json.loads(line)["key"], "string", 4) for line in lines}
+    for shard, (path, (size, count)) in enumerate(zip(paths, written)):
+        held = path.read_bytes()
+        # Exactly the shard's lines of the unsharded changelog, in its order; the sizes and counts say so.
+        assert held.splitlines(keepends=True) == [line for line in lines if shard_of[line] == shard]
+        assert (size, count) == (len(held), held.count(b"\n")) and 600 < count < 900
+    assert sum(count for _, count in written) == 3_000
+
+
 def test_product_changes_update_add_and_delete_one_percent(tmp_path: Path) -> None:
     base, changes = tmp_path / "products.jsonl", tmp_path / "changes.jsonl"
     data.write_products(base, 5_000)
@@ -190,6 +206,32 @@ def test_scale_mode_reports_every_step_and_a_step_killed_at_its_cap(tmp_path: Pa
         ("generate", "ok"), ("first publish", "killed"), ("1% change cycle", "skipped"),
         ("consumer load", "skipped")]
     assert "passed the cap" in results["steps"][1]["detail"] and "first_publish_s_5000" not in results
+
+
+@pytest.mark.slow  # a process for each step
+def test_scale_mode_sharded_run_publishes_and_loads_every_shard(tmp_path: Path) -> None:
+    """At 2 shards to keep it short: a changelog per shard, each published, each loaded, the counts checked."""
+    sharded = tmp_path / "sharded.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--scale", "--sharded", "--shard-count",
+                           "2", "--scale-records", "3000", "--tmp", str(tmp_path), "--out", str(sharded)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    results = json.loads(sharded.read_text())
+    assert results["shard_count"] == 2 and "errors" not in results
+    assert [(s["step"], s["status"]) for s in results["steps"]] == [
+        ("generate", "ok"), ("publish shard 0", "ok"), ("publish shard 1", "ok"), ("consumer shard 0", "ok"),
+        ("consumer shard 1", "ok")]
+    shard_records = [int(s["detail"].split()[0].replace(",", "")) for s in results["steps"][1:3]]
+    assert sum(shard_records) == 3_000 and all(shard_records)
+    assert [s["detail"].split()[0] for s in results["steps"][3:]] == [f"{n:,}" for n in shard_records]
+    figures = results["figures"]
+    per_shard = figures["sharded_publish_s_per_shard_3000"]["values"]
+    assert len(per_shard) == 2 and results["sharded_first_publish_s_3000"] == pytest.approx(sum(per_shard))
+    for name in ("sharded_consumer_load_s_per_shard_3000", "sharded_state_arrow_mb_per_shard_3000",
+                 "sharded_consumer_load_peak_rss_multiple_of_arrow_3000"):
+        assert len(figures[name]["values"]) == 2 and figures[name]["min"] > 0, name
+    assert results["sharded_first_publish_peak_rss_mb_3000"] > 0 and results["sharded_disk_mb_3000"] > 0
+    assert not list(tmp_path.glob("combe-scale-*")), "the run leaves no files behind"
 
 
 def test_nested_lookup_bench_runs_and_compares_like_with_like(tmp_path: Path) -> None:

@@ -95,16 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sharded", action="store_true",
                         help="scale mode: write a changelog per shard, publish a sharded dataset one shard at a "
                              "time (combe publish --shards i) and load a consumer of each shard")
-    parser.add_argument("--shard-count", type=int, default=scale.SHARD_COUNT, metavar="K",
-                        help="with --sharded: the dataset's shards (default: %(default)s)")
+    parser.add_argument("--shard-count", type=int, metavar="K",
+                        help=f"with --sharded: the dataset's shards (default: {scale.SHARD_COUNT})")
     parser.add_argument("--memory-cap-gb", type=float,
                         help="scale mode: kill a step whose resident memory passes this many GiB (default: 85%% of "
                              "the machine's memory or what is available at the start less 1 GiB, the smaller)")
     args = parser.parse_args(argv)
     if args.sharded and not args.scale:
         parser.error("--sharded is a scale mode run: give --scale --sharded")
-    if args.shard_count < 1:
-        parser.error(f"--shard-count {args.shard_count}: give 1 or more shards")
+    if args.shard_count is not None and not args.sharded:
+        parser.error("--shard-count is for the sharded scale run: give --scale --sharded --shard-count K")
+    shard_count = scale.SHARD_COUNT if args.shard_count is None else args.shard_count
+    if shard_count < 1:
+        parser.error(f"--shard-count {shard_count}: give 1 or more shards")
     sizes = args.scale_records or list(scale.SHARDED_SIZES if args.sharded else scale.SIZES)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("combe", "bench.workspace"):
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         mode = Mode("scale", max(sizes), 1, 0)
         try:
             cap = None if args.memory_cap_gb is None else int(args.memory_cap_gb * 2**30)
-            figures, extra = scale.run(sizes, args.tmp, cap, args.shard_count if args.sharded else None)
+            figures, extra = scale.run(sizes, args.tmp, cap, shard_count if args.sharded else None)
         except Exception:  # noqa: BLE001 - report what was measured before the failure
             errors["scale"] = traceback.format_exc()
             log.error("scale mode failed:\n%s", errors["scale"])

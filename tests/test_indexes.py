@@ -30,9 +30,14 @@ def film(rng: random.Random) -> dict[str, Any]:
     return value
 
 
-def scan(state: dict[Any, str], predicate: Any) -> list[str]:
-    """Keys of the replayed records (JSON text) matching ``predicate``, in key order."""
-    return sorted(k for k, text in state.items() if predicate(json.loads(text)))
+def decoded(state: dict[Any, str]) -> dict[Any, Any]:
+    """The replayed records (JSON text) as values, parsed once for all the scans of a state."""
+    return {k: json.loads(text) for k, text in state.items()}
+
+
+def scan(records: dict[Any, Any], predicate: Any) -> list[str]:
+    """Keys of the replayed records (from decoded()) matching ``predicate``, in key order."""
+    return sorted(k for k, record in records.items() if predicate(record))
 
 
 def keys_of(records: list[dict[str, Any]]) -> list[Any]:
@@ -40,27 +45,28 @@ def keys_of(records: list[dict[str, Any]]) -> list[Any]:
 
 
 def check_indexes(view: Any, state: dict[Any, str]) -> None:
+    rows = decoded(state)
     for genre in [*GENRES, None, "absent"]:
-        assert keys_of(view.index("genre").get(genre)) == scan(state, lambda r, g=genre: r.get("genre") == g)
+        assert keys_of(view.index("genre").get(genre)) == scan(rows, lambda r, g=genre: r.get("genre") == g)
     for year in range(1989, 2001):
-        assert keys_of(view.index("year").get(year)) == scan(state, lambda r, y=year: r["year"] == y)
+        assert keys_of(view.index("year").get(year)) == scan(rows, lambda r, y=year: r["year"] == y)
         for genre in GENRES[:2]:
             got = keys_of(view.index(("genre", "year")).get((genre, year)))
-            assert got == scan(state, lambda r, g=genre, y=year: (r.get("genre"), r["year"]) == (g, y))
-    assert keys_of(view.index("rating").get(0)) == scan(state, lambda r: r["rating"] == 0)  # -0.0 too
-    assert keys_of(view.index("cult").get(True)) == scan(state, lambda r: r["cult"] is True)
-    assert keys_of(view.index("tags").get(["a", "b"])) == scan(state, lambda r: r.get("tags") == ["a", "b"])
+            assert got == scan(rows, lambda r, g=genre, y=year: (r.get("genre"), r["year"]) == (g, y))
+    assert keys_of(view.index("rating").get(0)) == scan(rows, lambda r: r["rating"] == 0)  # -0.0 too
+    assert keys_of(view.index("cult").get(True)) == scan(rows, lambda r: r["cult"] is True)
+    assert keys_of(view.index("tags").get(["a", "b"])) == scan(rows, lambda r: r.get("tags") == ["a", "b"])
     for lo, hi in [(1992, 1995), (None, 1993), (1997, None), (1995, 1995), (None, None)]:
         records = view.index("year").range(lo, hi)
         assert sorted(keys_of(records)) == scan(
-            state, lambda r, a=lo, b=hi: (a is None or r["year"] >= a) and (b is None or r["year"] < b))
+            rows, lambda r, a=lo, b=hi: (a is None or r["year"] >= a) and (b is None or r["year"] < b))
         years = [r["year"] for r in records]
         assert years == sorted(years)
     by_genre = view.index("genre").range("comedy", "horror")
-    assert sorted(keys_of(by_genre)) == scan(state, lambda r: r.get("genre") in ("comedy", "drama"))
+    assert sorted(keys_of(by_genre)) == scan(rows, lambda r: r.get("genre") in ("comedy", "drama"))
     assert [r["genre"] for r in by_genre] == sorted(r["genre"] for r in by_genre)
     both = view.index(("genre", "year")).range(("drama", 1995), ("horror", 1991))
-    expected = scan(state, lambda r: r.get("genre") is not None
+    expected = scan(rows, lambda r: r.get("genre") is not None
                     and ("drama", 1995) <= (r["genre"], r["year"]) < ("horror", 1991))
     assert sorted(keys_of(both)) == expected
     assert keys_of(view.index("key").range("k010", "k020")) == [k for k in sorted(state) if "k010" <= k < "k020"]
@@ -110,8 +116,9 @@ def test_the_snapshot_part_is_shared_across_delta_refreshes(tmp_path: Path) -> N
         assert second.base is first.base
         assert ("genre",) in second._indexes  # built before the swap, not by the first reader
         assert second.index("genre").base is first.index("genre").base  # the snapshot's part was reused
-        assert keys_of(live.get("noir")) == scan(feed.states[2], lambda r: r.get("genre") == "noir")
-        assert keys_of(first.index("genre").get("noir")) == scan(feed.states[1], lambda r: r.get("genre") == "noir")
+        noir = lambda r: r.get("genre") == "noir"  # noqa: E731
+        assert keys_of(live.get("noir")) == scan(decoded(feed.states[2]), noir)
+        assert keys_of(first.index("genre").get("noir")) == scan(decoded(feed.states[1]), noir)
 
 
 def test_index_errors_say_what_is_wrong(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from combe.format.manifest import BlobRef
 from tests.support.changelog import Change, replay
 from tests.support.fault_proxy import FaultProxy
 from tests.support.feed import Feed, view_state
+from tests.support.properties import examples
 from tests.support.s3_server import S3Server
 
 DATASET = "movies"
@@ -314,7 +315,7 @@ def test_a_flipped_bit_anywhere_in_the_cache_is_never_served_and_never_crashes(t
                                           "many": view.get_many(keys)}))
     assert sorted(cached(pristine)) == [".arrow", ".check", "other"] and len(cached(pristine)[".arrow"]) == 2
 
-    trials = 120
+    trials = examples(120)  # a tenth under make check's hypothesis profile, like the property tests
     run = subprocess.run([sys.executable, "-c", BIT_FLIPS, feed.store, DATASET, str(pristine), str(tmp_path / "work"),
                           "15", str(trials)], capture_output=True, text=True, timeout=600, check=False)
     lines = [json.loads(line) for line in run.stdout.splitlines()]

@@ -396,6 +396,7 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+@pytest.mark.slow  # a gunicorn master and two workers (make check serves with workers in test_server_hostile.py)
 def test_serve_with_gunicorn_workers_sharing_one_cache(published: Published, tmp_path: Path) -> None:
     cache, metrics = tmp_path / "cache", tmp_path / "metrics"
     metrics.mkdir()

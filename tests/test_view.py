@@ -147,9 +147,10 @@ def test_column_projection_uses_less_memory(wide: Feed, tmp_path: Path, cached: 
         feed.consumer(cache_dir=cache)  # fills the cache; the measured processes map it
 
     def resident(columns: list[str] | None) -> int:
-        out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, feed.store, json.dumps(columns), cache],
-                             check=True, capture_output=True, text=True)
-        return int(out.stdout)
+        """The smaller of two processes' growth: now and then one grows by megabytes more than its load needs
+        (seen: 65 MB projected against 70 MB whole), which hides the 8 MB column from a single measurement."""
+        return min(int(subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, feed.store, json.dumps(columns), cache],
+                                      check=True, capture_output=True, text=True).stdout) for _ in range(2))
 
     text_bytes = 20000 * 406
     full, projected = resident(None), resident(["n"])

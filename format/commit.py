@@ -155,9 +155,9 @@ def _next(dataset: Dataset, sharding: Sharding, current: ShardedManifest | None,
         # not grow into float64), so the way out is a schema declared for every shard (README, "Publishing a
         # sharded dataset").
         raise ConfigError(f"{dataset.name}: the shard versions cannot be committed together: {exc} (each shard "
-                          "infers its columns from its own records). Publish every shard with the same --schema "
-                          "FILE; a shard that already holds the column in a type that cannot grow into the "
-                          "declared one needs publishing again under a new dataset name") from exc
+                          "infers its columns from its own records). Declare one schema for every shard's producer; a "
+                          "shard that already holds the column in a type that cannot grow into the declared one "
+                          "needs publishing again under a new dataset name") from exc
     shards = tuple(_part(manifests[i]) if i in manifests else current.shards[i]  # type: ignore[union-attr]
                    for i in range(sharding.shard_count))
     return ShardedManifest(

@@ -192,7 +192,7 @@ def test_shards_that_type_a_column_apart_are_refused_by_the_commit_and_a_declare
     assert publish_shard("inferred", 1) == 2
     error = capsys.readouterr().err
     assert "column 'score' is float64 in one shard and int64 in another" in error
-    assert "Publish every shard with the same --schema FILE" in error
+    assert "Declare one schema for every shard's producer" in error
     assert Dataset.open(store, "inferred").announced().pointer is None
 
     schema = tmp_path / "schema.json"

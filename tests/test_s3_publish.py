@@ -31,7 +31,7 @@ from tests.support.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 
 DATASET = "movies"
 RACE_BUCKET = "combe-race"  # versioned: every write of announced.json is kept, to check the announcement history
-PUBLISHER_ROUNDS = 24
+PUBLISHER_ROUNDS = 12
 CLI_ROUNDS = 3
 
 

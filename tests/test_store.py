@@ -341,7 +341,20 @@ def test_s3_url_without_bucket_is_a_config_error() -> None:
 # -- local only ------------------------------------------------------------------
 
 
-# Three processes per umask: make check tries the common one, make test all three.
+# The commands run in a process of their own, started with the umask (the umask is the process's); make check
+# tries the common one, make test all three.
+UMASK_COMMANDS = """
+import sys
+from combe.cli import main
+store, changelog = sys.argv[1:3]
+# A first version (snapshot), a run that finds nothing new, then a pin: announced.json rewritten by compare-and-swap.
+for command in (["publish", "--source", changelog, "--store", store, "--dataset", "movies", "--once"],) * 2 + (
+        ["pin", "--store", store, "--dataset", "movies", "1"],):
+    code = main(command)
+    assert code == 0, (command, code)
+"""
+
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), pytest.param(0o002, 0o664, marks=pytest.mark.slow),
                                          pytest.param(0o077, 0o600, marks=pytest.mark.slow)])
 def test_local_stores_create_files_as_the_umask_says(tmp_path: Path, umask: int, mode: int) -> None:
@@ -349,13 +362,8 @@ def test_local_stores_create_files_as_the_umask_says(tmp_path: Path, umask: int,
     changelog = tmp_path / "movies.jsonl"
     changelog.write_text('{"key": "a", "value": {"n": 1}}\n')
     store = tmp_path / "store"
-    for _ in range(2):  # a first version (snapshot), then a pin: announced.json rewritten by compare-and-swap
-        done = subprocess.run([sys.executable, "-m", "combe", "publish", "--source", str(changelog), "--store",
-                               str(store), "--dataset", "movies", "--once"], umask=umask, capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-    done = subprocess.run([sys.executable, "-m", "combe", "pin", "--store", str(store), "--dataset", "movies", "1"],
-                          umask=umask, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", UMASK_COMMANDS, str(store), str(changelog)], umask=umask,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     files = [p for p in (store / "movies").rglob("*") if p.is_file() and not p.name.endswith(".lock")]
     kinds = {p.relative_to(store / "movies").parts[0] for p in files}

@@ -24,6 +24,11 @@ LOCK_EXTRAS := test
 # or a large dataset each; `make test` runs them all).
 LEFT_OUT := kafka or s3 or browser or slow
 
+# The linters, for `lint` and `test` alike: ruff (rules in pyproject.toml), and mypy on the package as
+# installed (see tools/typecheck.py).
+RUFF := $(PY) -m ruff check .
+TYPECHECK := $(PY) tools/typecheck.py
+
 .PHONY: test test-deps check lint quickstart lock corpus
 
 # Three workers on two cores: the suite's tests spend part of their time waiting on the processes, broker and
@@ -31,22 +36,21 @@ LEFT_OUT := kafka or s3 or browser or slow
 # machine). mypy runs beside the tests (its 20 s from an empty cache are one core's) and its report is printed
 # after theirs; either failing fails the target.
 test: test-deps
-	$(PY) -m ruff check .
-	@echo "$(PY) tools/typecheck.py (beside the tests; its report follows theirs)"
-	@$(PY) tools/typecheck.py > $(VENV)/typecheck.log 2>&1 & types=$$!; \
+	$(RUFF)
+	@echo "$(TYPECHECK) (beside the tests; its report follows theirs)"
+	@$(TYPECHECK) > $(VENV)/typecheck.log 2>&1 & types=$$!; \
 	$(PY) -m pytest -n 3; tests=$$?; \
 	wait $$types; typed=$$?; cat $(VENV)/typecheck.log; \
 	test $$tests -eq 0 && test $$typed -eq 0
 
-# The fast path: under a minute on a quiet 2-core machine (README.md, "Quick start"). Property tests try a
-# tenth of their examples (the "check" hypothesis profile, tests/conftest.py).
+# The fast path, meant to take under a minute on a quiet 2-core machine (README.md, "Quick start", says how
+# long it takes today). Property tests try a tenth of their examples (the "check" hypothesis profile, tests/conftest.py).
 check: lint
 	$(PY) -m pytest -m "not ($(LEFT_OUT))" --hypothesis-profile=check
 
-# ruff (rules in pyproject.toml), then mypy on the package as installed (see tools/typecheck.py).
 lint: $(VENV)/.test-deps
-	$(PY) -m ruff check .
-	$(PY) tools/typecheck.py
+	$(RUFF)
+	$(TYPECHECK)
 
 # The package with every extra, pinned; the Kafka broker's jars, fetched with Maven into
 # ~/.cache/combe-test so the broker fixture starts without downloading (the fetch needs only the standard

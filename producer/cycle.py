@@ -22,7 +22,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +33,7 @@ from combe.format.codec import check_blob, decompress, encode_table, read_ipc, s
 from combe.format.dataset import Announced, Dataset
 from combe.format.delta import ADDED, OP_COLUMN, REMOVED, UPDATED
 from combe.format.errors import BadRecordError, ConfigError, ConflictError, FormatError, IntegrityError
-from combe.format.index import one_array, split_index, with_index
+from combe.format.index import split_index, with_index
 from combe.format.keys import check_shardable
 from combe.format.layout import delta_blob, new_uid, reverse_blob, snapshot_blob
 from combe.format.manifest import BlobRef, Manifest, Pointer, check_tags, parse_time, utc_now
@@ -44,6 +43,7 @@ from combe.format.settings import setting
 from .decode import Decode, Places, value_lines
 from .evolution import retype_state
 from .fold import DELETED, Changes, FoldResult, fold
+from .held import Ahead, Held, joined
 from .lease import ProducerLease, announce_epoch
 from .records import Decoder, RecordFormat
 from .recovery import recover_announcement
@@ -154,20 +154,6 @@ class _Copy:
     schema: pa.Schema
 
 
-class _Held(NamedTuple):
-    """A Kafka batch kept until the read ends, when only the latest message of each key is decoded: keys, and
-    values as ``value_lines`` made them (JSON values; ``deleted`` marks tombstones, ``clean`` says no value
-    holds a line break) or as they came (``deleted`` None)."""
-
-    stream: str
-    keys: pa.Array
-    values: pa.Array
-    deleted: np.ndarray | None
-    clean: bool
-    partitions: np.ndarray
-    offsets: np.ndarray
-
-
 @dataclass
 class _Base:
     """The announced version a cycle builds on."""
@@ -205,6 +191,9 @@ class Publisher:
             if self.options.cache_dir is not None else None
         # False decodes every record on the per-record path (the reference the bulk path is tested against).
         self.bulk = True
+        # False decodes a latest-only source's messages only once its read has ended (producer/held.py: the
+        # reference decoding ahead is tested against).
+        self.ahead = True
 
     # -- loading -----------------------------------------------------------------
 
@@ -341,14 +330,34 @@ class Publisher:
         Sources that say ``latest_only`` (compacted Kafka topics) have only the
         latest record per raw key decoded, at the end of the read: the fold keeps
         only the latest value per key anyway, so a record superseded in the same
-        cycle is never decoded, just as if the log cleaner had removed it. Other
+        cycle is never decoded, just as if the log cleaner had removed it (while
+        no key has repeated, every message is its key's latest, and batches are
+        decoded ahead on a worker thread: producer/held.py). Other
         sources (files, written by people) have every record decoded, chunk by
         chunk, so every bad line is reported. Either way, with ``on_bad_record``
         fail the error names the first bad record in source order.
         """
         decode = Decode(self.decoder, changes, self.source, bulk=self.bulk, shard=self.dataset.shard_of)
         messages = bad = 0
-        held: list[_Held] = []
+        held: list[Held] = []
+        ahead = Ahead(Decode(self.decoder, changes.twin(), self.source, bulk=self.bulk, shard=self.dataset.shard_of)) \
+            if self.source.latest_only and self.ahead else None
+        try:
+            messages, bad = self._read(decode, ahead, held, positions)
+            decoded = ahead.result() if ahead is not None else None
+        finally:
+            if ahead is not None:
+                ahead.close()
+        if decoded is not None:
+            changes.adopt(decoded)  # every key read was distinct: every message was its key's latest, decoded
+            return messages, bad
+        for stream in dict.fromkeys(part.stream for part in held):
+            bad += self._decode_latest(decode, [part for part in held if part.stream == stream])
+        return messages, bad
+
+    def _read(self, decode: Decode, ahead: Ahead | None, held: list[Held], positions: Positions) -> tuple[int, int]:
+        """The read of ``_collect``: decodes what it does not hold, holds what it does; (messages, bad)."""
+        messages = bad = 0
         json_values = self.options.fmt.value_format == "json"
         for chunk in self.source.read(positions):
             if isinstance(chunk, Lines):
@@ -371,12 +380,17 @@ class Publisher:
                 count = chunk.advanced
                 if len(chunk.keys):
                     keys = pa.array(chunk.keys, pa.binary())
-                    if self.source.latest_only and json_values:
-                        lines, deleted, clean = value_lines(chunk.values)
-                        held.append(_Held(chunk.stream, keys, lines, deleted, clean, chunk.partitions, chunk.offsets))
-                    elif self.source.latest_only:
-                        held.append(_Held(chunk.stream, keys, pa.array(chunk.values, pa.binary()), None, True,
-                                          chunk.partitions, chunk.offsets))
+                    if self.source.latest_only:
+                        if json_values:
+                            lines, deleted, clean = value_lines(chunk.values)
+                            part = Held(chunk.stream, keys, lines, deleted, np.full(len(keys), clean),
+                                        chunk.partitions, chunk.offsets)
+                        else:
+                            part = Held(chunk.stream, keys, pa.array(chunk.values, pa.binary()), None,
+                                        np.ones(len(keys), np.bool_), chunk.partitions, chunk.offsets)
+                        held.append(part)
+                        if ahead is not None:
+                            ahead.add(part, chunk.keys)
                     else:
                         places = Places(chunk.stream, chunk.partitions, chunk.offsets)
                         bad += self._skip_or_raise(decode.pairs(keys, pa.array(chunk.values, pa.binary()), places))
@@ -384,37 +398,22 @@ class Publisher:
             messages += count
             if self.on_progress:
                 self.on_progress(messages)
-        for stream in dict.fromkeys(part.stream for part in held):
-            bad += self._decode_latest(decode, [part for part in held if part.stream == stream])
         return messages, bad
 
-    def _decode_latest(self, decode: Decode, held: list[_Held]) -> int:
+    def _decode_latest(self, decode: Decode, held: list[Held]) -> int:
         """Decode the latest message of each raw key of one stream, in the order of those messages."""
-        stream = held[0].stream
-        keys = pa.concat_arrays([part.keys for part in held])
-        values = pa.chunked_array([part.values for part in held])
-        deleted = np.concatenate([part.deleted for part in held]) if held[0].deleted is not None else None
-        broken = np.repeat([not part.clean for part in held], [len(part.keys) for part in held])
-        places = Places(stream, np.concatenate([part.partitions for part in held]),
-                        np.concatenate([part.offsets for part in held]))
+        every = joined(held)
         del held
-        keyless = keys.is_null().to_numpy(zero_copy_only=False)
+        places = Places(every.stream, every.partitions, every.offsets)
+        keyless = every.keys.is_null().to_numpy(zero_copy_only=False)
         # A keyless message supersedes nothing: each one is bad on its own.
         errors = [decode.bad(places, int(i), self.decoder.no_key) for i in np.flatnonzero(keyless).tolist()]
-        codes = pc.dictionary_encode(keys).indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        codes = pc.dictionary_encode(every.keys).indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         _, from_end = np.unique(codes[::-1], return_index=True)
         latest = np.sort(len(codes) - 1 - from_end)
         latest = latest[~keyless[latest]]
         for start in range(0, len(latest), LATEST_PIECE):
-            chosen = latest[start:start + LATEST_PIECE]
-            taken = pa.array(chosen)
-            # One copy of the chosen values, out of every message batch at once.
-            piece = one_array(values.take(taken))
-            if deleted is None:
-                errors += decode.pairs(keys.take(taken), piece, places.subset(chosen))
-            else:
-                errors += decode.json_lines(keys.take(taken), piece, deleted[chosen], places.subset(chosen),
-                                            clean=not broken[chosen].any())
+            errors += every.take(latest[start:start + LATEST_PIECE]).decode(decode)
         return self._skip_or_raise(errors)
 
     def _skip_or_raise(self, errors: list[BadRecordError]) -> int:

@@ -62,6 +62,21 @@ class Changes:
         # A whole state's source: each key may come once (producer/whole.py); ``latest`` refuses a repeat.
         self.once: str | None = None
 
+    def twin(self) -> Changes:
+        """Changes of no records, over the same schema and settings: a decoding that may be dropped
+        (producer/held.py) goes there, and ``adopt`` takes it over if it is kept."""
+        assert not self.parts and not self.retyped, "a twin starts from no records"
+        twin = Changes(self.schema.copy(), dict(self.published), allow_type_change=self.allow_type_change,
+                       declared=self.declared)
+        twin.once = self.once
+        return twin
+
+    def adopt(self, twin: Changes) -> None:
+        """The records, schema and findings of ``twin`` in place of this one's (which holds none yet)."""
+        assert not self.parts, "adopting over records"
+        self.schema, self.retyped, self.parts, self.rows = twin.schema, twin.retyped, twin.parts, twin.rows
+        self.empty_keys = twin.empty_keys
+
     # -- schema ----------------------------------------------------------------------------------
 
     def _grow_into(self, columns: dict[str, str], retyped: dict[str, str], types: dict[str, str]) -> None:

@@ -256,12 +256,12 @@ class Topic(Source):
 
 
 def run_topic(batches: list[list[tuple[bytes | None, bytes | None]]], *, bulk: bool, key_type: str,
-              value_format: str, skip: bool) -> dict[str, Any]:
+              value_format: str, skip: bool, ahead: bool = True) -> dict[str, Any]:
     dataset = Dataset.open(f"memory://decode-{uuid.uuid4().hex}", "d")
     options = PublishOptions(fmt=RecordFormat(key_type=key_type, value_format=value_format),
                              on_bad_record="skip" if skip else "fail", **OPTIONS)
     publisher = Publisher(dataset, Topic(batches), options)
-    publisher.bulk = bulk
+    publisher.bulk, publisher.ahead = bulk, ahead
     try:
         result = publisher.run_cycle()
     except (BadRecordError, ValidationError) as exc:
@@ -287,10 +287,52 @@ message_values = st.one_of(
        skip=st.booleans())
 def test_any_kafka_messages_decode_alike(batches: list[list[tuple[bytes | None, bytes | None]]], key_type: str,
                                          value_format: str, skip: bool) -> None:
-    """The latest message of each key, decoded from the batches' joined lines or record by record: tombstones,
-    a value ``{}``, values holding line breaks, keyless messages, keys that decode alike."""
+    """The latest message of each key, decoded from the batches' joined lines or record by record, ahead of
+    the read's end or at it: tombstones, a value ``{}``, values holding line breaks, keyless messages, keys
+    that decode alike."""
     options = dict(key_type=key_type, value_format=value_format, skip=skip)
-    assert run_topic(batches, bulk=True, **options) == run_topic(batches, bulk=False, **options)
+    reference = run_topic(batches, bulk=False, ahead=False, **options)
+    assert run_topic(batches, bulk=True, **options) == reference
+    assert run_topic(batches, bulk=True, ahead=False, **options) == reference
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(messages=st.lists(st.tuples(st.sampled_from([b"a", b"7", b"07", b"", b"\xff", b"b", b"-0", b"x y"]),
+                                   message_values), min_size=1, max_size=8, unique_by=lambda message: message[0]),
+       cuts=st.lists(st.integers(0, 8), max_size=3), key_type=st.sampled_from(["string", "int64"]),
+       value_format=st.sampled_from(["json", "json", "string"]), skip=st.booleans())
+def test_distinct_keys_decoded_ahead_decode_alike(messages: list[tuple[bytes, bytes | None]], cuts: list[int],
+                                                  key_type: str, value_format: str, skip: bool) -> None:
+    """Every raw key distinct (so batches are decoded as they arrive, until a bad record drops the guess):
+    the same outcome as decoding the latest messages at the read's end, keys that decode alike included."""
+    bounds = [0, *sorted(min(cut, len(messages)) for cut in cuts), len(messages)]
+    batches = [messages[start:stop] for start, stop in zip(bounds, bounds[1:]) if stop > start]
+    options = dict(key_type=key_type, value_format=value_format, skip=skip)
+    assert run_topic(batches, bulk=True, **options) == run_topic(batches, bulk=True, ahead=False, **options)
+
+
+def test_batches_are_decoded_ahead_only_while_every_key_is_distinct(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Distinct keys: the read's end has nothing left to decode. A key read again: the latest messages are decoded
+    at the read's end, and a bad message the key's later one supersedes is never reported (as ever)."""
+    at_the_end: list[int] = []
+    decode_latest = Publisher._decode_latest
+
+    def spy(self: Publisher, decode: Any, held: list[Any]) -> int:
+        at_the_end.append(sum(len(part.keys) for part in held))
+        return decode_latest(self, decode, held)
+
+    monkeypatch.setattr(Publisher, "_decode_latest", spy)
+    value = json.dumps({"x": 1}).encode()
+    distinct = [[(f"k{i}".encode(), value) for i in range(start, start + 5)] for start in (0, 5, 10)]
+    outcome = run_topic(distinct, bulk=True, key_type="string", value_format="json", skip=False)
+    assert at_the_end == [] and len(outcome["rows"]) == 15
+    again = [[(b"a", value), (b"b", value)], [(b"a", b'{"x": 2}')]]
+    outcome = run_topic(again, bulk=True, key_type="string", value_format="json", skip=False)
+    assert at_the_end == [3] and {row["key"]: row["x"] for row in outcome["rows"]} == {"a": 2, "b": 1}
+    superseded = [[(b"a", b'{"x": '), (b"b", value)], [(b"c", value)], [(b"a", b'{"x": 2}')]]
+    outcome = run_topic(superseded, bulk=True, key_type="string", value_format="json", skip=False)
+    assert at_the_end == [3, 4] and outcome["bad"] == 0
+    assert {row["key"]: row["x"] for row in outcome["rows"]} == {"a": 2, "b": 1, "c": 1}
 
 
 def test_kafka_values_reach_the_json_reader_in_pieces_of_join_bytes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -330,9 +330,9 @@ class Publisher:
         Sources that say ``latest_only`` (compacted Kafka topics) have only the
         latest record per raw key decoded, at the end of the read: the fold keeps
         only the latest value per key anyway, so a record superseded in the same
-        cycle is never decoded, just as if the log cleaner had removed it (while
-        no key has repeated, every message is its key's latest, and batches are
-        decoded ahead on a worker thread: producer/held.py). Other
+        cycle is never decoded, just as if the log cleaner had removed it (or it
+        is, ahead of the read's end on a worker thread, when what it brings can
+        be taken out again: producer/held.py). Other
         sources (files, written by people) have every record decoded, chunk by
         chunk, so every bad line is reported. Either way, with ``on_bad_record``
         fail the error names the first bad record in source order.
@@ -340,16 +340,16 @@ class Publisher:
         decode = Decode(self.decoder, changes, self.source, bulk=self.bulk, shard=self.dataset.shard_of)
         messages = bad = 0
         held: list[Held] = []
-        ahead = Ahead(Decode(self.decoder, changes.twin(), self.source, bulk=self.bulk, shard=self.dataset.shard_of)) \
-            if self.source.latest_only and self.ahead else None
+        ahead = Ahead(lambda: Decode(self.decoder, changes.twin(), self.source, bulk=self.bulk,
+                                     shard=self.dataset.shard_of)) if self.source.latest_only and self.ahead else None
         try:
             messages, bad = self._read(decode, ahead, held, positions)
-            decoded = ahead.result() if ahead is not None else None
+            decoded = ahead.result(held) if ahead is not None else None
         finally:
             if ahead is not None:
                 ahead.close()
         if decoded is not None:
-            changes.adopt(decoded)  # every key read was distinct: every message was its key's latest, decoded
+            changes.adopt(decoded)  # decoded ahead, and what superseded messages brought changes nothing
             return messages, bad
         for stream in dict.fromkeys(part.stream for part in held):
             bad += self._decode_latest(decode, [part for part in held if part.stream == stream])

@@ -79,6 +79,16 @@ class Changes:
 
     # -- schema ----------------------------------------------------------------------------------
 
+    def holds(self, types: dict[str, str]) -> bool:
+        """Whether values of column types ``types`` would leave the schema as it is (no column added, grown or
+        retyped, no conflict)."""
+        columns, retyped = dict(self.schema.columns), dict(self.retyped)
+        try:
+            self._grow_into(columns, retyped, types)
+        except ValueError:
+            return False
+        return columns == self.schema.columns and retyped == self.retyped
+
     def _grow_into(self, columns: dict[str, str], retyped: dict[str, str], types: dict[str, str]) -> None:
         """Grow ``columns`` (and ``retyped``) in place by a record's or a part's value types; ValueError
         naming the conflict. Callers pass copies, so a refused record leaves the schema as it was."""

@@ -1,19 +1,30 @@
-"""Kafka batches held until a read ends, and decoded ahead of it while no key has repeated.
+"""Kafka batches held until a read ends, and decoded ahead of it while few keys repeat.
 
 A compacted topic's cycle decodes only the latest message of each key, once
 the read has ended (Publisher._collect): a message superseded in the same
-read is never decoded, as if the log cleaner had removed it. But while every
-key read so far is distinct, every message read so far is its key's latest,
-so its batch can be decoded at once, on a worker thread, while the client
-waits on the brokers: a topic of distinct keys (a first read, a busy topic
-since its last compaction) then finds its decoding done when the read ends.
+read is never decoded, as if the log cleaner had removed it, so it neither
+shapes the schema nor counts as a bad record. Most messages of a topic are
+their key's latest, though, so each batch is decoded at once, on a worker
+thread, while the client waits on the brokers, and the read's end finds its
+decoding done. What the superseded messages brought is then taken out:
 
-The guess is dropped the moment it can be wrong: a key comes again (keys are
-compared by a 64-bit hash of their bytes, so a collision drops it too, never
-the other way), a batch holds a bad record (it might yet be superseded), the
-decoder refuses a batch, or a second stream appears. The read's end then
-decodes the latest messages as it would have, from the batches still held,
-so the changes come out the same either way.
+- their rows lose to their key's later message in the fold, as any earlier
+  record of a key does;
+- their bad records are not reported; a bad latest message drops the guess;
+- the types they brought must change nothing: the superseded messages and
+  the latest messages of the same keys are decoded again on their own, and
+  the former's types must already fit the latter's (if they fit those, they
+  fit all the latest messages', so the schema is the one the latest messages
+  alone make; values read in a wider type than they were at the time come
+  out the same, as every chunked decoding relies on).
+
+The guess is dropped when it cannot be used, and the read's end decodes the
+latest messages as it would have from the batches still held: more than
+REPEATS of the keys read so far came again (the check at the end would cost
+what the guess saves), a key that comes again collides with another by its
+64-bit hash, a superseded message's types do not fit, a latest message is
+bad, the decoder refuses a batch, or a second stream appears. The changes
+come out the same either way.
 """
 
 from __future__ import annotations
@@ -21,11 +32,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from combe.format.errors import BadRecordError
 from combe.format.index import one_array
@@ -34,6 +47,9 @@ from .decode import Decode, Places
 from .fold import Changes
 
 log = logging.getLogger(__name__)
+
+# Above this share of the keys read coming again, batches are not decoded ahead (nor checked at the read's end).
+REPEATS = 0.05
 
 
 class Held(NamedTuple):
@@ -77,17 +93,21 @@ def joined(parts: list[Held]) -> Held:
 
 
 class Ahead:
-    """Decodes held batches on a worker thread as they arrive, into changes of its own, for as long as every
-    key read is distinct (see the module's docstring); ``result`` hands over those changes if the guess held."""
+    """Decodes held batches on a worker thread as they arrive, into changes of its own, while few keys repeat (see
+    the module's docstring); ``result`` hands over those changes if what the superseded messages brought changes
+    nothing."""
 
-    def __init__(self, decode: Decode) -> None:
-        self._decode = decode
+    def __init__(self, decoding: Callable[[], Decode]) -> None:
+        """``decoding`` makes a Decode into changes of no records, over the cycle's schema and settings."""
+        self._decoding = decoding
+        self._decode = decoding()
+        self._errors: list[BadRecordError] = []
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="combe-decode-ahead")
         self._waiting: deque[Held] = deque()
         self._lock = threading.Lock()
         self._last: Future[None] | None = None
         self._stream: str | None = None
-        # Hashes of every key read: sorted and distinct as of the last check, then each batch's since.
+        # Hashes of the keys read, batch by batch in arrival order; sorted together at each check.
         self._hashes: list[np.ndarray] = []
         self._count = 0
         self._next_check = 0
@@ -105,19 +125,28 @@ class Ahead:
         self._hashes.append(np.fromiter(map(hash, raw_keys), np.int64, len(raw_keys)))
         self._count += len(raw_keys)
         # Checked at every doubling of the keys read: each check sorts them all, and a topic whose keys repeat
-        # is found out at its first batches.
-        if self._count >= self._next_check and not self._distinct():
-            return
+        # often is found out at its first batches.
+        if self._count >= self._next_check:
+            self._next_check = 2 * self._count
+            every = np.sort(np.concatenate(self._hashes))
+            if np.count_nonzero(every[1:] == every[:-1]) > REPEATS * self._count:
+                self._drop(f"more than {REPEATS:.0%} of the keys read came again")
+                return
         with self._lock:
             self._waiting.append(part)
         self._last = self._pool.submit(self._work)
 
-    def result(self) -> Changes | None:
-        """The changes decoded ahead, once the worker is done, if every key read was distinct; else None (and
-        the worker's changes are dropped)."""
+    def result(self, held: list[Held]) -> Changes | None:
+        """The changes decoded ahead, once the worker is done, if what the superseded messages of ``held`` (the
+        read's batches) brought changes nothing; else None (and the worker's changes are dropped)."""
         try:
-            if not self.wrong and self._distinct() and self._last is not None:
+            if not self.wrong and self._last is not None:
                 self._last.result()
+            if not self.wrong and held:
+                try:
+                    self._check(joined(held))
+                except Exception as exc:  # noqa: BLE001 - any refusal: the read's end decides
+                    self._drop(f"the check of what superseded messages brought failed ({exc})")
             if self.wrong:
                 log.debug("decoding ahead of the read's end dropped: %s", self.wrong)
                 return None
@@ -131,17 +160,38 @@ class Ahead:
             self._waiting.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _distinct(self) -> bool:
-        """Whether every key read so far is distinct; drops the guess if not."""
-        if len(self._hashes) > 1 or (self._hashes and self._next_check <= self._count):
-            # A sort and a look at neighbours (np.unique hashes, several times slower on int64 here).
-            every = np.sort(np.concatenate(self._hashes))
-            if (every[1:] == every[:-1]).any():
-                self._drop("a key came again")
-                return False
-            self._hashes = [every]
-        self._next_check = 2 * self._count
-        return True
+    def _check(self, every: Held) -> None:
+        """Drop the guess unless taking out what the superseded messages of ``every`` brought changes nothing."""
+        if every.keys.null_count:
+            self._drop("a message has no key")  # a bad record of its own, whatever comes after it
+            return
+        hashes = np.concatenate(self._hashes)
+        order = np.argsort(hashes, kind="stable")  # equal keys stay in arrival order
+        again = np.flatnonzero(hashes[order[1:]] == hashes[order[:-1]])
+        if not len(again):
+            if self._errors:
+                self._drop("a latest message is bad")
+            return
+        earlier, later = order[again], order[again + 1]
+        if not pc.all(pc.equal(every.keys.take(pa.array(earlier)), every.keys.take(pa.array(later)))).as_py():
+            self._drop("two keys have the same hash")
+            return
+        superseded = np.sort(earlier)
+        latest = np.sort(np.setdiff1d(later, earlier, assume_unique=True))  # the last of each run of equal keys
+        number = self._decode.source.number
+        gone = {(p, number(every.stream, p, o))
+                for p, o in zip(every.partitions[superseded].tolist(), every.offsets[superseded].tolist())}
+        if any((error.partition, error.offset) not in gone for error in self._errors):
+            self._drop("a latest message is bad")
+            return
+        if self._decode.changes.retyped or self._decode.changes.empty_keys:
+            self._drop("the read changes a column's type or holds an empty key")
+            return
+        theirs, own = self._decoding(), self._decoding()
+        every.take(latest).decode(theirs)
+        every.take(superseded).decode(own)
+        if not theirs.changes.holds(own.changes.schema.columns):
+            self._drop("a superseded message brought a type its key's latest message does not have")
 
     def _drop(self, why: str) -> None:
         self.wrong = why
@@ -157,9 +207,6 @@ class Ahead:
         if not parts or self.wrong:
             return
         try:
-            errors = (parts[0] if len(parts) == 1 else joined(parts)).decode(self._decode)
+            self._errors += (parts[0] if len(parts) == 1 else joined(parts)).decode(self._decode)
         except Exception as exc:  # noqa: BLE001 - any refusal: the read's end decides, and raises it if it holds
             self._drop(f"the decoder refused a batch ({exc})")
-            return
-        if errors:
-            self._drop("a batch holds a bad record")

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import combe.format.jsontext as jsontext
 import combe.producer.decode as decode
+import combe.producer.held as held
 from combe.format.checksum import legacy_state_checksum
 from combe.format.codec import encode_table, sha256_hex
 from combe.format.dataset import Dataset
@@ -292,8 +293,11 @@ def test_any_kafka_messages_decode_alike(batches: list[list[tuple[bytes | None, 
     that decode alike."""
     options = dict(key_type=key_type, value_format=value_format, skip=skip)
     reference = run_topic(batches, bulk=False, ahead=False, **options)
-    assert run_topic(batches, bulk=True, **options) == reference
     assert run_topic(batches, bulk=True, ahead=False, **options) == reference
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(held, "REPEATS", 1.0)  # decoded ahead however often keys repeat, then checked
+        assert run_topic(batches, bulk=True, **options) == reference
+        assert run_topic(batches, bulk=False, **options) == reference
 
 
 @settings(max_examples=examples(100), deadline=None)
@@ -311,28 +315,57 @@ def test_distinct_keys_decoded_ahead_decode_alike(messages: list[tuple[bytes, by
     assert run_topic(batches, bulk=True, **options) == run_topic(batches, bulk=True, ahead=False, **options)
 
 
-def test_batches_are_decoded_ahead_only_while_every_key_is_distinct(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Distinct keys: the read's end has nothing left to decode. A key read again: the latest messages are decoded
-    at the read's end, and a bad message the key's later one supersedes is never reported (as ever)."""
+@settings(max_examples=examples(150), deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c", b"d"]), message_values),
+                                 min_size=1, max_size=6), max_size=4), skip=st.booleans())
+def test_superseded_messages_of_any_shape_decoded_ahead_change_nothing(
+        batches: list[list[tuple[bytes | None, bytes | None]]], skip: bool) -> None:
+    """Good keys repeating, values of any shape (fields and types a key's later message lacks, bad JSON):
+    decoding ahead and taking out what the superseded messages brought is decoding the latest alone."""
+    options = dict(key_type="string", value_format="json", skip=skip)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(held, "REPEATS", 1.0)
+        assert run_topic(batches, bulk=True, **options) == run_topic(batches, bulk=True, ahead=False, **options)
+
+
+def test_what_superseded_messages_decoded_ahead_brought_is_taken_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches are decoded as they arrive; at the read's end a superseded message's row loses in the fold and
+    its bad record is dropped. The latest messages are decoded again at the end (and the outcome is the one
+    of decoding them alone) where a superseded message brought a type, a latest message is bad, or keys
+    repeat too often."""
     at_the_end: list[int] = []
     decode_latest = Publisher._decode_latest
 
-    def spy(self: Publisher, decode: Any, held: list[Any]) -> int:
-        at_the_end.append(sum(len(part.keys) for part in held))
-        return decode_latest(self, decode, held)
+    def spy(self: Publisher, decode: Any, parts: list[Any]) -> int:
+        at_the_end.append(sum(len(part.keys) for part in parts))
+        return decode_latest(self, decode, parts)
+
+    def check(batches: list[list[tuple[bytes | None, bytes | None]]], *, ends: bool, skip: bool = False) -> dict:
+        at_the_end.clear()
+        outcome = run_topic(batches, bulk=True, key_type="string", value_format="json", skip=skip)
+        assert bool(at_the_end) == ends
+        assert outcome == run_topic(batches, bulk=True, key_type="string", value_format="json", skip=skip,
+                                    ahead=False)
+        return outcome
 
     monkeypatch.setattr(Publisher, "_decode_latest", spy)
-    value = json.dumps({"x": 1}).encode()
-    distinct = [[(f"k{i}".encode(), value) for i in range(start, start + 5)] for start in (0, 5, 10)]
-    outcome = run_topic(distinct, bulk=True, key_type="string", value_format="json", skip=False)
-    assert at_the_end == [] and len(outcome["rows"]) == 15
-    again = [[(b"a", value), (b"b", value)], [(b"a", b'{"x": 2}')]]
-    outcome = run_topic(again, bulk=True, key_type="string", value_format="json", skip=False)
-    assert at_the_end == [3] and {row["key"]: row["x"] for row in outcome["rows"]} == {"a": 2, "b": 1}
-    superseded = [[(b"a", b'{"x": '), (b"b", value)], [(b"c", value)], [(b"a", b'{"x": 2}')]]
-    outcome = run_topic(superseded, bulk=True, key_type="string", value_format="json", skip=False)
-    assert at_the_end == [3, 4] and outcome["bad"] == 0
-    assert {row["key"]: row["x"] for row in outcome["rows"]} == {"a": 2, "b": 1, "c": 1}
+    many = [[(f"k{i}".encode(), json.dumps({"x": i}).encode()) for i in range(start, start + 50)]
+            for start in (0, 50, 100)]
+    assert len(check(many, ends=False)["rows"]) == 150
+    again = [*many, [(b"k3", b'{"x": -3}'), (b"k70", None)]]
+    outcome = check(again, ends=False)
+    assert len(outcome["rows"]) == 149 and {"key": "k3", "x": -3} in outcome["rows"]
+    superseded_bad = [[(b"k3", b'{"x": '), *many[0][4:]], *many[1:], [(b"k3", b'{"x": 3}')]]
+    assert check(superseded_bad, ends=False)["bad"] == 0
+    brought_a_field = [[(b"k3", b'{"x": 1, "old": "y"}'), *many[0][4:]], *many[1:], [(b"k3", b'{"x": 3}')]]
+    assert "old" not in check(brought_a_field, ends=True)["schema"]
+    brought_a_float = [[(b"k3", b'{"x": 1.5}'), *many[0][4:]], *many[1:], [(b"k3", b'{"x": 3}')]]
+    assert check(brought_a_float, ends=True)["schema"] == check(many, ends=False)["schema"]
+    latest_bad = [*many, [(b"k3", b'{"x": ')]]
+    assert check(latest_bad, ends=True, skip=True)["bad"] == 1
+    often = [[(f"k{i % 40}".encode(), json.dumps({"x": i}).encode()) for i in range(start, start + 50)]
+             for start in (0, 50, 100)]
+    assert len(check(often, ends=True)["rows"]) == 40
 
 
 def test_kafka_values_reach_the_json_reader_in_pieces_of_join_bytes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,12 +74,25 @@ class Held(NamedTuple):
         return decode.json_lines(self.keys, values, self.deleted, places, clean=bool(self.clean.all()))
 
     def take(self, chosen: np.ndarray) -> Held:
-        """The messages at ``chosen`` (indices into this batch), in that order."""
-        taken = pa.array(chosen)
-        # One copy of the chosen values, out of every batch at once.
-        return Held(self.stream, self.keys.take(taken), one_array(self.values.take(taken)),
+        """The messages at ``chosen`` (increasing indices into these messages), in that order."""
+        return Held(self.stream, self.keys.take(pa.array(chosen)), _take(self.values, chosen),
                     None if self.deleted is None else self.deleted[chosen], self.clean[chosen],
                     self.partitions[chosen], self.offsets[chosen])
+
+
+def _take(values: pa.Array | pa.ChunkedArray, chosen: np.ndarray) -> pa.Array:
+    """``values`` at increasing indices ``chosen``, as one array: chunk by chunk (Arrow's take over a chunked
+    array joins every chunk first, a copy of all the values for a few of them)."""
+    if isinstance(values, pa.Array):
+        return values.take(pa.array(chosen))
+    ends = np.cumsum([len(chunk) for chunk in values.chunks])
+    cuts = np.searchsorted(chosen, ends)
+    pieces, start, first = [], 0, 0
+    for chunk, end, cut in zip(values.chunks, ends.tolist(), cuts.tolist()):
+        if cut > start:
+            pieces.append(chunk.take(pa.array(chosen[start:cut] - first)))
+        start, first = cut, end
+    return pa.concat_arrays(pieces) if pieces else pa.array([], values.type)
 
 
 def joined(parts: list[Held]) -> Held:

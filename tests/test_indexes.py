@@ -44,7 +44,7 @@ def keys_of(records: list[dict[str, Any]]) -> list[Any]:
     return [r["key"] for r in records]
 
 
-def check_indexes(view: Any, state: dict[Any, str]) -> None:
+def check_indexes(view: Any, state: dict[Any, str], page_limits: tuple[int, ...] = (7, 50)) -> None:
     rows = decoded(state)
     for genre in [*GENRES, None, "absent"]:
         assert keys_of(view.index("genre").get(genre)) == scan(rows, lambda r, g=genre: r.get("genre") == g)
@@ -72,18 +72,19 @@ def check_indexes(view: Any, state: dict[Any, str]) -> None:
     assert keys_of(view.index("key").range("k010", "k020")) == [k for k in sorted(state) if "k010" <= k < "k020"]
     for record in view.index("genre").get("noir"):
         assert canon(record) == state[record["key"]]
-    check_pages(view)
+    check_pages(view, page_limits)
 
 
-def check_pages(view: Any) -> None:
-    """Every page of get() and range() is the same slice of the whole answer (overlay records included)."""
+def check_pages(view: Any, limits: tuple[int, ...]) -> None:
+    """Every page of get() and range() is the same slice of the whole answer (overlay records included).
+    A limit of 1 makes every record a page boundary: thorough, and most of the index test's time."""
     for index, call in [(view.index("genre"), lambda i, **page: i.get("drama", **page)),
                         (view.index("year"), lambda i, **page: i.get(1995, **page)),
                         (view.index("year"), lambda i, **page: i.range(1992, 1997, **page)),
                         (view.index(("genre", "year")), lambda i, **page: i.range(("comedy", 1990), None, **page)),
                         (view.index("key"), lambda i, **page: i.range("k100", None, **page))]:
         whole = call(index)
-        for limit in (1, 7, 50):
+        for limit in limits:
             pages = [call(index, offset=offset, limit=limit) for offset in range(0, len(whole) + limit, limit)]
             assert all(len(page) <= limit for page in pages)
             assert [r for page in pages for r in page] == whole
@@ -100,7 +101,9 @@ def test_indexes_equal_a_scan_through_deltas_rollbacks_and_snapshots(tmp_path: P
     with feed.consumer(pin=1) as consumer:
         for version in [1, 2, 3, 5, 7, 6, 2, 4]:
             consumer.set_pin(version)
-            check_indexes(consumer.view(), feed.states[version])
+            # Pages of one record in version 4 (three deltas over the first snapshot, so the most overlay
+            # records: every boundary between them and the snapshot's is a page's edge); 7 and 50 everywhere.
+            check_indexes(consumer.view(), feed.states[version], (1, 7, 50) if version == 4 else (7, 50))
 
 
 def test_the_snapshot_part_is_shared_across_delta_refreshes(tmp_path: Path) -> None:

@@ -12,19 +12,21 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from flask import Flask
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select, WebDriverWait
 from werkzeug.serving import make_server
 
 from combe.consumer.server import Tokens, create_app
 from tests.support.served import ANN_JSON, MOVIE_TAGS, Published, publish_all, publish_nested
+
+# Selenium's driver and wait modules (a third of a second) are imported where used: every worker collects this
+# module, and make check deselects it (By, a table of names, costs nothing).
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support.ui import WebDriverWait
 
 pytestmark = pytest.mark.browser
 
@@ -61,6 +63,10 @@ def base_url(published: Published) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
     options = Options()
     options.binary_location = CHROMIUM
     for flag in FLAGS:
@@ -72,8 +78,15 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     driver.quit()
 
 
+def waiting(browser: WebDriver) -> WebDriverWait[WebDriver]:
+    """A ten-second wait on the page (selenium's wait module imported here, see above)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, 10)
+
+
 def wait_for(browser: WebDriver, css: str) -> None:
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, css))
+    waiting(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, css))
 
 
 def look_up(browser: WebDriver, key: str) -> None:
@@ -83,7 +96,7 @@ def look_up(browser: WebDriver, key: str) -> None:
     field.clear()
     field.send_keys(key)
     browser.find_element(By.CSS_SELECTOR, "#lookup button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: message.text)
+    waiting(browser).until(lambda b: message.text)
 
 
 def test_explorer_looks_up_keys_and_shows_history_and_changes(browser: WebDriver, base_url: str,
@@ -117,6 +130,8 @@ def test_explorer_looks_up_keys_and_shows_history_and_changes(browser: WebDriver
     assert "no record with key 'm1'" in browser.find_element(By.ID, "lookup-message").text
     assert not browser.find_element(By.ID, "record").is_displayed()
 
+    from selenium.webdriver.support.ui import Select
+
     Select(browser.find_element(By.ID, "dataset")).select_by_value("counts")
     wait_for(browser, "body[data-dataset=counts]")
     look_up(browser, "-2")
@@ -133,7 +148,7 @@ def test_explorer_asks_for_a_token_when_the_server_needs_one(browser: WebDriver,
     token = "explorer-token-0123456789abcdef"
     with serving(create_app(str(published.store), ["movies"], tokens=Tokens.parse(token, "test"))) as base:
         browser.get(base + "/")
-        WebDriverWait(browser, 10).until(lambda b: b.find_element(By.ID, "auth").is_displayed())
+        waiting(browser).until(lambda b: b.find_element(By.ID, "auth").is_displayed())
         browser.find_element(By.ID, "token").send_keys(token)
         browser.find_element(By.CSS_SELECTOR, "#auth button[type=submit]").click()
         wait_for(browser, "body[data-dataset=movies]")
@@ -162,7 +177,7 @@ def test_explorer_compares_versions_and_shows_a_keys_history(browser: WebDriver,
     field.clear()
     field.send_keys("9")
     browser.find_element(By.CSS_SELECTOR, "#compare button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: "no announced version 9" in b.find_element(By.ID, "diff-summary").text)
+    waiting(browser).until(lambda b: "no announced version 9" in b.find_element(By.ID, "diff-summary").text)
     assert not browser.find_element(By.ID, "diff").is_displayed()
 
     key = browser.find_element(By.ID, "key")

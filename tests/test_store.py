@@ -20,7 +20,6 @@ import pytest
 
 from combe.format.errors import ConfigError, ObjectNotFound, StoreError, StoreUnavailable
 from combe.format.store import Store, open_store
-from combe.format.store_s3 import DEFAULT_RETRY_DEADLINE
 from tests.support.fault_proxy import FaultProxy
 from tests.support.s3_server import BUCKET, S3Server
 
@@ -273,6 +272,8 @@ def test_conditional_write_whose_answer_was_lost_still_counts_as_won(
 def test_dropped_connections_fail_with_store_unavailable_in_bounded_time(
     s3_store_factory: Callable[..., Store], fault_proxy: FaultProxy
 ) -> None:
+    from combe.format.store_s3 import DEFAULT_RETRY_DEADLINE  # s3fs and aiohttp: loaded by S3 tests alone
+
     store = s3_store_factory(fault_proxy.url)
     store.write("blobs/a.bin", b"payload")
     fault_proxy.drop()
@@ -290,6 +291,8 @@ def test_dropped_connections_fail_with_store_unavailable_in_bounded_time(
 def test_endpoint_with_nothing_listening_fails_with_store_unavailable_in_bounded_time(
     s3_store_factory: Callable[..., Store],
 ) -> None:
+    from combe.format.store_s3 import DEFAULT_RETRY_DEADLINE
+
     store = s3_store_factory(f"http://127.0.0.1:{_closed_port()}")
     started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="gave up after"):

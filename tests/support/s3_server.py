@@ -25,8 +25,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
 
-import boto3
-from botocore.exceptions import ClientError
 
 if __name__ == "__main__":  # run as the server process: import the test support from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -121,6 +119,11 @@ class S3Server(Service):
 
     def make_bucket(self, name: str) -> None:
         """Create the bucket unless it exists already."""
+        # boto3 imported here, not with the module: tests import this module for its types and names in every
+        # worker, where make check runs no S3 test (a quarter of a second each).
+        import boto3
+        from botocore.exceptions import ClientError
+
         client = boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,

@@ -108,9 +108,12 @@ def test_every_pair_of_versions_matches_the_two_states_compared_whole(published:
         rows, method = diff_rows(timeline, a, b, None)
         assert rows == expected, (a, b, method)
         methods[method] += 1
-        assert diff_rows(timeline, a, b, "states")[0] == expected, (a, b)
+        # Each way asked for by name too, but for the one just chosen (the same computation again).
+        if method != "states":
+            assert diff_rows(timeline, a, b, "states")[0] == expected, (a, b)
         if deltas_possible(a, b, set(states)):
-            assert diff_rows(timeline, a, b, "deltas")[0] == expected, (a, b)
+            if method != "deltas":
+                assert diff_rows(timeline, a, b, "deltas")[0] == expected, (a, b)
         else:
             with pytest.raises(ConfigError, match="cannot be read from deltas"):
                 timeline.diff(a, b, method="deltas")

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from combe.cli import EXIT_USAGE
+from combe.cli import EXIT_USAGE, main
 from combe.format.dataset import Dataset
 from tests.support.changelog import append_jsonl
 from tests.support.kafka_broker import KafkaBroker
@@ -86,13 +86,10 @@ def test_a_failing_source_is_retried_until_it_is_back(tmp_path: Path) -> None:
 def test_a_dataset_published_with_another_key_type_stops_the_daemon(tmp_path: Path) -> None:
     changelog = tmp_path / "movies.jsonl"
     append_jsonl(changelog, [("1", {"n": 1})])
-    process = daemon(tmp_path, changelog)
-    dataset = Dataset.open(str(tmp_path / "store"), DATASET)
-    try:
-        until(lambda: dataset.announced().version == 1, process)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
+    # Version 1 with string keys, published in this process: only the daemon that follows is under test.
+    store = ["--store", str(tmp_path / "store"), "--dataset", DATASET]
+    assert main(["publish", "--source", str(changelog), *store, "--once"]) == 0
+    assert Dataset.open(str(tmp_path / "store"), DATASET).announced().version == 1
     process = daemon(tmp_path, changelog, "--key-type", "int64")
     _, err = process.communicate(timeout=60)  # no retry can make it fit: it stops at once
     assert process.returncode == EXIT_USAGE, err

@@ -157,7 +157,7 @@ class Ahead:
                 self._last.result()
             if not self.wrong and held:
                 try:
-                    self._check(joined(held))
+                    self._check(held)
                 except Exception as exc:  # noqa: BLE001 - any refusal: the read's end decides
                     self._drop(f"the check of what superseded messages brought failed ({exc})")
             if self.wrong:
@@ -173,9 +173,9 @@ class Ahead:
             self._waiting.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _check(self, every: Held) -> None:
-        """Drop the guess unless taking out what the superseded messages of ``every`` brought changes nothing."""
-        if every.keys.null_count:
+    def _check(self, held: list[Held]) -> None:
+        """Drop the guess unless taking out what the superseded messages of ``held`` brought changes nothing."""
+        if any(part.keys.null_count for part in held):
             self._drop("a message has no key")  # a bad record of its own, whatever comes after it
             return
         hashes = np.concatenate(self._hashes)
@@ -185,12 +185,13 @@ class Ahead:
             if self._errors:
                 self._drop("a latest message is bad")
             return
+        every = joined(held)  # only where keys repeat: the keys of every batch, copied into one array
         earlier, later = order[again], order[again + 1]
         if not pc.all(pc.equal(every.keys.take(pa.array(earlier)), every.keys.take(pa.array(later)))).as_py():
             self._drop("two keys have the same hash")
             return
         superseded = np.sort(earlier)
-        latest = np.sort(np.setdiff1d(later, earlier, assume_unique=True))  # the last of each run of equal keys
+        latest = np.setdiff1d(later, earlier, assume_unique=True)  # the last of each run of equal keys, sorted
         number = self._decode.source.number
         gone = {(p, number(every.stream, p, o))
                 for p, o in zip(every.partitions[superseded].tolist(), every.offsets[superseded].tolist())}

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from combe.format.cache import BlobCache
-from combe.format.cores import CORES, LEAST_ROWS, each
 from combe.format.checksum import EMPTY_CHECKSUM, advance, checksum_of, row_digests, state_checksum
+from combe.format.cores import CORES, LEAST_ROWS, each
 from combe.format.dataset import Dataset
 from combe.format.delta import OP_COLUMN, REMOVED, apply_delta
 from combe.format.errors import FormatError, IntegrityError
@@ -53,19 +53,16 @@ def take_owned(columns: list[pa.ChunkedArray | None], schema: pa.Schema, indices
     a column of many chunks joined first: Arrow's take over chunks looks up each index's chunk."""
     if isinstance(indices, np.ndarray):
         indices = pa.array(indices)
-    taken: list[pa.Array] = [pa.array([], pa.null())] * len(columns)
+    taken: list[pa.Array | None] = [None] * len(columns)
 
     def take(position: int) -> None:
         column, columns[position] = columns[position], None
         assert column is not None
         taken[position] = one_array(column).take(indices)
 
-    if len(indices) < LEAST_ROWS:
-        for position in range(len(columns)):
-            take(position)
-    else:
-        for start in range(0, len(columns), CORES):
-            each(take, range(start, min(start + CORES, len(columns))))
+    step = CORES if len(indices) >= LEAST_ROWS else 1
+    for start in range(0, len(columns), step):
+        each(take, range(start, min(start + step, len(columns))))
     return pa.Table.from_arrays(taken, schema=schema)
 
 
